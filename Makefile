@@ -1,0 +1,38 @@
+# prodloop: the two commands a new user needs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test setup lint typecheck unit integration kafka-up kafka-down bench golden clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "prodloop needs Python 3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/prodloop demo
+
+lint: setup
+	$(VENV)/bin/ruff check attribution collector tests bench scripts
+	$(VENV)/bin/ruff format --check attribution collector tests bench scripts
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+unit: setup
+	$(PY) -m pytest tests/unit -q
+
+test: setup lint typecheck
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) bench/ingest.py
+
+clean:
+	rm -rf $(VENV) .prodloop .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""prodloop's pure attribution core: no I/O, no clock, no environment."""

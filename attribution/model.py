@@ -1,0 +1,229 @@
+"""The core's data model.
+
+``Span`` is the hot path: one instance per span, so it is a ``__slots__`` class, not a
+dataclass.  It carries only what attribution and aggregation read; the decoder projects
+the span attributes down to :data:`WANTED_ATTRIBUTES` (plus any configured sample-rate
+attribute) so that nothing else is materialised.
+
+``Resource`` is shared by every span of one OTLP ``ResourceSpans``.  Config and events
+(``DeployEvent``, ``Attribution``, ``Unattributed``) are frozen dataclasses: there are few
+of them, and the attributor hands out cached instances, so no span allocates one.
+
+All timestamps inside the core are ``*_unix_nano: int``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+AttrValue = str | bool | int | float
+
+# Span attributes the core reads.  Semantic-convention names first, deprecated ones after.
+CODE_FILE_PATH: Final = "code.file.path"
+CODE_FILEPATH_OLD: Final = "code.filepath"
+CODE_FUNCTION_NAME: Final = "code.function.name"
+CODE_FUNCTION_OLD: Final = "code.function"
+CODE_NAMESPACE: Final = "code.namespace"
+CODE_LINE_NUMBER: Final = "code.line.number"
+CODE_LINENO_OLD: Final = "code.lineno"
+HTTP_ROUTE: Final = "http.route"
+RPC_SERVICE: Final = "rpc.service"
+RPC_METHOD: Final = "rpc.method"
+
+WANTED_ATTRIBUTES: Final[tuple[str, ...]] = (
+    CODE_FILE_PATH,
+    CODE_FILEPATH_OLD,
+    CODE_FUNCTION_NAME,
+    CODE_FUNCTION_OLD,
+    CODE_NAMESPACE,
+    CODE_LINE_NUMBER,
+    CODE_LINENO_OLD,
+    HTTP_ROUTE,
+    RPC_SERVICE,
+    RPC_METHOD,
+)
+
+# Resource attributes.
+SERVICE_NAME: Final = "service.name"
+SERVICE_VERSION: Final = "service.version"
+DEPLOYMENT_ENVIRONMENT_NAME: Final = "deployment.environment.name"
+DEPLOYMENT_ENVIRONMENT_OLD: Final = "deployment.environment"
+VCS_REF_HEAD_REVISION: Final = "vcs.ref.head.revision"
+VCS_REPOSITORY_URL_FULL: Final = "vcs.repository.url.full"
+
+STATUS_UNSET: Final = 0
+STATUS_OK: Final = 1
+STATUS_ERROR: Final = 2
+
+UNATTRIBUTED_MODULE: Final = "(unattributed)"
+OVERFLOW_MODULE: Final = "(overflow)"
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """What every span of one ``ResourceSpans`` shares."""
+
+    service: str
+    environment: str = ""
+    service_version: str = ""
+    vcs_revision: str = ""
+    repository: str = ""
+    attributes: Mapping[str, AttrValue] = field(default_factory=dict)
+
+    @staticmethod
+    def from_attributes(attributes: Mapping[str, AttrValue]) -> Resource:
+        def s(key: str) -> str:
+            v = attributes.get(key)
+            return v if isinstance(v, str) else ("" if v is None else str(v))
+
+        return Resource(
+            service=s(SERVICE_NAME) or "unknown_service",
+            environment=s(DEPLOYMENT_ENVIRONMENT_NAME) or s(DEPLOYMENT_ENVIRONMENT_OLD),
+            service_version=s(SERVICE_VERSION),
+            vcs_revision=s(VCS_REF_HEAD_REVISION),
+            repository=s(VCS_REPOSITORY_URL_FULL),
+            attributes=dict(attributes),
+        )
+
+
+class Span:
+    """One decoded span.  ``attributes`` holds only the projected keys."""
+
+    __slots__ = (
+        "attributes",
+        "end_unix_nano",
+        "kind",
+        "name",
+        "parent_span_id",
+        "resource",
+        "sample_probability",
+        "span_id",
+        "start_unix_nano",
+        "status_code",
+        "trace_id",
+    )
+
+    def __init__(
+        self,
+        resource: Resource,
+        trace_id: bytes,
+        span_id: bytes,
+        name: str,
+        start_unix_nano: int,
+        end_unix_nano: int,
+        status_code: int = STATUS_UNSET,
+        attributes: Mapping[str, AttrValue] | None = None,
+        kind: int = 0,
+        parent_span_id: bytes = b"",
+        sample_probability: float = 1.0,
+    ) -> None:
+        self.resource = resource
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.name = name
+        self.start_unix_nano = start_unix_nano
+        self.end_unix_nano = end_unix_nano
+        self.status_code = status_code
+        self.attributes: Mapping[str, AttrValue] = attributes if attributes is not None else {}
+        self.kind = kind
+        self.parent_span_id = parent_span_id
+        self.sample_probability = sample_probability
+
+    @property
+    def duration_nano(self) -> int:
+        return self.end_unix_nano - self.start_unix_nano
+
+    def __repr__(self) -> str:
+        return (
+            f"Span(service={self.resource.service!r}, name={self.name!r}, "
+            f"trace_id={self.trace_id.hex()}, span_id={self.span_id.hex()}, "
+            f"start={self.start_unix_nano}, end={self.end_unix_nano}, status={self.status_code})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CodeLocation:
+    file_path: str = ""
+    function: str = ""
+    namespace: str = ""
+    line: int = 0
+
+    @staticmethod
+    def of(attributes: Mapping[str, AttrValue]) -> CodeLocation:
+        def s(*keys: str) -> str:
+            for k in keys:
+                v = attributes.get(k)
+                if v is not None and v != "":
+                    return str(v)
+            return ""
+
+        line_raw = attributes.get(CODE_LINE_NUMBER, attributes.get(CODE_LINENO_OLD, 0))
+        try:
+            line = int(line_raw)
+        except (TypeError, ValueError):
+            line = 0
+        return CodeLocation(
+            file_path=s(CODE_FILE_PATH, CODE_FILEPATH_OLD),
+            function=s(CODE_FUNCTION_NAME, CODE_FUNCTION_OLD),
+            namespace=s(CODE_NAMESPACE),
+            line=line,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    """Where a span comes from.  Instances are shared between spans of the same location."""
+
+    repository: str
+    path: str  # repo-relative, normalised; "" when the module came from a non-path rule
+    module: str
+    module_rule: str  # a human description of the rule that decided the module
+    owners: tuple[str, ...]  # sorted
+    codeowners_line: int = 0  # 0: no CODEOWNERS line matched
+
+
+@dataclass(frozen=True, slots=True)
+class Unattributed:
+    """A span that could not be attributed, and why.  Stored and counted per service."""
+
+    reason: str  # "external" | "no_location" | "no_rule" | ...
+    detail: str = ""
+    module: str = UNATTRIBUTED_MODULE
+    owners: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DeployEvent:
+    """A deployment, as in ``schemas/events/deploy.schema.json``."""
+
+    deploy_id: str
+    service: str
+    environment: str
+    commit_sha: str
+    deployed_at_unix_nano: int
+    repository: str = ""
+    previous_sha: str = ""
+    status: str = "succeeded"
+    url: str = ""
+
+    @property
+    def live(self) -> bool:
+        return self.status != "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentEvent:
+    """An incident, as in ``schemas/events/incident.schema.json``."""
+
+    incident_id: str
+    services: tuple[str, ...]
+    started_at_unix_nano: int
+    severity: str
+    resolved_at_unix_nano: int = 0
+    deploy_id: str = ""
+    commit_sha: str = ""
+    modules: tuple[str, ...] = ()
+    postmortem_url: str = ""
+    title: str = ""

@@ -1,0 +1,1 @@
+"""prodloop adapters and runtime."""
