@@ -36,3 +36,6 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) .prodloop .pytest_cache .mypy_cache .ruff_cache
+
+golden:
+	cd tests/data/golden/gen && go run . -out ..

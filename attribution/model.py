@@ -70,7 +70,7 @@ class Resource:
     service_version: str = ""
     vcs_revision: str = ""
     repository: str = ""
-    attributes: Mapping[str, AttrValue] = field(default_factory=dict)
+    attributes: Mapping[str, AttrValue] = field(default_factory=dict, hash=False, compare=False)
 
     @staticmethod
     def from_attributes(attributes: Mapping[str, AttrValue]) -> Resource:

@@ -1,0 +1,72 @@
+"""prodloop's error tree.  Adapters wrap third-party errors once, here-shaped.
+
+::
+
+    ProdloopError                 everything prodloop raises on purpose
+    ├── ConfigError               a bad setting or config file; names the file/key/line
+    ├── PayloadError              one bad input record (never fatal to a stream)
+    │   ├── DecodeError           undecodable OTLP (protobuf or JSON); names source + offset/line
+    │   └── EventError            an invalid deploy/incident event; names the field
+    ├── StoreError                ClickHouse (chDB or server) failed
+    │   ├── StoreLockedError      the embedded store is held by another process
+    │   └── SinkError             a write was not acknowledged (retryable)
+    ├── BrokerError               Kafka failed
+    └── TicketError               a ticket sink failed
+
+Bad input is a value in the hot path (rejections are counted and dead-lettered); these
+exceptions cross module boundaries only where one record, file or command as a whole fails.
+"""
+
+from __future__ import annotations
+
+
+class ProdloopError(Exception):
+    """Base of every error prodloop raises on purpose."""
+
+
+class ConfigError(ProdloopError):
+    """A bad setting or config file.  The message names the file, key or line."""
+
+
+class PayloadError(ProdloopError):
+    """One bad input record.  ``reason`` is a short stable label used for metrics."""
+
+    reason: str = "invalid"
+
+    def __init__(self, message: str, *, reason: str | None = None, where: str = "") -> None:
+        self.where = where
+        if reason is not None:
+            self.reason = reason
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class DecodeError(PayloadError):
+    """Undecodable OTLP: truncated protobuf, bad JSON, wrong shape."""
+
+    reason = "decode_error"
+
+
+class EventError(PayloadError):
+    """An invalid deploy or incident event.  The message names the field."""
+
+    reason = "invalid_event"
+
+
+class StoreError(ProdloopError):
+    """ClickHouse failed."""
+
+
+class StoreLockedError(StoreError):
+    """The embedded chDB store is held by another process (probably `prodloop run`)."""
+
+
+class SinkError(StoreError):
+    """A write was not acknowledged.  Retrying the same batch is safe (deduplicated)."""
+
+
+class BrokerError(ProdloopError):
+    """Kafka failed."""
+
+
+class TicketError(ProdloopError):
+    """A ticket sink failed."""

@@ -1,0 +1,590 @@
+"""The one OTLP decoder: ``otlp_proto`` and ``otlp_json`` bytes -> ``attribution.model.Span``.
+
+Kafka, the file readers and the receivers hand raw bytes to :class:`OtlpDecoder`; nothing
+else in prodloop parses OTLP.
+
+**Protobuf, fast path.**  Generated message classes materialise a Python object for every
+attribute of every span, which costs more than everything else prodloop does per span.
+So the decoder parses with *lean* message classes built at import time from the real
+``opentelemetry-proto`` descriptors, with the same field numbers:
+
+* ``Span.attributes`` (``repeated KeyValue``) is declared as ``map<string, AnyValue>``.
+  A map entry is, on the wire, exactly a ``KeyValue`` (key = 1, value = 2), so upb parses
+  the attribute list in C into a map, and only the projected keys become Python objects.
+* Fields prodloop does not read (events, links, scope, dropped counts, array and kvlist
+  values) are left out of the lean messages and skipped by the parser.
+
+The resource is parsed with the real ``Resource`` class (once per ``ResourceSpans``).
+
+**OTLP/JSON** follows the OTLP specification's JSON mapping as the Collector writes it:
+lowerCamelCase keys (snake_case accepted), trace/span ids as hex strings, enums as integers,
+64-bit integers as decimal strings or numbers, unknown fields ignored.
+
+**Errors.**  A record that cannot be parsed at all raises :class:`DecodeError` naming where.
+A span that parses but is invalid (bad id length, ``end < start``) is a :class:`Rejection`
+value in the result: the rest of the record still gets through.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import DecodeError as ProtobufDecodeError
+from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.resource.v1 import resource_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
+
+from attribution.model import WANTED_ATTRIBUTES, AttrValue, Resource, Span
+from attribution.sampling import probability_from_sample_rate, probability_from_tracestate
+from collector.errors import DecodeError
+
+__all__ = [
+    "Decoded",
+    "OtlpDecoder",
+    "Rejection",
+    "iter_json_lines",
+    "iter_length_prefixed",
+]
+
+_ZERO_TRACE_ID = bytes(16)
+_ZERO_SPAN_ID = bytes(8)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A span or record that was not accepted.  ``reason`` is a stable metric label."""
+
+    reason: str
+    message: str
+
+
+class Decoded(NamedTuple):
+    spans: list[Span]
+    rejected: list[Rejection]
+
+
+# --------------------------------------------------------------------------------------
+# Lean protobuf messages, derived from the real descriptors (same field numbers).
+# --------------------------------------------------------------------------------------
+
+_F = descriptor_pb2.FieldDescriptorProto
+
+
+def _num(message: Any, field: str) -> int:
+    return int(message.DESCRIPTOR.fields_by_name[field].number)
+
+
+def _build_lean_classes() -> type[Any]:
+    fdp = descriptor_pb2.FileDescriptorProto(
+        name="prodloop/lean_otlp_trace.proto", package="prodloop.lean", syntax="proto3"
+    )
+
+    def add(parent: Any, name: str) -> Any:
+        return parent.add(name=name)
+
+    def field(msg: Any, name: str, number: int, typ: int, repeated: bool = False, type_name: str = "") -> Any:
+        f = msg.field.add(
+            name=name,
+            number=number,
+            type=typ,
+            label=_F.LABEL_REPEATED if repeated else _F.LABEL_OPTIONAL,
+        )
+        if type_name:
+            f.type_name = type_name
+        return f
+
+    av = common_pb2.AnyValue
+    any_value = add(fdp.message_type, "AnyValue")
+    any_value.oneof_decl.add(name="value")
+    for fname, typ in (
+        ("string_value", _F.TYPE_STRING),
+        ("bool_value", _F.TYPE_BOOL),
+        ("int_value", _F.TYPE_INT64),
+        ("double_value", _F.TYPE_DOUBLE),
+        ("bytes_value", _F.TYPE_BYTES),
+    ):
+        field(any_value, fname, _num(av, fname), typ).oneof_index = 0
+
+    status = add(fdp.message_type, "Status")
+    field(status, "code", _num(trace_pb2.Status, "code"), _F.TYPE_INT32)
+
+    sp = trace_pb2.Span
+    span = add(fdp.message_type, "Span")
+    entry = add(span.nested_type, "AttributesEntry")
+    entry.options.map_entry = True
+    field(entry, "key", _num(common_pb2.KeyValue, "key"), _F.TYPE_STRING)
+    field(entry, "value", _num(common_pb2.KeyValue, "value"), _F.TYPE_MESSAGE, type_name=".prodloop.lean.AnyValue")
+    field(span, "trace_id", _num(sp, "trace_id"), _F.TYPE_BYTES)
+    field(span, "span_id", _num(sp, "span_id"), _F.TYPE_BYTES)
+    field(span, "trace_state", _num(sp, "trace_state"), _F.TYPE_STRING)
+    field(span, "parent_span_id", _num(sp, "parent_span_id"), _F.TYPE_BYTES)
+    field(span, "name", _num(sp, "name"), _F.TYPE_STRING)
+    field(span, "kind", _num(sp, "kind"), _F.TYPE_INT32)
+    field(span, "start_time_unix_nano", _num(sp, "start_time_unix_nano"), _F.TYPE_FIXED64)
+    field(span, "end_time_unix_nano", _num(sp, "end_time_unix_nano"), _F.TYPE_FIXED64)
+    field(
+        span,
+        "attributes",
+        _num(sp, "attributes"),
+        _F.TYPE_MESSAGE,
+        repeated=True,
+        type_name=".prodloop.lean.Span.AttributesEntry",
+    )
+    field(span, "status", _num(sp, "status"), _F.TYPE_MESSAGE, type_name=".prodloop.lean.Status")
+
+    scope_spans = add(fdp.message_type, "ScopeSpans")
+    field(
+        scope_spans,
+        "spans",
+        _num(trace_pb2.ScopeSpans, "spans"),
+        _F.TYPE_MESSAGE,
+        repeated=True,
+        type_name=".prodloop.lean.Span",
+    )
+
+    resource_spans = add(fdp.message_type, "ResourceSpans")
+    rs = trace_pb2.ResourceSpans
+    field(resource_spans, "resource", _num(rs, "resource"), _F.TYPE_BYTES)
+    field(
+        resource_spans,
+        "scope_spans",
+        _num(rs, "scope_spans"),
+        _F.TYPE_MESSAGE,
+        repeated=True,
+        type_name=".prodloop.lean.ScopeSpans",
+    )
+
+    # TracesData and ExportTraceServiceRequest share this shape: resource_spans = 1.
+    traces = add(fdp.message_type, "TracesData")
+    field(
+        traces,
+        "resource_spans",
+        _num(trace_pb2.TracesData, "resource_spans"),
+        _F.TYPE_MESSAGE,
+        repeated=True,
+        type_name=".prodloop.lean.ResourceSpans",
+    )
+
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    cls: type[Any] = message_factory.GetMessageClass(pool.FindMessageTypeByName("prodloop.lean.TracesData"))
+    return cls
+
+
+_LeanTracesData = _build_lean_classes()
+
+
+def _any_value_proto(v: Any) -> AttrValue | None:
+    """A lean or real ``AnyValue`` -> Python scalar (None for arrays, kvlists, unset)."""
+    which = v.WhichOneof("value")
+    if which is None:
+        return None
+    if which == "bytes_value":
+        return bytes(v.bytes_value).hex()
+    if which in ("array_value", "kvlist_value"):
+        return None
+    value: AttrValue = getattr(v, which)
+    return value
+
+
+def _resource_from_proto(raw: bytes) -> Resource:
+    res = resource_pb2.Resource.FromString(raw)
+    attrs: dict[str, AttrValue] = {}
+    for kv in res.attributes:
+        val = _any_value_proto(kv.value)
+        if val is not None:
+            attrs[kv.key] = val
+    return Resource.from_attributes(attrs)
+
+
+# --------------------------------------------------------------------------------------
+# OTLP/JSON helpers
+# --------------------------------------------------------------------------------------
+
+
+def _jget(obj: Mapping[str, Any], camel: str, snake: str) -> Any:
+    v = obj.get(camel)
+    if v is None:
+        v = obj.get(snake)
+    return v
+
+
+def _json_int(value: Any, what: str) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be an integer, got a boolean")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value, 10)
+        except ValueError:
+            raise ValueError(f"{what} must be an integer, got {value!r}") from None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise ValueError(f"{what} must be an integer, got {value!r}")
+
+
+def _json_id(value: Any, what: str) -> bytes:
+    if value is None or value == "":
+        return b""
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a hex string, got {type(value).__name__}")
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise ValueError(f"{what} is not hex: {value!r}") from None
+
+
+def _json_any_value(v: Any) -> AttrValue | None:
+    if not isinstance(v, dict):
+        return None
+    for camel, snake in (
+        ("stringValue", "string_value"),
+        ("boolValue", "bool_value"),
+        ("intValue", "int_value"),
+        ("doubleValue", "double_value"),
+        ("bytesValue", "bytes_value"),
+    ):
+        x = v.get(camel, v.get(snake))
+        if x is None:
+            continue
+        if camel == "stringValue":
+            return str(x)
+        if camel == "boolValue":
+            return bool(x)
+        if camel == "intValue":
+            return _json_int(x, "intValue")
+        if camel == "doubleValue":
+            return float(x)  # also "NaN", "Infinity", "-Infinity"
+        try:
+            return base64.b64decode(x, validate=True).hex()
+        except (binascii.Error, TypeError):
+            return None
+    return None
+
+
+def _json_attributes(items: Any, wanted: frozenset[str] | None) -> dict[str, AttrValue]:
+    out: dict[str, AttrValue] = {}
+    if not items:
+        return out
+    if not isinstance(items, list):
+        raise ValueError("attributes must be a list")
+    for kv in items:
+        if not isinstance(kv, dict):
+            raise ValueError("attribute must be an object with key and value")
+        key = kv.get("key")
+        if not isinstance(key, str):
+            raise ValueError("attribute key must be a string")
+        if wanted is not None and key not in wanted:
+            continue
+        val = _json_any_value(kv.get("value"))
+        if val is not None:
+            out[key] = val
+    return out
+
+
+def _json_list(obj: Mapping[str, Any], camel: str, snake: str, what: str) -> list[Any]:
+    v = _jget(obj, camel, snake)
+    if v is None:
+        return []
+    if not isinstance(v, list):
+        raise ValueError(f"{what} must be a list")
+    return v
+
+
+# --------------------------------------------------------------------------------------
+# The decoder
+# --------------------------------------------------------------------------------------
+
+
+class OtlpDecoder:
+    """Decodes OTLP trace payloads into spans, projecting span attributes to ``wanted``.
+
+    ``sample_rate_attribute``: a span attribute holding "1 in N" (e.g. ``SampleRate``);
+    otherwise the probability comes from the ``ot=th:`` tracestate threshold.
+    """
+
+    def __init__(
+        self,
+        wanted_attributes: Iterable[str] = WANTED_ATTRIBUTES,
+        sample_rate_attribute: str | None = None,
+    ) -> None:
+        wanted = set(wanted_attributes)
+        if sample_rate_attribute:
+            wanted.add(sample_rate_attribute)
+        self.wanted: frozenset[str] = frozenset(wanted)
+        self.sample_rate_attribute = sample_rate_attribute or ""
+        self._resource_cache: dict[bytes, Resource] = {}
+
+    # -- protobuf ----------------------------------------------------------------------
+
+    def decode_proto(self, data: bytes, where: str = "<bytes>") -> Decoded:
+        """Decode ``TracesData`` / ``ExportTraceServiceRequest`` bytes."""
+        try:
+            msg = _LeanTracesData.FromString(data)
+        except ProtobufDecodeError as exc:
+            raise DecodeError(
+                f"not a valid OTLP protobuf TracesData/ExportTraceServiceRequest ({len(data)} bytes): {exc}",
+                where=where,
+            ) from exc
+        spans: list[Span] = []
+        rejected: list[Rejection] = []
+        append = spans.append
+        wanted = self.wanted
+        rate_attr = self.sample_rate_attribute
+        resource_cache = self._resource_cache
+        any_value = _any_value_proto
+        for ri, rs in enumerate(msg.resource_spans):
+            raw_resource = rs.resource
+            resource = resource_cache.get(raw_resource)
+            if resource is None:
+                try:
+                    resource = _resource_from_proto(raw_resource)
+                except ProtobufDecodeError as exc:
+                    raise DecodeError(f"resource_spans[{ri}].resource is not valid: {exc}", where=where) from exc
+                if len(resource_cache) > 10_000:
+                    resource_cache.clear()
+                resource_cache[raw_resource] = resource
+            for si, ss in enumerate(rs.scope_spans):
+                for pi, sp in enumerate(ss.spans):
+                    attrs_map = sp.attributes
+                    attrs: dict[str, AttrValue] = {}
+                    for key in attrs_map:
+                        if key in wanted:
+                            val = any_value(attrs_map[key])
+                            if val is not None:
+                                attrs[key] = val
+                    trace_id = sp.trace_id
+                    span_id = sp.span_id
+                    start = sp.start_time_unix_nano
+                    end = sp.end_time_unix_nano
+                    parent = sp.parent_span_id
+                    if (
+                        len(trace_id) != 16
+                        or len(span_id) != 8
+                        or end < start
+                        or (parent and len(parent) != 8)
+                        or trace_id == _ZERO_TRACE_ID
+                        or span_id == _ZERO_SPAN_ID
+                    ):
+                        rejected.append(
+                            self._reject(
+                                where, f"resource_spans[{ri}].scope_spans[{si}].spans[{pi}]", trace_id, span_id, parent, start, end
+                            )
+                        )
+                        continue
+                    trace_state = sp.trace_state
+                    p = 1.0
+                    if rate_attr and rate_attr in attrs:
+                        p = probability_from_sample_rate(attrs[rate_attr])
+                    elif trace_state:
+                        p = probability_from_tracestate(trace_state)
+                    append(
+                        Span(
+                            resource,
+                            trace_id,
+                            span_id,
+                            sp.name,
+                            start,
+                            end,
+                            sp.status.code,
+                            attrs,
+                            sp.kind,
+                            parent,
+                            p,
+                        )
+                    )
+        return Decoded(spans, rejected)
+
+    @staticmethod
+    def _reject(
+        where: str, path: str, trace_id: bytes, span_id: bytes, parent: bytes, start: int, end: int
+    ) -> Rejection:
+        prefix = f"{where}: {path}" if where else path
+        if len(trace_id) != 16:
+            return Rejection("bad_trace_id", f"{prefix}: trace_id must be 16 bytes, got {len(trace_id)}")
+        if trace_id == _ZERO_TRACE_ID:
+            return Rejection("bad_trace_id", f"{prefix}: trace_id is all zeroes")
+        if len(span_id) != 8:
+            return Rejection(
+                "bad_span_id", f"{prefix} (trace_id={trace_id.hex()}): span_id must be 8 bytes, got {len(span_id)}"
+            )
+        if span_id == _ZERO_SPAN_ID:
+            return Rejection("bad_span_id", f"{prefix} (trace_id={trace_id.hex()}): span_id is all zeroes")
+        if parent and len(parent) != 8:
+            return Rejection(
+                "bad_parent_span_id",
+                f"{prefix} (span_id={span_id.hex()}): parent_span_id must be 8 bytes or empty, got {len(parent)}",
+            )
+        return Rejection(
+            "end_before_start",
+            f"{prefix} (span_id={span_id.hex()}): end_time_unix_nano {end} is before start_time_unix_nano {start}",
+        )
+
+    # -- JSON --------------------------------------------------------------------------
+
+    def decode_json(self, data: bytes | str, where: str = "<json>") -> Decoded:
+        """Decode one OTLP/JSON ``TracesData`` / ``ExportTraceServiceRequest`` object."""
+        try:
+            doc = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DecodeError(f"not valid JSON: {exc}", where=where) from exc
+        if not isinstance(doc, dict):
+            raise DecodeError(f"OTLP/JSON must be an object, got {type(doc).__name__}", where=where)
+        spans: list[Span] = []
+        rejected: list[Rejection] = []
+        wanted = self.wanted
+        rate_attr = self.sample_rate_attribute
+        path = "resourceSpans"
+        try:
+            for ri, rs in enumerate(_json_list(doc, "resourceSpans", "resource_spans", "resourceSpans")):
+                path = f"resourceSpans[{ri}]"
+                if not isinstance(rs, dict):
+                    raise ValueError("must be an object")
+                res_obj = rs.get("resource") or {}
+                if not isinstance(res_obj, dict):
+                    raise ValueError("resource must be an object")
+                resource = Resource.from_attributes(_json_attributes(res_obj.get("attributes"), None))
+                for si, ss in enumerate(_json_list(rs, "scopeSpans", "scope_spans", "scopeSpans")):
+                    path = f"resourceSpans[{ri}].scopeSpans[{si}]"
+                    if not isinstance(ss, dict):
+                        raise ValueError("must be an object")
+                    for pi, sp in enumerate(_json_list(ss, "spans", "spans", "spans")):
+                        path = f"resourceSpans[{ri}].scopeSpans[{si}].spans[{pi}]"
+                        if not isinstance(sp, dict):
+                            raise ValueError("must be an object")
+                        trace_id = _json_id(_jget(sp, "traceId", "trace_id"), "traceId")
+                        span_id = _json_id(_jget(sp, "spanId", "span_id"), "spanId")
+                        parent = _json_id(_jget(sp, "parentSpanId", "parent_span_id"), "parentSpanId")
+                        start = _json_int(_jget(sp, "startTimeUnixNano", "start_time_unix_nano"), "startTimeUnixNano")
+                        end = _json_int(_jget(sp, "endTimeUnixNano", "end_time_unix_nano"), "endTimeUnixNano")
+                        if (
+                            len(trace_id) != 16
+                            or len(span_id) != 8
+                            or end < start
+                            or (parent and len(parent) != 8)
+                            or trace_id == _ZERO_TRACE_ID
+                            or span_id == _ZERO_SPAN_ID
+                        ):
+                            rejected.append(self._reject(where, path, trace_id, span_id, parent, start, end))
+                            continue
+                        attrs = _json_attributes(sp.get("attributes"), wanted)
+                        status = sp.get("status") or {}
+                        if not isinstance(status, dict):
+                            raise ValueError("status must be an object")
+                        code = _enum(status.get("code"), _STATUS_NAMES, "status.code")
+                        kind = _enum(sp.get("kind"), _KIND_NAMES, "kind")
+                        trace_state = _jget(sp, "traceState", "trace_state") or ""
+                        p = 1.0
+                        if rate_attr and rate_attr in attrs:
+                            p = probability_from_sample_rate(attrs[rate_attr])
+                        elif trace_state:
+                            p = probability_from_tracestate(str(trace_state))
+                        name = sp.get("name", "")
+                        spans.append(
+                            Span(
+                                resource,
+                                trace_id,
+                                span_id,
+                                name if isinstance(name, str) else str(name),
+                                start,
+                                end,
+                                code,
+                                attrs,
+                                kind,
+                                parent,
+                                p,
+                            )
+                        )
+        except ValueError as exc:
+            raise DecodeError(f"{path}: {exc}", where=where) from exc
+        return Decoded(spans, rejected)
+
+    def decode(self, data: bytes, encoding: str, where: str = "") -> Decoded:
+        """Decode by configured encoding name: ``otlp_proto`` or ``otlp_json``."""
+        if encoding == "otlp_proto":
+            return self.decode_proto(data, where or "<otlp_proto>")
+        if encoding == "otlp_json":
+            return self.decode_json(data, where or "<otlp_json>")
+        raise ValueError(f"unknown OTLP encoding {encoding!r}: expected otlp_proto or otlp_json")
+
+
+_STATUS_NAMES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
+_KIND_NAMES = {
+    "SPAN_KIND_UNSPECIFIED": 0,
+    "SPAN_KIND_INTERNAL": 1,
+    "SPAN_KIND_SERVER": 2,
+    "SPAN_KIND_CLIENT": 3,
+    "SPAN_KIND_PRODUCER": 4,
+    "SPAN_KIND_CONSUMER": 5,
+}
+
+
+def _enum(value: Any, names: Mapping[str, int], what: str) -> int:
+    """Enums are integers in OTLP/JSON; enum names are accepted too."""
+    if value is None:
+        return 0
+    if isinstance(value, str) and value in names:
+        return names[value]
+    return _json_int(value, what)
+
+
+# --------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------
+
+
+def iter_json_lines(path: str | Path) -> Iterator[tuple[str, bytes]]:
+    """OTLP/JSON lines: one request per line.  Yields ``("file:LINE", line_bytes)``."""
+    p = Path(path)
+    with p.open("rb") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            stripped = line.strip()
+            if stripped:
+                yield f"{p}:{lineno}", stripped
+
+
+def iter_length_prefixed(path: str | Path) -> Iterator[tuple[str, bytes]]:
+    """Length-prefixed protobuf: 4-byte big-endian length, then the message.
+
+    Yields ``("file@offset N", message_bytes)``.  A truncated frame raises ``DecodeError``
+    naming its offset (everything before it has been yielded).
+    """
+    p = Path(path)
+    data = p.read_bytes()
+    offset = 0
+    n = len(data)
+    while offset < n:
+        if offset + 4 > n:
+            raise DecodeError(
+                f"truncated length prefix: {n - offset} bytes left, need 4", where=f"{p}@offset {offset}"
+            )
+        size = int.from_bytes(data[offset : offset + 4], "big")
+        start = offset + 4
+        if start + size > n:
+            raise DecodeError(
+                f"truncated message: length prefix says {size} bytes, only {n - start} left",
+                where=f"{p}@offset {offset}",
+            )
+        yield f"{p}@offset {offset}", data[start : start + size]
+        offset = start + size
+
+
+def sniff_file_format(path: str | Path) -> str:
+    """``"otlp_json"`` for JSON lines, ``"otlp_proto"`` for length-prefixed protobuf."""
+    p = Path(path)
+    with p.open("rb") as fh:
+        head = fh.read(64).lstrip()
+    if head[:1] in (b"{", b"["):
+        return "otlp_json"
+    return "otlp_proto"
+
