@@ -120,7 +120,13 @@ def _build_lean_classes() -> type[Any]:
     entry = add(span.nested_type, "AttributesEntry")
     entry.options.map_entry = True
     field(entry, "key", _num(common_pb2.KeyValue, "key"), _F.TYPE_STRING)
-    field(entry, "value", _num(common_pb2.KeyValue, "value"), _F.TYPE_MESSAGE, type_name=".prodloop.lean.AnyValue")
+    field(
+        entry,
+        "value",
+        _num(common_pb2.KeyValue, "value"),
+        _F.TYPE_MESSAGE,
+        type_name=".prodloop.lean.AnyValue",
+    )
     field(span, "trace_id", _num(sp, "trace_id"), _F.TYPE_BYTES)
     field(span, "span_id", _num(sp, "span_id"), _F.TYPE_BYTES)
     field(span, "trace_state", _num(sp, "trace_state"), _F.TYPE_STRING)
@@ -350,7 +356,9 @@ class OtlpDecoder:
                 try:
                     resource = _resource_from_proto(raw_resource)
                 except ProtobufDecodeError as exc:
-                    raise DecodeError(f"resource_spans[{ri}].resource is not valid: {exc}", where=where) from exc
+                    raise DecodeError(
+                        f"resource_spans[{ri}].resource is not valid: {exc}", where=where
+                    ) from exc
                 if len(resource_cache) > 10_000:
                     resource_cache.clear()
                 resource_cache[raw_resource] = resource
@@ -378,7 +386,13 @@ class OtlpDecoder:
                     ):
                         rejected.append(
                             self._reject(
-                                where, f"resource_spans[{ri}].scope_spans[{si}].spans[{pi}]", trace_id, span_id, parent, start, end
+                                where,
+                                f"resource_spans[{ri}].scope_spans[{si}].spans[{pi}]",
+                                trace_id,
+                                span_id,
+                                parent,
+                                start,
+                                end,
                             )
                         )
                         continue
@@ -416,7 +430,8 @@ class OtlpDecoder:
             return Rejection("bad_trace_id", f"{prefix}: trace_id is all zeroes")
         if len(span_id) != 8:
             return Rejection(
-                "bad_span_id", f"{prefix} (trace_id={trace_id.hex()}): span_id must be 8 bytes, got {len(span_id)}"
+                "bad_span_id",
+                f"{prefix} (trace_id={trace_id.hex()}): span_id must be 8 bytes, got {len(span_id)}",
             )
         if span_id == _ZERO_SPAN_ID:
             return Rejection("bad_span_id", f"{prefix} (trace_id={trace_id.hex()}): span_id is all zeroes")
@@ -465,7 +480,9 @@ class OtlpDecoder:
                         trace_id = _json_id(_jget(sp, "traceId", "trace_id"), "traceId")
                         span_id = _json_id(_jget(sp, "spanId", "span_id"), "spanId")
                         parent = _json_id(_jget(sp, "parentSpanId", "parent_span_id"), "parentSpanId")
-                        start = _json_int(_jget(sp, "startTimeUnixNano", "start_time_unix_nano"), "startTimeUnixNano")
+                        start = _json_int(
+                            _jget(sp, "startTimeUnixNano", "start_time_unix_nano"), "startTimeUnixNano"
+                        )
                         end = _json_int(_jget(sp, "endTimeUnixNano", "end_time_unix_nano"), "endTimeUnixNano")
                         if (
                             len(trace_id) != 16
@@ -587,4 +604,3 @@ def sniff_file_format(path: str | Path) -> str:
     if head[:1] in (b"{", b"["):
         return "otlp_json"
     return "otlp_proto"
-

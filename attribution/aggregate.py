@@ -1,0 +1,242 @@
+"""Windowed, mergeable per-module aggregates.  Pure.
+
+Tumbling windows (60 s by default) keyed on the span's *start* time.  Per window the key is
+the span's group (service, environment, repository, module, owners, commit, deploy,
+unattributed reason; see :class:`attribution.attribute.GroupKey`).  Values:
+
+* ``spans``, ``errors`` (status ERROR): raw counts;
+* ``spans_adjusted_milli``, ``errors_adjusted_milli``: sampling-adjusted counts in
+  thousandths.  Each span weighs ``round(1000 / p)`` for its keep-probability ``p``; fixed
+  point keeps merges exact (float sums are not associative);
+* ``duration_sum_ns`` (exact), ``duration_adjusted_sum_ns`` (each span adds
+  ``d * weight // 1000``), ``duration_min_ns``, ``duration_max_ns``;
+* ``latency_bins``: the :mod:`attribution.sketch` histogram (bucket -> raw count).
+
+Every value merges by ``+`` (or min/max), so partial aggregates for one key merge exactly,
+in any order and grouping, in Python (:func:`merge_rows`) or in ClickHouse.  Late spans
+simply create another partial row for their window.
+
+**Cardinality cap.**  At most ``max_groups_per_window`` keys per window; spans past the
+cap go to an ``(overflow)`` row of their service and environment, and are counted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from attribution.attribute import Attributor, GroupKey
+from attribution.model import STATUS_ERROR, Span
+from attribution.sketch import INV_LOG_GAMMA as _INV_LOG_GAMMA
+
+DEFAULT_WINDOW_NS = 60 * 1_000_000_000
+
+# accumulator slots
+_SPANS, _ADJ, _ERR, _ERR_ADJ, _DSUM, _DSUM_ADJ, _DMIN, _DMAX, _BINS = range(9)
+
+
+class AggregateRow(NamedTuple):
+    """One partial aggregate; the columns of the ClickHouse ``module_aggregates`` table."""
+
+    window_start_unix_nano: int
+    service: str
+    environment: str
+    repository: str
+    module: str
+    owners: tuple[str, ...]
+    commit_sha: str
+    deploy_id: str
+    unattributed_reason: str
+    spans: int
+    spans_adjusted_milli: int
+    errors: int
+    errors_adjusted_milli: int
+    duration_sum_ns: int
+    duration_adjusted_sum_ns: int
+    duration_min_ns: int
+    duration_max_ns: int
+    latency_bins: dict[int, int]
+
+    def key(self) -> tuple[object, ...]:
+        return self[:9]
+
+
+def merge_rows(a: AggregateRow, b: AggregateRow) -> AggregateRow:
+    """Merge two partial aggregates of the same key.  Associative and commutative."""
+    if a.key() != b.key():
+        raise ValueError(f"cannot merge rows of different keys: {a.key()} vs {b.key()}")
+    bins = dict(a.latency_bins)
+    for k, v in b.latency_bins.items():
+        bins[k] = bins.get(k, 0) + v
+    return a._replace(
+        spans=a.spans + b.spans,
+        spans_adjusted_milli=a.spans_adjusted_milli + b.spans_adjusted_milli,
+        errors=a.errors + b.errors,
+        errors_adjusted_milli=a.errors_adjusted_milli + b.errors_adjusted_milli,
+        duration_sum_ns=a.duration_sum_ns + b.duration_sum_ns,
+        duration_adjusted_sum_ns=a.duration_adjusted_sum_ns + b.duration_adjusted_sum_ns,
+        duration_min_ns=min(a.duration_min_ns, b.duration_min_ns),
+        duration_max_ns=max(a.duration_max_ns, b.duration_max_ns),
+        latency_bins=bins,
+    )
+
+
+def merge_all(rows: Iterable[AggregateRow]) -> dict[tuple[object, ...], AggregateRow]:
+    out: dict[tuple[object, ...], AggregateRow] = {}
+    for r in rows:
+        k = r.key()
+        prev = out.get(k)
+        out[k] = r if prev is None else merge_rows(prev, r)
+    return out
+
+
+@dataclass
+class BatchStats:
+    spans: int = 0
+    attributed: int = 0
+    overflow: int = 0
+    unattributed_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+def weight_milli(p: float) -> int:
+    """A span's sampling-adjusted weight in thousandths: round(1000 / p)."""
+    if p >= 1.0 or not p > 0.0:
+        return 1000
+    return round(1000.0 / p)
+
+
+class Aggregator:
+    """Accumulates spans into windowed partial aggregates.
+
+    ``add(spans)`` attributes and accumulates; ``collect(now_unix_nano)`` drains windows
+    that closed at least ``allowed_lateness_ns`` before ``now``; ``drain()`` drains all.
+    """
+
+    def __init__(
+        self,
+        attributor: Attributor,
+        *,
+        window_ns: int = DEFAULT_WINDOW_NS,
+        max_groups_per_window: int = 10_000,
+        allowed_lateness_ns: int = 0,
+    ) -> None:
+        if window_ns <= 0:
+            raise ValueError("window_ns must be positive")
+        self.attributor = attributor
+        self.window_ns = window_ns
+        self.max_groups_per_window = max_groups_per_window
+        self.allowed_lateness_ns = allowed_lateness_ns
+        self._windows: dict[int, dict[int, list[object]]] = {}
+        self.overflowed_spans = 0
+
+    def __len__(self) -> int:
+        return sum(len(w) for w in self._windows.values())
+
+    def add(self, spans: Sequence[Span], stats: BatchStats | None = None) -> BatchStats:
+        st = stats if stats is not None else BatchStats()
+        windows = self._windows
+        window_ns = self.window_ns
+        cap = self.max_groups_per_window
+        group_of = self.attributor.group_of
+        log = math.log
+        ceil = math.ceil
+        inv = _INV_LOG_GAMMA
+        attributed = 0
+        last_w = -1
+        win: dict[int, list[object]] = {}
+        unattributed: dict[int, int] = {}
+        for span in spans:
+            start = span.start_unix_nano
+            w = start - start % window_ns
+            if w != last_w:
+                win_opt = windows.get(w)
+                if win_opt is None:
+                    win_opt = windows[w] = {}
+                win = win_opt
+                last_w = w
+            gid, ok = group_of(span)
+            if ok:
+                attributed += 1
+            else:
+                unattributed[gid] = unattributed.get(gid, 0) + 1
+            acc = win.get(gid)
+            if acc is None:
+                if len(win) >= cap:
+                    gid = self.attributor.overflow_group(self.attributor.group(gid))
+                    st.overflow += 1
+                    self.overflowed_spans += 1
+                    acc = win.get(gid)
+                if acc is None:
+                    acc = win[gid] = [0, 0, 0, 0, 0, 0, 1 << 63, -1, {}]
+            d = span.end_unix_nano - start
+            p = span.sample_probability
+            wt = 1000 if p >= 1.0 else weight_milli(p)
+            acc[_SPANS] += 1  # type: ignore[operator]
+            acc[_ADJ] += wt  # type: ignore[operator]
+            acc[_DSUM] += d  # type: ignore[operator]
+            acc[_DSUM_ADJ] += d if wt == 1000 else d * wt // 1000  # type: ignore[operator]
+            if d < acc[_DMIN]:  # type: ignore[operator]
+                acc[_DMIN] = d
+            if d > acc[_DMAX]:  # type: ignore[operator]
+                acc[_DMAX] = d
+            if span.status_code == STATUS_ERROR:
+                acc[_ERR] += 1  # type: ignore[operator]
+                acc[_ERR_ADJ] += wt  # type: ignore[operator]
+            b = ceil(log(d) * inv) + 1 if d > 0 else 0
+            bins: dict[int, int] = acc[_BINS]  # type: ignore[assignment]
+            bins[b] = bins.get(b, 0) + 1
+        st.spans += len(spans)
+        st.attributed += attributed
+        for gid, n in unattributed.items():
+            reason = self.attributor.group(gid).unattributed_reason
+            st.unattributed_by_reason[reason] = st.unattributed_by_reason.get(reason, 0) + n
+        return st
+
+    def _rows(self, w: int, groups: dict[int, list[object]]) -> list[AggregateRow]:
+        out = []
+        group = self.attributor.group
+        for gid, acc in groups.items():
+            k: GroupKey = group(gid)
+            out.append(
+                AggregateRow(
+                    w,
+                    k.service,
+                    k.environment,
+                    k.repository,
+                    k.module,
+                    k.owners,
+                    k.commit_sha,
+                    k.deploy_id,
+                    k.unattributed_reason,
+                    acc[_SPANS],  # type: ignore[arg-type]
+                    acc[_ADJ],  # type: ignore[arg-type]
+                    acc[_ERR],  # type: ignore[arg-type]
+                    acc[_ERR_ADJ],  # type: ignore[arg-type]
+                    acc[_DSUM],  # type: ignore[arg-type]
+                    acc[_DSUM_ADJ],  # type: ignore[arg-type]
+                    acc[_DMIN],  # type: ignore[arg-type]
+                    acc[_DMAX],  # type: ignore[arg-type]
+                    acc[_BINS],  # type: ignore[arg-type]
+                )
+            )
+        out.sort(key=lambda r: r[:9])
+        return out
+
+    def collect(self, now_unix_nano: int) -> list[AggregateRow]:
+        """Drain the windows that ended at least ``allowed_lateness_ns`` before ``now``."""
+        limit = now_unix_nano - self.allowed_lateness_ns - self.window_ns
+        out: list[AggregateRow] = []
+        for w in sorted(self._windows):
+            if w <= limit:
+                out.extend(self._rows(w, self._windows.pop(w)))
+        return out
+
+    def drain(self) -> list[AggregateRow]:
+        """Drain every window, in a deterministic order."""
+        out: list[AggregateRow] = []
+        for w in sorted(self._windows):
+            out.extend(self._rows(w, self._windows[w]))
+        self._windows.clear()
+        return out

@@ -1,0 +1,174 @@
+"""Reading attribution config files: CODEOWNERS, modules.yaml and the multi-repository file.
+
+The core (``attribution/``) never touches files; this adapter reads them, keeps line
+numbers for messages, and hands parsed values in.
+
+Multi-repository file (``--attribution repos.yaml``)::
+
+    repositories:
+      - name: shop
+        url: https://github.com/acme/shop
+        services: [frontend, checkout, payments]
+        codeowners: shop/CODEOWNERS        # relative to this file
+        modules: shop/modules.yaml
+        source_roots: ["/srv/shop"]        # added to the modules file's own
+      - name: billing
+        url: https://github.com/acme/billing
+        services: [invoicing]
+        codeowners: billing/.github/CODEOWNERS
+
+A span's repository comes from its service, else from its ``vcs.repository.url.full``
+resource attribute; a repository that lists no services is the default for the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import YAMLError
+
+from attribution.attribute import Repository
+from attribution.codeowners import MAX_CODEOWNERS_BYTES, CodeOwners, CodeOwnersProblem
+from attribution.modules import ModuleConfig, ModuleConfigError, ModuleMatcher, ModuleProblem
+from collector.errors import ConfigError
+
+
+@dataclass
+class LoadedAttribution:
+    repositories: list[Repository]
+    codeowners_problems: list[CodeOwnersProblem] = field(default_factory=list)
+    module_problems: list[ModuleProblem] = field(default_factory=list)
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        if path.stat().st_size > MAX_CODEOWNERS_BYTES and what == "CODEOWNERS":
+            # GitHub ignores such files; CodeOwners.parse reports it as a problem
+            return path.read_text(errors="replace")
+        return path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read {what} file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: {what} file is not UTF-8 text: {exc}") from None
+
+
+def _load_yaml(path: Path, what: str) -> Any:
+    text = _read_text(path, what)
+    try:
+        return YAML(typ="rt").load(text)
+    except YAMLError as exc:
+        raise ConfigError(f"{path}: {what} is not valid YAML: {exc}") from None
+
+
+def load_codeowners(path: Path | None) -> CodeOwners:
+    if path is None:
+        return CodeOwners.parse("", "(no CODEOWNERS)")
+    return CodeOwners.parse(_read_text(path, "CODEOWNERS"), str(path))
+
+
+def load_modules(path: Path | None, extra_source_roots: Sequence[str] = ()) -> ModuleConfig:
+    if path is None:
+        return ModuleConfig.from_mapping({}, "(no modules file)", extra_source_roots=extra_source_roots)
+    data = _load_yaml(path, "modules file")
+    lines: dict[int, int] = {}
+    if isinstance(data, CommentedMap):
+        seq = data.get("modules")
+        if isinstance(seq, CommentedSeq):
+            for i in range(len(seq)):
+                with contextlib.suppress(KeyError, AttributeError, TypeError):
+                    lines[i] = seq.lc.item(i)[0] + 1
+    try:
+        return ModuleConfig.from_mapping(
+            _plain(data), str(path), lines=lines, extra_source_roots=extra_source_roots
+        )
+    except ModuleConfigError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def load_attribution(
+    *,
+    config: Path | None = None,
+    codeowners: Path | None = None,
+    modules: Path | None = None,
+    source_roots: Sequence[str] = (),
+    repository_url: str = "",
+) -> LoadedAttribution:
+    """Build repositories from a multi-repository file or the single-file shorthand."""
+    if config is not None and (codeowners is not None or modules is not None):
+        raise ConfigError(
+            "give either --attribution (a multi-repository file) or --codeowners/--modules, not both"
+        )
+    out = LoadedAttribution(repositories=[])
+    if config is None:
+        co = load_codeowners(codeowners)
+        mc = load_modules(modules, source_roots)
+        out.repositories.append(Repository(name="default", url=repository_url, codeowners=co, modules=mc))
+    else:
+        data = _plain(_load_yaml(config, "attribution file"))
+        if not isinstance(data, dict) or not isinstance(data.get("repositories"), list):
+            raise ConfigError(f"{config}: expected a mapping with a 'repositories' list")
+        names: set[str] = set()
+        for i, raw in enumerate(data["repositories"]):
+            where = f"{config}: repositories[{i}]"
+            if not isinstance(raw, dict):
+                raise ConfigError(f"{where}: must be a mapping")
+            allowed = {"name", "url", "services", "codeowners", "modules", "source_roots"}
+            bad = sorted(set(raw) - allowed)
+            if bad:
+                raise ConfigError(f"{where}: unknown key {bad[0]!r} (expected one of {sorted(allowed)})")
+            name = raw.get("name")
+            if not isinstance(name, str) or not name:
+                raise ConfigError(f"{where}.name: is required")
+            if name in names:
+                raise ConfigError(f"{where}.name: {name!r} is listed twice")
+            names.add(name)
+            services = raw.get("services") or []
+            if not isinstance(services, list) or not all(isinstance(s, str) for s in services):
+                raise ConfigError(f"{where}.services: must be a list of service names")
+            roots = raw.get("source_roots") or []
+            if not isinstance(roots, list) or not all(isinstance(s, str) for s in roots):
+                raise ConfigError(f"{where}.source_roots: must be a list of absolute paths")
+            base = config.parent
+
+            def rel(
+                key: str, where: str = where, raw: dict[str, Any] = raw, base: Path = base
+            ) -> Path | None:
+                v = raw.get(key)
+                if v is None:
+                    return None
+                if not isinstance(v, str):
+                    raise ConfigError(f"{where}.{key}: must be a file path")
+                p = Path(v)
+                return p if p.is_absolute() else base / p
+
+            out.repositories.append(
+                Repository(
+                    name=name,
+                    url=str(raw.get("url") or ""),
+                    services=frozenset(services),
+                    codeowners=load_codeowners(rel("codeowners")),
+                    modules=load_modules(rel("modules"), [*roots, *source_roots]),
+                )
+            )
+        if not out.repositories:
+            raise ConfigError(f"{config}: 'repositories' is empty")
+    for repo in out.repositories:
+        out.codeowners_problems.extend(repo.codeowners.problems)
+        out.module_problems.extend(ModuleMatcher(repo.modules).problems())
+    return out

@@ -1,0 +1,138 @@
+"""``prodloop demo``: the whole loop on the embedded store, on a bundled shop.
+
+1. The shop (``collector/demo/shop.py``) runs its simulated traffic through the real
+   OpenTelemetry SDK and OTLP encoder; the requests are written to a length-prefixed
+   protobuf file and the deploy events to a JSON-lines file, as a user would have them.
+2. ``prodloop ingest``'s own code path attributes and aggregates them into a fresh chDB
+   store under ``./.prodloop/demo``.
+3. The module table and, per deploy, the modules that changed most are printed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from attribution.analysis import deploy_impact
+from attribution.deploys import DeployTimeline
+from collector.clickhouse import ClickHouseStore
+from collector.config import load_attribution
+from collector.demo.shop import demo_dir, generate
+from collector.ingest import ingest
+
+
+def _write_inputs(out: Path, requests: list[bytes], deploys: list[dict[str, Any]]) -> tuple[Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    traces = out / "traces.lpb"
+    with traces.open("wb") as fh:
+        for r in requests:
+            fh.write(len(r).to_bytes(4, "big"))
+            fh.write(r)
+    deploy_file = out / "deploys.jsonl"
+    deploy_file.write_text("".join(json.dumps(d) + "\n" for d in deploys))
+    return traces, deploy_file
+
+
+def run_demo(
+    *,
+    minutes: int = 10,
+    seed: int = 7,
+    store_dsn: str | None = None,
+    echo: Callable[[str], None] = click.echo,
+) -> dict[str, Any]:
+    t0 = time.monotonic()
+    base = Path.cwd() / ".prodloop"
+    data_dir = base / "demo-data"
+    if store_dsn is None:
+        store_dir = base / "demo"
+        if store_dir.exists():
+            shutil.rmtree(store_dir)
+        store_dsn = "chdb://" + str(store_dir.resolve())
+
+    echo(f"prodloop demo: {minutes} simulated minutes of a 4-service shop, seed {seed}")
+    with click.progressbar(
+        length=minutes * 60, label="  generating traffic (OpenTelemetry SDK)", width=30
+    ) as bar:
+        last = [0]
+
+        def progress(done: int, total: int) -> None:
+            step = int(done * minutes * 60 / max(total, 1))
+            if step > last[0]:
+                bar.update(step - last[0])
+                last[0] = step
+
+        traffic = generate(seed=seed, minutes=minutes, progress=progress)
+        bar.update(minutes * 60 - last[0])
+    traces, deploy_file = _write_inputs(data_dir, traffic.requests, traffic.deploys)
+    n_spans = sum(r.spans for r in traffic.truth.values())
+
+    d = demo_dir()
+    loaded = load_attribution(codeowners=d / "CODEOWNERS", modules=d / "modules.yaml")
+    store = ClickHouseStore(store_dsn)
+    try:
+        store.apply_migrations()
+        size = traces.stat().st_size
+        with click.progressbar(length=size, label="  attributing and aggregating    ", width=30) as bar:
+            summary = ingest(
+                store,
+                loaded.repositories,
+                [traces],
+                [deploy_file],
+                now_unix_nano=traffic.end_unix_nano,
+                progress=bar.update,
+            )
+        echo(
+            f"  {summary.spans_read} spans ({n_spans} emitted), {100 * summary.attributed_ratio:.1f}% attributed, "
+            f"{summary.rows_written} aggregate rows, {summary.deploys_read} deploys -> {store_dsn}"
+        )
+        from collector.cli import render_modules_table
+
+        rows = store.query_modules(attributed_only=False)
+        echo("")
+        echo("Modules, slowest p95 first (the whole run):")
+        echo(render_modules_table(rows[:25]))
+        if len(rows) > 25:
+            echo(f"  ... {len(rows) - 25} more rows: prodloop query modules --store {store_dsn}")
+
+        timeline = DeployTimeline(store.load_deploys())
+        window_ns = 60_000_000_000
+        impacts: dict[str, Any] = {}
+        echo("")
+        echo("Deploy impact (same length before and after each deploy):")
+        for ev in timeline.events():
+            prev = timeline.previous(ev)
+            if prev is None:
+                continue
+            span_ns = 3 * window_ns
+            all_rows = store.load_rows(
+                service=ev.service,
+                environment=ev.environment,
+                from_unix_nano=ev.deployed_at_unix_nano - span_ns - window_ns,
+                to_unix_nano=ev.deployed_at_unix_nano + span_ns + window_ns,
+            )
+            result = deploy_impact(all_rows, ev, prev, span_ns, window_ns=window_ns)
+            impacts[ev.deploy_id] = result
+            echo(
+                f"  {ev.deploy_id}  {ev.service}/{ev.environment}  {prev.commit_sha[:10]} -> {ev.commit_sha[:10]}"
+            )
+            if not result:
+                echo("    (not enough traffic on both sides to compare)")
+            for m in result[:3]:
+                echo(
+                    f"    {m.module:<22} p95 {m.p95_before_ms:8.2f} -> {m.p95_after_ms:8.2f} ms (x{m.p95_ratio:.2f})"
+                    f"   errors {100 * m.before.error_rate:5.2f}% -> {100 * m.after.error_rate:5.2f}%"
+                    f"   owners {', '.join(m.owners) or '-'}"
+                )
+    finally:
+        store.close()
+    echo("")
+    echo(
+        f"done in {time.monotonic() - t0:.1f}s.  Explore: prodloop query modules --store {store_dsn} --format json"
+    )
+    return {"summary": summary, "impacts": impacts, "traffic": traffic}

@@ -1,0 +1,224 @@
+"""File ingestion: OTLP files + deploy events -> attribution -> aggregates -> ClickHouse.
+
+Each trace file is one write, with an insert-deduplication token derived from the file's
+content and the window length.  Ingesting the same file twice is therefore harmless:
+ClickHouse drops the second insert (within its deduplication window of 10,000 inserts).
+The flip side: re-ingesting a file after changing modules.yaml or CODEOWNERS is also a
+no-op; re-attribute into a fresh store or database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from attribution.aggregate import AggregateRow, Aggregator, BatchStats
+from attribution.attribute import Attributor, Repository
+from attribution.deploys import DeployTimeline
+from attribution.events import EventValidationError, parse_deploy_event
+from attribution.model import DeployEvent
+from collector.clickhouse import ClickHouseStore
+from collector.errors import ConfigError, DecodeError
+from collector.otlp import OtlpDecoder, iter_json_lines, iter_length_prefixed, sniff_file_format
+
+MAX_MESSAGES_PER_REASON = 5
+
+
+@dataclass
+class IngestSummary:
+    records: int = 0
+    spans_read: int = 0
+    spans_attributed: int = 0
+    rejected_records: int = 0
+    rejected_spans: int = 0
+    rejected_by_reason: Counter[str] = field(default_factory=Counter)
+    unattributed_by_reason: Counter[str] = field(default_factory=Counter)
+    overflow_spans: int = 0
+    messages: list[str] = field(default_factory=list)
+    rows_written: int = 0
+    deploys_read: int = 0
+    deploys_rejected: int = 0
+    files: int = 0
+
+    @property
+    def attributed_ratio(self) -> float:
+        return self.spans_attributed / self.spans_read if self.spans_read else 0.0
+
+    @property
+    def rejected(self) -> int:
+        return self.rejected_records + self.rejected_spans + self.deploys_rejected
+
+    def note(self, reason: str, message: str) -> None:
+        self.rejected_by_reason[reason] += 1
+        if self.rejected_by_reason[reason] <= MAX_MESSAGES_PER_REASON:
+            self.messages.append(message)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "files": self.files,
+            "records": self.records,
+            "spans_read": self.spans_read,
+            "spans_attributed": self.spans_attributed,
+            "attributed_ratio": round(self.attributed_ratio, 6),
+            "unattributed_by_reason": dict(sorted(self.unattributed_by_reason.items())),
+            "rejected_records": self.rejected_records,
+            "rejected_spans": self.rejected_spans,
+            "rejected_by_reason": dict(sorted(self.rejected_by_reason.items())),
+            "overflow_spans": self.overflow_spans,
+            "deploys_read": self.deploys_read,
+            "deploys_rejected": self.deploys_rejected,
+            "rows_written": self.rows_written,
+            "messages": self.messages,
+        }
+
+
+def read_deploy_file(path: Path, summary: IngestSummary) -> list[DeployEvent]:
+    """Deploy events, one JSON object per line.  Invalid lines are counted and named."""
+    events = []
+    try:
+        fh = path.open("rb")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read deploy file: {exc.strerror}") from None
+    with fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                obj = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                summary.deploys_rejected += 1
+                summary.note("invalid_event", f"{where}: not valid JSON: {exc}")
+                continue
+            try:
+                events.append(parse_deploy_event(obj))
+            except EventValidationError as exc:
+                summary.deploys_rejected += 1
+                summary.note("invalid_event", f"{where}: invalid deploy event: {exc}")
+                continue
+            summary.deploys_read += 1
+    return events
+
+
+def iter_records(path: Path) -> Iterator[tuple[str, str, bytes]]:
+    """(encoding, where, payload) for each record of an OTLP file (JSON lines or length-prefixed)."""
+    fmt = sniff_file_format(path)
+    reader = iter_json_lines if fmt == "otlp_json" else iter_length_prefixed
+    for where, payload in reader(path):
+        yield fmt, where, payload
+
+
+class FileIngestor:
+    """Decode -> attribute -> aggregate, for files.  The store write is separate (``flush``)."""
+
+    def __init__(
+        self,
+        repositories: list[Repository],
+        timeline: DeployTimeline,
+        *,
+        window_ns: int,
+        max_groups_per_window: int,
+        sample_rate_attribute: str = "",
+    ) -> None:
+        self.attributor = Attributor(repositories, timeline)
+        self.aggregator = Aggregator(
+            self.attributor, window_ns=window_ns, max_groups_per_window=max_groups_per_window
+        )
+        self.decoder = OtlpDecoder(sample_rate_attribute=sample_rate_attribute or None)
+        self.window_ns = window_ns
+        self.summary = IngestSummary()
+        self._stats = BatchStats()
+
+    def add_payload(self, encoding: str, where: str, payload: bytes) -> None:
+        s = self.summary
+        s.records += 1
+        try:
+            decoded = self.decoder.decode(payload, encoding, where)
+        except DecodeError as exc:
+            s.rejected_records += 1
+            s.note(exc.reason, str(exc))
+            return
+        for rej in decoded.rejected:
+            s.rejected_spans += 1
+            s.note(rej.reason, rej.message)
+        self.aggregator.add(decoded.spans, self._stats)
+
+    def add_file(self, path: Path, progress: Callable[[int], None] | None = None) -> str:
+        """Ingest one file; returns a digest of its content for the dedup token."""
+        self.summary.files += 1
+        digest = hashlib.sha256()
+        try:
+            for encoding, where, payload in iter_records(path):
+                digest.update(len(payload).to_bytes(8, "big"))
+                digest.update(payload)
+                self.add_payload(encoding, where, payload)
+                if progress is not None:
+                    progress(len(payload) + 4)
+        except DecodeError as exc:  # a truncated frame: everything before it got through
+            self.summary.rejected_records += 1
+            self.summary.note(exc.reason, str(exc))
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read trace file: {exc.strerror}") from None
+        return digest.hexdigest()
+
+    def drain(self) -> list[AggregateRow]:
+        st = self._stats
+        self.summary.spans_read += st.spans
+        self.summary.spans_attributed += st.attributed
+        self.summary.overflow_spans += st.overflow
+        self.summary.unattributed_by_reason.update(st.unattributed_by_reason)
+        self._stats = BatchStats()
+        return self.aggregator.drain()
+
+
+def dedup_token(kind: str, content_digest: str, window_ns: int, extra: Iterable[str] = ()) -> str:
+    h = hashlib.sha256()
+    for part in (kind, content_digest, str(window_ns), *extra):
+        h.update(part.encode())
+        h.update(b"\0")
+    return f"prodloop-{kind}-{h.hexdigest()[:40]}"
+
+
+def ingest(
+    store: ClickHouseStore,
+    repositories: list[Repository],
+    trace_files: list[Path],
+    deploy_files: list[Path],
+    *,
+    now_unix_nano: int,
+    window_ns: int = 60_000_000_000,
+    max_groups_per_window: int = 10_000,
+    sample_rate_attribute: str = "",
+    progress: Callable[[int], None] | None = None,
+) -> IngestSummary:
+    """The whole file ingest: deploys first (so the timeline is complete), then traces."""
+    summary_deploys = IngestSummary()
+    new_events: list[DeployEvent] = []
+    for p in deploy_files:
+        new_events.extend(read_deploy_file(p, summary_deploys))
+    if new_events:
+        store.write_deploys(new_events, now_unix_nano)
+    timeline = DeployTimeline(store.load_deploys())
+    ing = FileIngestor(
+        repositories,
+        timeline,
+        window_ns=window_ns,
+        max_groups_per_window=max_groups_per_window,
+        sample_rate_attribute=sample_rate_attribute,
+    )
+    s = ing.summary
+    s.deploys_read = summary_deploys.deploys_read
+    s.deploys_rejected = summary_deploys.deploys_rejected
+    s.rejected_by_reason.update(summary_deploys.rejected_by_reason)
+    s.messages.extend(summary_deploys.messages)
+    for p in trace_files:
+        digest = ing.add_file(p, progress)
+        rows = ing.drain()
+        s.rows_written += store.write_aggregates(
+            rows, window_ns, dedup_token=dedup_token("file", digest, window_ns)
+        )
+    return s
