@@ -23,6 +23,7 @@ cap go to an ``(overflow)`` row of their service and environment, and are counte
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -112,6 +113,11 @@ class Aggregator:
 
     ``add(spans)`` attributes and accumulates; ``collect(now_unix_nano)`` drains windows
     that closed at least ``allowed_lateness_ns`` before ``now``; ``drain()`` drains all.
+
+    The hot path appends each span's duration to its (window, group) list; counts, sums,
+    min/max and sketch bins are computed in bulk when lists are folded (every
+    ``fold_every`` spans, and on drain).  Errors and sampled spans, which are rarer, are
+    accounted for as they come.
     """
 
     def __init__(
@@ -121,6 +127,7 @@ class Aggregator:
         window_ns: int = DEFAULT_WINDOW_NS,
         max_groups_per_window: int = 10_000,
         allowed_lateness_ns: int = 0,
+        fold_every: int = 200_000,
     ) -> None:
         if window_ns <= 0:
             raise ValueError("window_ns must be positive")
@@ -128,71 +135,127 @@ class Aggregator:
         self.window_ns = window_ns
         self.max_groups_per_window = max_groups_per_window
         self.allowed_lateness_ns = allowed_lateness_ns
-        self._windows: dict[int, dict[int, list[object]]] = {}
+        self.fold_every = fold_every
+        # window -> gid -> pending durations (ns)
+        self._pending: dict[int, dict[int, list[int]]] = {}
+        # window -> gid -> [errors, adj_delta, err_adj_delta, dsum_adj_delta] for errors / sampled spans
+        self._extra: dict[int, dict[int, list[int]]] = {}
+        # window -> gid -> folded accumulator
+        self._folded: dict[int, dict[int, list[object]]] = {}
+        self._pending_count = 0
         self.overflowed_spans = 0
 
     def __len__(self) -> int:
-        return sum(len(w) for w in self._windows.values())
+        keys: set[tuple[int, int]] = set()
+        for d in (self._pending, self._folded):
+            for w, groups in d.items():
+                keys.update((w, g) for g in groups)
+        return len(keys)
 
     def add(self, spans: Sequence[Span], stats: BatchStats | None = None) -> BatchStats:
         st = stats if stats is not None else BatchStats()
-        windows = self._windows
+        attributor = self.attributor
+        gids = attributor.group_ids(spans)
         window_ns = self.window_ns
         cap = self.max_groups_per_window
-        group_of = self.attributor.group_of
-        log = math.log
-        ceil = math.ceil
-        inv = _INV_LOG_GAMMA
-        attributed = 0
+        pending = self._pending
         last_w = -1
-        win: dict[int, list[object]] = {}
-        unattributed: dict[int, int] = {}
-        for span in spans:
+        win: dict[int, list[int]] = {}
+        for span, gid in zip(spans, gids, strict=True):
             start = span.start_unix_nano
             w = start - start % window_ns
             if w != last_w:
-                win_opt = windows.get(w)
+                win_opt = pending.get(w)
                 if win_opt is None:
-                    win_opt = windows[w] = {}
+                    win_opt = pending[w] = {}
                 win = win_opt
                 last_w = w
-            gid, ok = group_of(span)
-            if ok:
-                attributed += 1
-            else:
-                unattributed[gid] = unattributed.get(gid, 0) + 1
-            acc = win.get(gid)
-            if acc is None:
-                if len(win) >= cap:
-                    gid = self.attributor.overflow_group(self.attributor.group(gid))
+            durations = win.get(gid)
+            if durations is None:
+                if len(win) + len(self._folded.get(w, ())) >= cap and gid not in self._folded.get(w, ()):
+                    gid = attributor.overflow_group(attributor.group(gid))
                     st.overflow += 1
                     self.overflowed_spans += 1
-                    acc = win.get(gid)
-                if acc is None:
-                    acc = win[gid] = [0, 0, 0, 0, 0, 0, 1 << 63, -1, {}]
+                    durations = win.get(gid)
+                if durations is None:
+                    durations = win[gid] = []
             d = span.end_unix_nano - start
-            p = span.sample_probability
-            wt = 1000 if p >= 1.0 else weight_milli(p)
-            acc[_SPANS] += 1  # type: ignore[operator]
-            acc[_ADJ] += wt  # type: ignore[operator]
-            acc[_DSUM] += d  # type: ignore[operator]
-            acc[_DSUM_ADJ] += d if wt == 1000 else d * wt // 1000  # type: ignore[operator]
-            if d < acc[_DMIN]:  # type: ignore[operator]
-                acc[_DMIN] = d
-            if d > acc[_DMAX]:  # type: ignore[operator]
-                acc[_DMAX] = d
-            if span.status_code == STATUS_ERROR:
-                acc[_ERR] += 1  # type: ignore[operator]
-                acc[_ERR_ADJ] += wt  # type: ignore[operator]
-            b = ceil(log(d) * inv) + 1 if d > 0 else 0
-            bins: dict[int, int] = acc[_BINS]  # type: ignore[assignment]
-            bins[b] = bins.get(b, 0) + 1
-        st.spans += len(spans)
-        st.attributed += attributed
-        for gid, n in unattributed.items():
-            reason = self.attributor.group(gid).unattributed_reason
-            st.unattributed_by_reason[reason] = st.unattributed_by_reason.get(reason, 0) + n
+            durations.append(d)
+            if span.status_code == STATUS_ERROR or span.sample_probability != 1.0:
+                self._account_extra(w, gid, d, span)
+        n = len(spans)
+        st.spans += n
+        for gid, count in Counter(gids).items():
+            if attributor.is_attributed(gid):
+                st.attributed += count
+            else:
+                reason = attributor.group(gid).unattributed_reason
+                st.unattributed_by_reason[reason] = st.unattributed_by_reason.get(reason, 0) + count
+        self._pending_count += n
+        if self._pending_count >= self.fold_every:
+            self.fold()
         return st
+
+    def _account_extra(self, w: int, gid: int, d: int, span: Span) -> None:
+        groups = self._extra.get(w)
+        if groups is None:
+            groups = self._extra[w] = {}
+        x = groups.get(gid)
+        if x is None:
+            x = groups[gid] = [0, 0, 0, 0]
+        wt = weight_milli(span.sample_probability)
+        if span.status_code == STATUS_ERROR:
+            x[0] += 1
+            x[2] += wt - 1000
+        x[1] += wt - 1000
+        x[3] += d * wt // 1000 - d
+
+    def fold(self) -> None:
+        """Fold pending durations into accumulators (bounded memory; same results)."""
+        inv = _INV_LOG_GAMMA
+        log = math.log
+        ceil = math.ceil
+        for w, groups in self._pending.items():
+            folded = self._folded.get(w)
+            if folded is None:
+                folded = self._folded[w] = {}
+            extra = self._extra.get(w, {})
+            for gid, ds in groups.items():
+                if not ds:
+                    continue
+                n = len(ds)
+                dsum = sum(ds)
+                x = extra.pop(gid, None)
+                errors, adj_d, err_adj_d, dsum_adj_d = x if x is not None else (0, 0, 0, 0)
+                bins = Counter([ceil(log(d) * inv) + 1 if d > 0 else 0 for d in ds])
+                acc = folded.get(gid)
+                if acc is None:
+                    folded[gid] = [
+                        n,
+                        1000 * n + adj_d,
+                        errors,
+                        1000 * errors + err_adj_d,
+                        dsum,
+                        dsum + dsum_adj_d,
+                        min(ds),
+                        max(ds),
+                        dict(bins),
+                    ]
+                else:
+                    acc[_SPANS] += n  # type: ignore[operator]
+                    acc[_ADJ] += 1000 * n + adj_d  # type: ignore[operator]
+                    acc[_ERR] += errors  # type: ignore[operator]
+                    acc[_ERR_ADJ] += 1000 * errors + err_adj_d  # type: ignore[operator]
+                    acc[_DSUM] += dsum  # type: ignore[operator]
+                    acc[_DSUM_ADJ] += dsum + dsum_adj_d  # type: ignore[operator]
+                    acc[_DMIN] = min(acc[_DMIN], min(ds))  # type: ignore[call-overload]
+                    acc[_DMAX] = max(acc[_DMAX], max(ds))  # type: ignore[call-overload]
+                    b: dict[int, int] = acc[_BINS]  # type: ignore[assignment]
+                    for k, v in bins.items():
+                        b[k] = b.get(k, 0) + v
+        self._pending.clear()
+        self._extra.clear()
+        self._pending_count = 0
 
     def _rows(self, w: int, groups: dict[int, list[object]]) -> list[AggregateRow]:
         out = []
@@ -226,17 +289,19 @@ class Aggregator:
 
     def collect(self, now_unix_nano: int) -> list[AggregateRow]:
         """Drain the windows that ended at least ``allowed_lateness_ns`` before ``now``."""
+        self.fold()
         limit = now_unix_nano - self.allowed_lateness_ns - self.window_ns
         out: list[AggregateRow] = []
-        for w in sorted(self._windows):
+        for w in sorted(self._folded):
             if w <= limit:
-                out.extend(self._rows(w, self._windows.pop(w)))
+                out.extend(self._rows(w, self._folded.pop(w)))
         return out
 
     def drain(self) -> list[AggregateRow]:
         """Drain every window, in a deterministic order."""
+        self.fold()
         out: list[AggregateRow] = []
-        for w in sorted(self._windows):
-            out.extend(self._rows(w, self._windows[w]))
-        self._windows.clear()
+        for w in sorted(self._folded):
+            out.extend(self._rows(w, self._folded[w]))
+        self._folded.clear()
         return out

@@ -36,6 +36,7 @@ from attribution.model import (
     CODE_FUNCTION_OLD,
     CODE_NAMESPACE,
     HTTP_ROUTE,
+    OVERFLOW_MODULE,
     RPC_METHOD,
     RPC_SERVICE,
     UNATTRIBUTED_MODULE,
@@ -125,12 +126,26 @@ class Attributor:
         )
         self._cache_limit = cache_limit
         self._loc_cache: dict[tuple[str, str, str, str, str, str, str, str], Attribution | Unattributed] = {}
+        self._path_only: dict[tuple[str, str, str], Attribution | Unattributed] = {}
         self._resource_repo: dict[Resource, Repository | None] = {}
         self._static_commit: dict[Resource, str] = {}
         self._deploy_cache: dict[tuple[str, str], tuple[int, int, str, str]] = {}
         self._deploy_cache_version = self.timeline.version
         self._groups: list[GroupKey] = []
-        self._group_ids: dict[tuple[object, ...], int] = {}
+        self._group_ids: dict[object, int] = {}
+        # hot-path caches (see group_ids)
+        self._needs_other = any(
+            r.modules.rules and any(x.has_other for x in r.modules.rules) for r in self.repositories
+        )
+        self._needs_name = any(any(x.span_names for x in r.modules.rules) for r in self.repositories)
+        self._path_caches: dict[Resource, dict[object, int]] = {}
+        self._dep_by_res: dict[Resource, list[int]] = {}
+        self._dep_version = self.timeline.version
+        self._locs: list[Attribution | Unattributed] = []
+        self._loc_slots: dict[Attribution | Unattributed, int] = {}
+        self._commits: list[tuple[str, str]] = []
+        self._commit_slots: dict[tuple[str, str], int] = {}
+        self._gid_cache: dict[int, int] = {}
 
     # -- repository --------------------------------------------------------------------
 
@@ -151,31 +166,44 @@ class Attributor:
 
     def attribute(self, span: Span) -> Attribution | Unattributed:
         a = span.attributes
-        file = a.get(CODE_FILE_PATH) or a.get(CODE_FILEPATH_OLD) or ""
-        ns = a.get(CODE_NAMESPACE) or ""
-        fn = a.get(CODE_FUNCTION_NAME) or a.get(CODE_FUNCTION_OLD) or ""
-        route = a.get(HTTP_ROUTE) or ""
+        res = span.resource
+        file = str(a.get(CODE_FILE_PATH) or a.get(CODE_FILEPATH_OLD) or "")
+        if file:
+            # a path rule decides on the path alone: cache that first
+            pkey = (res.service, res.repository, file)
+            hit = self._path_only.get(pkey)
+            if hit is not None:
+                return hit
+        ns = str(a.get(CODE_NAMESPACE) or "")
+        fn = str(a.get(CODE_FUNCTION_NAME) or a.get(CODE_FUNCTION_OLD) or "")
+        route = str(a.get(HTTP_ROUTE) or "")
         rpc_s = a.get(RPC_SERVICE) or ""
         rpc_m = a.get(RPC_METHOD) or ""
         rpc = f"{rpc_s}/{rpc_m}" if rpc_s or rpc_m else ""
-        res = span.resource
-        key = (res.service, res.repository, str(file), str(ns), str(fn), str(route), rpc, span.name)
+        key = (res.service, res.repository, file, ns, fn, route, rpc, span.name if self._needs_name else "")
         try:
             return self._loc_cache[key]
         except KeyError:
             pass
-        result = self._attribute_uncached(res, str(file), str(ns), str(fn), str(route), rpc, span.name)
+        result, by_path = self._attribute_uncached(res, file, ns, fn, route, rpc, span.name)
         if len(self._loc_cache) >= self._cache_limit:
             self._loc_cache.clear()
-        self._loc_cache[key] = result
+            self._path_only.clear()
+        if by_path:
+            self._path_only[(res.service, res.repository, file)] = result
+        else:
+            self._loc_cache[key] = result
         return result
 
     def _attribute_uncached(
         self, res: Resource, file: str, ns: str, fn: str, route: str, rpc: str, name: str
-    ) -> Attribution | Unattributed:
+    ) -> tuple[Attribution | Unattributed, bool]:
+        """The attribution, and whether the path alone decided it (so it may be cached by path)."""
         repo = self.repository_for(res)
         if repo is None:
-            return Unattributed("no_repository", f"service {res.service!r} is not listed in any repository")
+            return Unattributed(
+                "no_repository", f"service {res.service!r} is not listed in any repository"
+            ), True
         matcher = self._matchers[repo.name]
         rel: str | None = None
         if file:
@@ -183,27 +211,27 @@ class Attributor:
             if rel is not None:
                 rule = matcher.match_path(rel, res.service)
                 if rule is not None:
-                    return self._make(repo, rel, rule.name, rule.describe, rule.owners)
+                    return self._make(repo, rel, rule.name, rule.describe, rule.owners), True
         rule = matcher.match_other(res.service, ns, fn, route, rpc, name)
         if rule is not None:
-            return self._make(repo, rel or "", rule.name, rule.describe, rule.owners)
+            return self._make(repo, rel or "", rule.name, rule.describe, rule.owners), False
+        no_other = not self._needs_other
         if rel is not None:
+            depth = matcher.config.module_depth
             return self._make(
-                repo,
-                rel,
-                matcher.fallback(rel),
-                f"directory fallback (module_depth={matcher.config.module_depth})",
-                (),
-            )
+                repo, rel, matcher.fallback(rel), f"directory fallback (module_depth={depth})", ()
+            ), no_other
         if file:
             return Unattributed(
                 "external", f"{file} is outside every source root of repository {repo.name!r}"
-            )
+            ), no_other
         if ns or fn or route or rpc:
-            return Unattributed("no_rule", "no module rule matches this span's namespace, function or route")
+            return Unattributed(
+                "no_rule", "no module rule matches this span's namespace, function or route"
+            ), False
         return Unattributed(
             "no_location", "span has no code.* attributes and no rule matches its name or route"
-        )
+        ), False
 
     @staticmethod
     def _make(
@@ -267,25 +295,142 @@ class Attributor:
 
     # -- groups (hot path) ---------------------------------------------------------------
 
-    def group_of(self, span: Span) -> tuple[int, bool]:
-        """(group id, attributed?) for the span."""
-        attribution = self.attribute(span)
-        commit, deploy_id = self.commit_of(span)
-        res = span.resource
-        gkey = (attribution, res.service, res.environment, commit, deploy_id)
-        gid = self._group_ids.get(gkey)
-        if gid is None:
-            gid = self._new_group(gkey, attribution, res, commit, deploy_id)
-        return gid, type(attribution) is Attribution
+    @property
+    def wanted_attributes(self) -> tuple[str, ...]:
+        """The span attributes attribution reads, given the configured rules."""
+        keys = [CODE_FILE_PATH, CODE_FILEPATH_OLD]
+        if self._needs_other:
+            keys += [
+                CODE_NAMESPACE,
+                CODE_FUNCTION_NAME,
+                CODE_FUNCTION_OLD,
+                HTTP_ROUTE,
+                RPC_SERVICE,
+                RPC_METHOD,
+            ]
+        return tuple(keys)
 
-    def _new_group(
-        self,
-        gkey: tuple[object, ...],
-        attribution: Attribution | Unattributed,
-        res: Resource,
-        commit: str,
-        deploy_id: str,
-    ) -> int:
+    def group_ids(self, spans: Sequence[Span]) -> list[int]:
+        """The group id of each span (see :meth:`group`).  The hot path: per span, a few
+        dict lookups on cached keys; attribution and the timeline are consulted only when a
+        code location or a deploy interval is seen for the first time."""
+        if self._dep_version != self.timeline.version:
+            self._dep_by_res.clear()
+            self._dep_version = self.timeline.version
+        out: list[int] = []
+        append = out.append
+        last_res: Resource | None = None
+        path_cache: dict[object, int] = {}
+        dep: list[int] = [0, -1, 0]
+        gids = self._gid_cache
+        simple = not self._needs_other
+        for span in spans:
+            res = span.resource
+            if res is not last_res:
+                path_cache = self._path_caches.get(res) or self._new_path_cache(res)
+                dep = self._dep_by_res.get(res) or [0, -1, 0]
+                last_res = res
+            a = span.attributes
+            f = a.get(CODE_FILE_PATH) or a.get(CODE_FILEPATH_OLD)
+            loc = (
+                path_cache.get(f, -1)
+                if simple
+                else path_cache.get(
+                    (
+                        f,
+                        a.get(CODE_NAMESPACE),
+                        a.get(CODE_FUNCTION_NAME) or a.get(CODE_FUNCTION_OLD),
+                        a.get(HTTP_ROUTE),
+                        a.get(RPC_SERVICE),
+                        a.get(RPC_METHOD),
+                        span.name if self._needs_name else None,
+                    ),
+                    -1,
+                )
+            )
+            if loc < 0:
+                loc = self._locate(span, path_cache, f, simple)
+            t = span.start_unix_nano
+            if not dep[0] <= t < dep[1]:
+                dep = self._resolve_dep(res, t)
+            k = (loc << 24) | dep[2]
+            gid = gids.get(k)
+            if gid is None:
+                gid = self._new_gid(k, loc, dep[2], res)
+            append(gid)
+        return out
+
+    def _new_path_cache(self, res: Resource) -> dict[object, int]:
+        if len(self._path_caches) > 10_000:
+            self._path_caches.clear()
+            self._dep_by_res.clear()
+        cache: dict[object, int] = {}
+        self._path_caches[res] = cache
+        return cache
+
+    def _locate(self, span: Span, cache: dict[object, int], f: object, simple: bool) -> int:
+        attribution = self.attribute(span)
+        slot = self._loc_slots.get(attribution)
+        if slot is None:
+            slot = len(self._locs)
+            self._locs.append(attribution)
+            self._loc_slots[attribution] = slot
+        if len(cache) >= self._cache_limit:
+            cache.clear()
+        a = span.attributes
+        key: object = (
+            f
+            if simple
+            else (
+                f,
+                a.get(CODE_NAMESPACE),
+                a.get(CODE_FUNCTION_NAME) or a.get(CODE_FUNCTION_OLD),
+                a.get(HTTP_ROUTE),
+                a.get(RPC_SERVICE),
+                a.get(RPC_METHOD),
+                span.name if self._needs_name else None,
+            )
+        )
+        cache[key] = slot
+        return slot
+
+    def _resolve_dep(self, res: Resource, t: int) -> list[int]:
+        """The interval around ``t`` in which (commit, deploy) of ``res`` is constant."""
+        if self._dep_version != self.timeline.version:
+            self._dep_by_res.clear()
+            self._dep_version = self.timeline.version
+        static = self.static_commit(res)
+        lo, hi = -(1 << 63), 1 << 63
+        commit, deploy_id = static, ""
+        prev_until = None
+        found = False
+        for start, until, ev in self.timeline.intervals(res.service, res.environment):
+            if prev_until is None and t < start:
+                hi = start
+                found = True
+                break
+            if start <= t < until:
+                lo, hi = start, until
+                if not static or ev.commit_sha == static:
+                    commit, deploy_id = ev.commit_sha, ev.deploy_id
+                found = True
+                break
+            prev_until = until
+        if not found and prev_until is not None:
+            lo = prev_until
+        pair = (commit, deploy_id)
+        slot = self._commit_slots.get(pair)
+        if slot is None:
+            slot = len(self._commits)
+            self._commits.append(pair)
+            self._commit_slots[pair] = slot
+        entry = [lo, hi, slot]
+        self._dep_by_res[res] = entry
+        return entry
+
+    def _new_gid(self, k: int, loc: int, commit_slot: int, res: Resource) -> int:
+        attribution = self._locs[loc]
+        commit, deploy_id = self._commits[commit_slot]
         if isinstance(attribution, Attribution):
             key = GroupKey(
                 res.service,
@@ -309,19 +454,28 @@ class Attributor:
                 deploy_id,
                 attribution.reason,
             )
-        gid = len(self._groups)
-        self._groups.append(key)
-        self._group_ids[gkey] = gid
+        gid = self._group_ids.get(key)
+        if gid is None:
+            gid = len(self._groups)
+            self._groups.append(key)
+            self._group_ids[key] = gid
+        self._gid_cache[k] = gid
         return gid
+
+    def group_of(self, span: Span) -> int:
+        """The group id of one span."""
+        return self.group_ids((span,))[0]
 
     def group(self, gid: int) -> GroupKey:
         return self._groups[gid]
 
+    def is_attributed(self, gid: int) -> bool:
+        return not self._groups[gid].unattributed_reason
+
     def overflow_group(self, key: GroupKey) -> int:
         """The ``(overflow)`` group of the same service and environment."""
-        from attribution.model import OVERFLOW_MODULE
 
-        gkey = ("overflow", key.service, key.environment)
+        gkey = GroupKey(key.service, key.environment, "", OVERFLOW_MODULE, (), "", "", "overflow")
         gid = self._group_ids.get(gkey)
         if gid is None:
             gid = len(self._groups)

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from types import MappingProxyType
+from typing import Final, NamedTuple
 
 AttrValue = str | bool | int | float
 
@@ -57,6 +58,8 @@ STATUS_UNSET: Final = 0
 STATUS_OK: Final = 1
 STATUS_ERROR: Final = 2
 
+_EMPTY: Mapping[str, AttrValue] = MappingProxyType({})
+
 UNATTRIBUTED_MODULE: Final = "(unattributed)"
 OVERFLOW_MODULE: Final = "(overflow)"
 
@@ -71,6 +74,18 @@ class Resource:
     vcs_revision: str = ""
     repository: str = ""
     attributes: Mapping[str, AttrValue] = field(default_factory=dict, hash=False, compare=False)
+    _hash: int = field(init=False, repr=False, compare=False, hash=False, default=0)
+
+    def __post_init__(self) -> None:
+        # Resources are dict keys in the hot path: hash once.
+        object.__setattr__(
+            self,
+            "_hash",
+            hash((self.service, self.environment, self.service_version, self.vcs_revision, self.repository)),
+        )
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @staticmethod
     def from_attributes(attributes: Mapping[str, AttrValue]) -> Resource:
@@ -88,48 +103,24 @@ class Resource:
         )
 
 
-class Span:
-    """One decoded span.  ``attributes`` holds only the projected keys."""
+class Span(NamedTuple):
+    """One decoded span.  ``attributes`` holds only the projected keys.
 
-    __slots__ = (
-        "attributes",
-        "end_unix_nano",
-        "kind",
-        "name",
-        "parent_span_id",
-        "resource",
-        "sample_probability",
-        "span_id",
-        "start_unix_nano",
-        "status_code",
-        "trace_id",
-    )
+    A ``NamedTuple``: the decoder builds one per span, and a tuple is the cheapest object
+    CPython can build with named, C-level field access.
+    """
 
-    def __init__(
-        self,
-        resource: Resource,
-        trace_id: bytes,
-        span_id: bytes,
-        name: str,
-        start_unix_nano: int,
-        end_unix_nano: int,
-        status_code: int = STATUS_UNSET,
-        attributes: Mapping[str, AttrValue] | None = None,
-        kind: int = 0,
-        parent_span_id: bytes = b"",
-        sample_probability: float = 1.0,
-    ) -> None:
-        self.resource = resource
-        self.trace_id = trace_id
-        self.span_id = span_id
-        self.name = name
-        self.start_unix_nano = start_unix_nano
-        self.end_unix_nano = end_unix_nano
-        self.status_code = status_code
-        self.attributes: Mapping[str, AttrValue] = attributes if attributes is not None else {}
-        self.kind = kind
-        self.parent_span_id = parent_span_id
-        self.sample_probability = sample_probability
+    resource: Resource
+    trace_id: bytes
+    span_id: bytes
+    name: str
+    start_unix_nano: int
+    end_unix_nano: int
+    status_code: int = STATUS_UNSET
+    attributes: Mapping[str, AttrValue] = _EMPTY
+    kind: int = 0
+    parent_span_id: bytes = b""
+    sample_probability: float = 1.0
 
     @property
     def duration_nano(self) -> int:

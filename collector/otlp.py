@@ -8,9 +8,10 @@ attribute of every span, which costs more than everything else prodloop does per
 So the decoder parses with *lean* message classes built at import time from the real
 ``opentelemetry-proto`` descriptors, with the same field numbers:
 
-* ``Span.attributes`` (``repeated KeyValue``) is declared as ``map<string, AnyValue>``.
+* ``Span.attributes`` (``repeated KeyValue``) is declared as ``map<string, bytes>``.
   A map entry is, on the wire, exactly a ``KeyValue`` (key = 1, value = 2), so upb parses
-  the attribute list in C into a map, and only the projected keys become Python objects.
+  the attribute list in C into a map; only the projected keys are looked up, and their
+  serialized ``AnyValue`` is decoded once per distinct value (a bounded cache).
 * Fields prodloop does not read (events, links, scope, dropped counts, array and kvlist
   values) are left out of the lean messages and skipped by the parser.
 
@@ -54,6 +55,8 @@ __all__ = [
 ]
 
 _ZERO_TRACE_ID = bytes(16)
+_MISS = object()
+_AnyValue = common_pb2.AnyValue
 _ZERO_SPAN_ID = bytes(8)
 
 
@@ -100,18 +103,6 @@ def _build_lean_classes() -> type[Any]:
             f.type_name = type_name
         return f
 
-    av = common_pb2.AnyValue
-    any_value = add(fdp.message_type, "AnyValue")
-    any_value.oneof_decl.add(name="value")
-    for fname, typ in (
-        ("string_value", _F.TYPE_STRING),
-        ("bool_value", _F.TYPE_BOOL),
-        ("int_value", _F.TYPE_INT64),
-        ("double_value", _F.TYPE_DOUBLE),
-        ("bytes_value", _F.TYPE_BYTES),
-    ):
-        field(any_value, fname, _num(av, fname), typ).oneof_index = 0
-
     status = add(fdp.message_type, "Status")
     field(status, "code", _num(trace_pb2.Status, "code"), _F.TYPE_INT32)
 
@@ -120,13 +111,8 @@ def _build_lean_classes() -> type[Any]:
     entry = add(span.nested_type, "AttributesEntry")
     entry.options.map_entry = True
     field(entry, "key", _num(common_pb2.KeyValue, "key"), _F.TYPE_STRING)
-    field(
-        entry,
-        "value",
-        _num(common_pb2.KeyValue, "value"),
-        _F.TYPE_MESSAGE,
-        type_name=".prodloop.lean.AnyValue",
-    )
+    # the value stays serialized: decoded (and cached) only for projected keys
+    field(entry, "value", _num(common_pb2.KeyValue, "value"), _F.TYPE_BYTES)
     field(span, "trace_id", _num(sp, "trace_id"), _F.TYPE_BYTES)
     field(span, "span_id", _num(sp, "span_id"), _F.TYPE_BYTES)
     field(span, "trace_state", _num(sp, "trace_state"), _F.TYPE_STRING)
@@ -328,8 +314,18 @@ class OtlpDecoder:
         if sample_rate_attribute:
             wanted.add(sample_rate_attribute)
         self.wanted: frozenset[str] = frozenset(wanted)
+        self._wanted_order: tuple[str, ...] = tuple(sorted(wanted))
         self.sample_rate_attribute = sample_rate_attribute or ""
         self._resource_cache: dict[bytes, Resource] = {}
+        self._value_cache: dict[bytes, object] = {}
+
+    def _decode_value(self, raw: bytes, where: str) -> AttrValue | None:
+        try:
+            val = _any_value_proto(_AnyValue.FromString(raw))
+        except ProtobufDecodeError as exc:
+            raise DecodeError(f"an attribute value is not a valid AnyValue: {exc}", where=where) from exc
+        self._value_cache[raw] = val
+        return val
 
     # -- protobuf ----------------------------------------------------------------------
 
@@ -345,10 +341,13 @@ class OtlpDecoder:
         spans: list[Span] = []
         rejected: list[Rejection] = []
         append = spans.append
-        wanted = self.wanted
+        wanted = self._wanted_order
         rate_attr = self.sample_rate_attribute
         resource_cache = self._resource_cache
-        any_value = _any_value_proto
+        vcache = self._value_cache
+        if len(vcache) > 100_000:
+            vcache.clear()
+        new_span = tuple.__new__
         for ri, rs in enumerate(msg.resource_spans):
             raw_resource = rs.resource
             resource = resource_cache.get(raw_resource)
@@ -364,13 +363,16 @@ class OtlpDecoder:
                 resource_cache[raw_resource] = resource
             for si, ss in enumerate(rs.scope_spans):
                 for pi, sp in enumerate(ss.spans):
-                    attrs_map = sp.attributes
+                    get = sp.attributes.get
                     attrs: dict[str, AttrValue] = {}
-                    for key in attrs_map:
-                        if key in wanted:
-                            val = any_value(attrs_map[key])
+                    for key in wanted:
+                        raw = get(key)
+                        if raw is not None:
+                            val = vcache.get(raw, _MISS)
+                            if val is _MISS:
+                                val = self._decode_value(raw, where)
                             if val is not None:
-                                attrs[key] = val
+                                attrs[key] = val  # type: ignore[assignment]
                     trace_id = sp.trace_id
                     span_id = sp.span_id
                     start = sp.start_time_unix_nano
@@ -396,25 +398,29 @@ class OtlpDecoder:
                             )
                         )
                         continue
-                    trace_state = sp.trace_state
                     p = 1.0
                     if rate_attr and rate_attr in attrs:
                         p = probability_from_sample_rate(attrs[rate_attr])
-                    elif trace_state:
-                        p = probability_from_tracestate(trace_state)
+                    else:
+                        trace_state = sp.trace_state
+                        if trace_state:
+                            p = probability_from_tracestate(trace_state)
                     append(
-                        Span(
-                            resource,
-                            trace_id,
-                            span_id,
-                            sp.name,
-                            start,
-                            end,
-                            sp.status.code,
-                            attrs,
-                            sp.kind,
-                            parent,
-                            p,
+                        new_span(
+                            Span,
+                            (
+                                resource,
+                                trace_id,
+                                span_id,
+                                sp.name,
+                                start,
+                                end,
+                                sp.status.code,
+                                attrs,
+                                sp.kind,
+                                parent,
+                                p,
+                            ),
                         )
                     )
         return Decoded(spans, rejected)

@@ -23,7 +23,7 @@ from attribution.analysis import deploy_impact
 from attribution.deploys import DeployTimeline
 from collector.clickhouse import ClickHouseStore
 from collector.config import load_attribution
-from collector.demo.shop import demo_dir, generate
+from collector.demo.shop import SAMPLE_RATE_ATTRIBUTE, demo_dir, generate
 from collector.ingest import ingest
 
 
@@ -85,6 +85,7 @@ def run_demo(
                 [traces],
                 [deploy_file],
                 now_unix_nano=traffic.end_unix_nano,
+                sample_rate_attribute=SAMPLE_RATE_ATTRIBUTE,
                 progress=bar.update,
             )
         echo(
