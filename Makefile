@@ -34,6 +34,12 @@ test: setup lint typecheck
 bench: setup
 	$(PY) bench/ingest.py
 
+kafka-up: setup
+	$(PY) scripts/kafka_broker.py start
+
+kafka-down:
+	$(PY) scripts/kafka_broker.py stop
+
 clean:
 	rm -rf $(VENV) .prodloop .pytest_cache .mypy_cache .ruff_cache
 

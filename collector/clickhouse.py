@@ -16,7 +16,9 @@ directory another process holds raises :class:`StoreLockedError` with what to do
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
+import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -120,9 +122,33 @@ def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return out
 
 
+def _held_by_another_process(directory: Path) -> bool:
+    """Is the chDB directory's ``status`` file flock-ed (by another server instance)?"""
+    status = directory / "status"
+    if not status.exists():
+        return False
+    try:
+        fd = os.open(status, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
 def _wrap(exc: Exception, what: str, dsn: str) -> StoreError:
     text = str(exc)
-    if "Cannot lock file" in text or "already running" in text:
+    parts = urlsplit(dsn)
+    held = parts.scheme == "chdb" and "EmbeddedServer" in text and _held_by_another_process(Path(parts.path))
+    if held or "Cannot lock file" in text or "already running" in text:
         return StoreLockedError(
             f"the embedded store {dsn} is held by another process (is `prodloop run` running?). "
             "Stop it, query it through the service with --url http://HOST:PORT, "
@@ -309,7 +335,7 @@ class ClickHouseStore:
                 e.environment,
                 e.commit_sha,
                 e.previous_sha,
-                _ts(e.deployed_at_unix_nano),
+                e.deployed_at_unix_nano,  # DateTime64(9) takes integer nanoseconds exactly
                 e.repository,
                 e.status,
                 e.url,
@@ -361,8 +387,8 @@ class ClickHouseStore:
                 e.title,
                 list(e.services),
                 "",
-                _ts(e.started_at_unix_nano),
-                _ts(e.resolved_at_unix_nano) if e.resolved_at_unix_nano else None,
+                e.started_at_unix_nano,
+                e.resolved_at_unix_nano or None,
                 e.severity,
                 e.deploy_id,
                 e.commit_sha,

@@ -1793,7 +1793,14 @@ class _Emitter:
             provider.shutdown()
 
 
-def _encode(spans: Sequence[ReadableSpan]) -> bytes:
+def _encode(spans: Sequence[ReadableSpan], encoding: str = "otlp_proto") -> bytes:
+    """One request, encoded by the real OpenTelemetry encoders (protobuf, or OTLP/JSON)."""
+    if encoding == "otlp_json":
+        # the OTLP/JSON encoder is a beta package, installed with the dev extra
+        from opentelemetry.exporter.otlp.json.common.trace_encoder import encode_spans as encode_json
+
+        text = encode_json(spans).to_json()
+        return text.encode() if isinstance(text, str) else bytes(text)
     data = encode_spans(spans).SerializeToString()
     assert isinstance(data, bytes)
     return data
@@ -1822,8 +1829,12 @@ def generate(
     minutes: int = 10,
     start_unix_nano: int = DEFAULT_START_UNIX_NANO,
     progress: Callable[[int, int], None] | None = None,
+    encoding: str = "otlp_proto",
 ) -> Traffic:
     """Simulate ``minutes`` of shop traffic from ``start_unix_nano``.
+
+    ``encoding``: ``otlp_proto`` (ExportTraceServiceRequest bytes) or ``otlp_json`` (OTLP/JSON,
+    one request per element, as the Collector's file exporter writes a line).
 
     The same arguments give identical bytes.  ``progress(done, total)`` is called as traces
     are generated (units: traces), last with ``done == total``.
@@ -1873,7 +1884,7 @@ def generate(
             if i % 64 == 0:
                 pending.extend(emitter.drain(t))
                 while len(pending) >= BATCH_SPANS:
-                    requests.append(_encode(pending[:BATCH_SPANS]))
+                    requests.append(_encode(pending[:BATCH_SPANS], encoding))
                     del pending[:BATCH_SPANS]
                 if progress is not None:
                     progress(i, total)
@@ -1894,7 +1905,7 @@ def generate(
                 emitter.emit(root, emitter.empty)
         pending.extend(emitter.drain(None))
         for k in range(0, len(pending), BATCH_SPANS):
-            requests.append(_encode(pending[k : k + BATCH_SPANS]))
+            requests.append(_encode(pending[k : k + BATCH_SPANS], encoding))
     finally:
         emitter.close()
     if progress is not None:
