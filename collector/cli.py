@@ -657,6 +657,103 @@ def schema_apply(
         store.close()
 
 
+# -- run -------------------------------------------------------------------------------------
+
+
+@main.command()
+@store_options
+@attribution_options
+@click.option(
+    "--bootstrap-servers",
+    envvar="PRODLOOP_KAFKA__BOOTSTRAP_SERVERS",
+    show_envvar=True,
+    default=None,
+    help="Kafka brokers (host:port, comma-separated). Without Kafka, the OTLP receivers run in direct mode.",
+)
+@click.option(
+    "--traces-topic",
+    envvar="PRODLOOP_KAFKA__TRACES_TOPIC",
+    show_envvar=True,
+    default=None,
+    help="[default: otlp_spans]",
+)
+@click.option(
+    "--traces-encoding",
+    type=click.Choice(["otlp_proto", "otlp_json", "auto"]),
+    envvar="PRODLOOP_KAFKA__TRACES_ENCODING",
+    show_envvar=True,
+    default=None,
+    help="As the Collector's kafka exporter writes it [default: otlp_proto]; auto detects per record and counts it.",
+)
+@click.option(
+    "--group-id",
+    envvar="PRODLOOP_KAFKA__GROUP_ID",
+    show_envvar=True,
+    default=None,
+    help="Consumer group [default: prodloop].",
+)
+@click.option(
+    "--metrics-port",
+    type=int,
+    envvar="PRODLOOP_SERVICE__METRICS_PORT",
+    show_envvar=True,
+    default=None,
+    help="/metrics, /healthz, /readyz [default: 9464].",
+)
+def run(
+    config_file: Path | None,
+    store_dsn: str | None,
+    database: str | None,
+    codeowners_file: Path | None,
+    modules_file: Path | None,
+    attribution_file: Path | None,
+    source_roots: tuple[str, ...],
+    bootstrap_servers: str | None,
+    traces_topic: str | None,
+    traces_encoding: str | None,
+    group_id: str | None,
+    metrics_port: int | None,
+) -> None:
+    """Run the service: consume Kafka (or receive OTLP), attribute, aggregate, write.
+
+    All settings can come from --config prodloop.yaml and PRODLOOP_* variables (nested
+    keys joined by __, e.g. PRODLOOP_STREAM__BATCH_RECORDS); see docs/configuration.md.
+    """
+    from collector.service import run as run_service
+
+    kafka: dict[str, Any] = {}
+    if bootstrap_servers:
+        kafka["bootstrap_servers"] = bootstrap_servers
+    if traces_topic:
+        kafka["traces_topic"] = traces_topic
+    if traces_encoding:
+        kafka["traces_encoding"] = traces_encoding
+    if group_id:
+        kafka["group_id"] = group_id
+    extra: dict[str, Any] = {"kafka": kafka}
+    if metrics_port is not None:
+        extra["service"] = {"metrics_port": metrics_port}
+    settings = _settings(
+        config_file,
+        store_dsn=store_dsn,
+        database=database,
+        codeowners_file=codeowners_file,
+        modules_file=modules_file,
+        attribution_file=attribution_file,
+        source_roots=source_roots,
+        extra=extra,
+    )
+    sys.exit(run_service(settings))
+
+
+@main.command("config")
+@store_options
+def config_dump(config_file: Path | None, store_dsn: str | None, database: str | None) -> None:
+    """Print the effective settings (secrets redacted)."""
+    settings = _settings(config_file, store_dsn=store_dsn, database=database)
+    click.echo(json.dumps(settings.redacted_dump(), indent=2, default=str))
+
+
 # -- demo ------------------------------------------------------------------------------------
 
 

@@ -20,7 +20,7 @@ import fcntl
 import hashlib
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -290,8 +290,21 @@ class ClickHouseStore:
         except Exception as exc:
             raise SinkError(f"insert into {self.database}.{table} failed on {self.dsn}: {exc}") from exc
 
-    def write_aggregates(self, rows: Iterable[AggregateRow], window_ns: int, *, dedup_token: str) -> int:
-        """Insert partial aggregates.  Retrying with the same ``dedup_token`` is harmless."""
+    def write_aggregates(
+        self,
+        rows: Iterable[AggregateRow],
+        window_ns: int,
+        *,
+        dedup_token: str,
+        chunk_rows: int = 0,
+        on_chunk: Callable[[int], None] | None = None,
+    ) -> int:
+        """Insert partial aggregates.  Retrying with the same ``dedup_token`` is harmless.
+
+        With ``chunk_rows``, the rows (in their given, deterministic order) go in inserts of
+        at most that many rows, each with the token suffixed by its chunk number, so a write
+        interrupted between chunks is completed, not doubled, by a retry.
+        """
         if window_ns % 1_000_000_000:
             raise ConfigError("the aggregation window must be a whole number of seconds")
         window_seconds = window_ns // 1_000_000_000
@@ -319,15 +332,38 @@ class ClickHouseStore:
             ]
             for r in rows
         ]
-        self._insert(
-            "module_aggregates",
-            data,
-            AGGREGATE_COLUMNS,
-            {"insert_deduplicate": 1, "insert_deduplication_token": dedup_token},
-        )
+        if not chunk_rows or len(data) <= chunk_rows:
+            self._insert(
+                "module_aggregates",
+                data,
+                AGGREGATE_COLUMNS,
+                {"insert_deduplicate": 1, "insert_deduplication_token": dedup_token},
+            )
+            if on_chunk is not None:
+                on_chunk(0)
+            return len(data)
+        for i in range(0, len(data), chunk_rows):
+            self._insert(
+                "module_aggregates",
+                data[i : i + chunk_rows],
+                AGGREGATE_COLUMNS,
+                {"insert_deduplicate": 1, "insert_deduplication_token": f"{dedup_token}#{i // chunk_rows}"},
+            )
+            if on_chunk is not None:
+                on_chunk(i // chunk_rows)
         return len(data)
 
-    def write_deploys(self, events: Sequence[DeployEvent], received_at_unix_nano: int) -> int:
+    def write_deploys(
+        self,
+        events: Sequence[DeployEvent],
+        received_at_unix_nano: int,
+        sources: Sequence[tuple[int, int, int]] | None = None,
+    ) -> int:
+        """Store deploy events.  ``sources``: (partition, offset, record timestamp ms) per event,
+        for events read from the deploys topic."""
+        if sources is not None and len(sources) != len(events):
+            raise ValueError("one source per event")
+        srcs = list(sources) if sources is not None else [(-1, -1, 0)] * len(events)
         rows = [
             [
                 e.deploy_id,
@@ -341,6 +377,9 @@ class ClickHouseStore:
                 e.url,
                 _ts(received_at_unix_nano),
                 received_at_unix_nano + i,
+                srcs[i][0],
+                srcs[i][1],
+                srcs[i][2],
             ]
             for i, e in enumerate(events)
         ]
@@ -356,9 +395,70 @@ class ClickHouseStore:
             "url",
             "received_at",
             "version",
+            "source_partition",
+            "source_offset",
+            "source_timestamp_ms",
         ]
         self._insert("deploys", rows, cols)
         return len(rows)
+
+    def load_deploy_sources(self) -> list[tuple[DeployEvent, int, int, int]]:
+        """Deploys with their topic provenance (partition, offset, timestamp ms; -1 when none)."""
+        rows = self.query(
+            "SELECT deploy_id, service, environment, commit_sha, toUnixTimestamp64Nano(deployed_at), repository, "
+            "previous_sha, status, url, source_partition, source_offset, source_timestamp_ms "
+            "FROM deploys FINAL ORDER BY deployed_at, deploy_id"
+        )
+        return [
+            (
+                DeployEvent(r[0], r[1], r[2], r[3], int(r[4]), r[5], r[6], r[7], r[8]),
+                int(r[9]),
+                int(r[10]),
+                int(r[11]),
+            )
+            for r in rows
+        ]
+
+    # -- stream intents --------------------------------------------------------------------
+
+    def write_intent(
+        self,
+        group: str,
+        topic: str,
+        partition: int,
+        start_offset: int,
+        end_offset: int,
+        deploy_positions: dict[int, int],
+        deploy_bound_ms: int,
+        token: str,
+        now_unix_nano: int,
+    ) -> None:
+        self._insert(
+            "stream_intents",
+            [[group, topic, partition, start_offset, end_offset, deploy_positions, deploy_bound_ms, token,
+              _ts(now_unix_nano)]],
+            ["consumer_group", "topic", "partition", "start_offset", "end_offset", "deploy_positions",
+             "deploy_bound_ms", "token", "created_at"],
+            {"insert_deduplicate": 1, "insert_deduplication_token": f"intent:{token}"},
+        )
+
+    def intent_at(self, group: str, topic: str, partition: int, start_offset: int) -> dict[str, Any] | None:
+        """The recorded batch that starts at ``start_offset``, if one was written."""
+        rows = self.query(
+            "SELECT end_offset, deploy_positions, deploy_bound_ms, token FROM stream_intents FINAL "
+            "WHERE consumer_group = {g:String} AND topic = {t:String} AND partition = {p:UInt32} "
+            "AND start_offset = {s:UInt64} ORDER BY created_at DESC LIMIT 1",
+            {"g": group, "t": topic, "p": partition, "s": start_offset},
+        )
+        if not rows:
+            return None
+        end, positions, bound, token = rows[0]
+        return {
+            "end_offset": int(end),
+            "deploy_positions": {int(k): int(v) for k, v in positions.items()},
+            "deploy_bound_ms": int(bound),
+            "token": str(token),
+        }
 
     def load_deploys(self) -> list[DeployEvent]:
         rows = self.query(

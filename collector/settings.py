@@ -89,6 +89,92 @@ class KafkaSettings(_Section):
     _split = field_validator("bootstrap_servers", mode="before")(_split_list)
 
 
+class StreamSettings(_Section):
+    batch_records: int = Field(200, ge=1, description="records per batch and partition (write + commit unit)")
+    linger_ms: int = Field(1000, ge=0, description="write a partial batch after this long")
+    max_buffered_records: int = Field(2000, ge=1, description="per partition; a full partition is paused")
+    dedup_horizon: int = Field(
+        1000, ge=0, description="offsets within which a repeated span id is a duplicate"
+    )
+    deploy_skew_ms: int = Field(
+        10_000, ge=0, description="a batch is tagged with deploys up to its last record time + this"
+    )
+    write_chunk_rows: int = Field(5000, ge=1, description="aggregate rows per insert")
+    backoff_max_seconds: float = Field(10.0, gt=0, description="cap of the store retry backoff")
+
+
+class ServiceSettings(_Section):
+    metrics_host: str = Field("127.0.0.1", description="address of /metrics, /healthz and /readyz")
+    metrics_port: int = Field(
+        9464, ge=0, le=65535, description="port of /metrics, /healthz and /readyz (0: any)"
+    )
+    grace_seconds: float = Field(20.0, gt=0, description="SIGTERM: flush, commit and exit within this")
+    log_format: Literal["json", "text"] = Field("json", description="structured JSON logs, or text")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class TestingSettings(_Section):
+    crash_at: str = Field(
+        "", description="testing aid: crash the process at before_write|mid_write|after_write|after_commit:N"
+    )
+
+
+class ReceiverSettings(_Section):
+    """The OTLP receivers (gRPC and HTTP) and the event/webhook/query HTTP API (collector/receiver.py)."""
+
+    mode: Literal["auto", "direct", "gateway"] = Field(
+        "auto",
+        description="direct: aggregate in process and flush to the store; gateway: produce to Kafka; "
+        "auto: gateway when kafka.bootstrap_servers is set, else direct",
+    )
+    grpc_enabled: bool = Field(True, description="serve OTLP/gRPC")
+    grpc_host: str = Field("127.0.0.1", description="OTLP/gRPC listen address (0.0.0.0: every interface)")
+    grpc_port: int = Field(4317, ge=0, le=65535, description="OTLP/gRPC port (0: any free port)")
+    http_enabled: bool = Field(
+        True, description="serve OTLP/HTTP, /v1/deploys, /v1/incidents, webhooks, /api/v1"
+    )
+    http_host: str = Field("127.0.0.1", description="HTTP listen address (0.0.0.0: every interface)")
+    http_port: int = Field(4318, ge=0, le=65535, description="HTTP port (0: any free port)")
+    max_request_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        description="largest accepted request body, after gunzip (413 / RESOURCE_EXHAUSTED)",
+    )
+    grpc_workers: int = Field(8, ge=1, le=256, description="gRPC handler threads")
+    flush_interval_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="direct mode: write aggregates to the store this often (a crash loses at most this)",
+    )
+    queue_max_spans: int = Field(
+        200_000,
+        ge=1,
+        description="direct mode: spans accepted but not yet aggregated; beyond it requests get 429",
+    )
+    gateway_max_inflight_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="gateway mode: request bytes awaiting broker acks; beyond it 429",
+    )
+    gateway_ack_timeout_seconds: float = Field(
+        10.0, gt=0, description="gateway mode: wait this long for broker acks, then answer 503"
+    )
+    retry_after_seconds: int = Field(
+        2, ge=1, le=3600, description="Retry-After / RetryInfo sent when overloaded"
+    )
+    bearer_token: SecretStr | None = Field(
+        None, description="require 'Authorization: Bearer TOKEN' on every endpoint but the GitHub webhook"
+    )
+    github_webhook_secret: SecretStr | None = Field(
+        None, description="secret of the GitHub webhook (X-Hub-Signature-256); unset: the webhook is off"
+    )
+    tls_cert_file: Path | None = Field(
+        None, description="PEM certificate (chain): serve gRPC and HTTP over TLS"
+    )
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -98,6 +184,10 @@ class Settings(BaseSettings):
     attribution: AttributionSettings = AttributionSettings()
     aggregation: AggregationSettings = AggregationSettings()
     kafka: KafkaSettings = KafkaSettings()
+    receiver: ReceiverSettings = ReceiverSettings()
+    stream: StreamSettings = StreamSettings()
+    service: ServiceSettings = ServiceSettings()
+    testing: TestingSettings = TestingSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -39,7 +39,9 @@ def store(chdb_dir: Path) -> Iterator[ClickHouseStore]:
         s.close()
 
 
-def run_prodloop(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+def run_prodloop(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
     """Run the CLI in its own process (its own chDB engine)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("PRODLOOP_")}
     full_env.update(env or {})

@@ -33,7 +33,9 @@ def _write(tmp: Path, traffic: Traffic, encoding: str) -> tuple[Path, Path]:
     return traces, deploys
 
 
-def _ingest_and_query(tmp: Path, traffic: Traffic, encoding: str) -> tuple[dict[str, object], list[dict[str, object]]]:
+def _ingest_and_query(
+    tmp: Path, traffic: Traffic, encoding: str
+) -> tuple[dict[str, object], list[dict[str, object]]]:
     traces, deploys = _write(tmp, traffic, encoding)
     store = f"chdb://{tmp / 'store'}"
     d = demo_dir()
@@ -69,7 +71,11 @@ def traffic_proto() -> Traffic:
 
 @pytest.mark.parametrize("encoding", ["otlp_proto", "otlp_json"])
 def test_aggregates_equal_ground_truth(tmp_path: Path, traffic_proto: Traffic, encoding: str) -> None:
-    traffic = traffic_proto if encoding == "otlp_proto" else generate(seed=11, minutes=MINUTES, encoding="otlp_json")
+    traffic = (
+        traffic_proto
+        if encoding == "otlp_proto"
+        else generate(seed=11, minutes=MINUTES, encoding="otlp_json")
+    )
     summary, rows = _ingest_and_query(tmp_path, traffic, encoding)
 
     total = sum(t.spans for t in traffic.truth.values())
@@ -77,7 +83,9 @@ def test_aggregates_equal_ground_truth(tmp_path: Path, traffic_proto: Traffic, e
     assert summary["rejected_records"] == 0 and summary["rejected_spans"] == 0
     assert summary["deploys_read"] == len(traffic.deploys)
 
-    got = {(r["service"], r["environment"], r["module"], tuple(r["owners"]), r["commit_sha"]): r for r in rows}
+    got = {
+        (r["service"], r["environment"], r["module"], tuple(r["owners"]), r["commit_sha"]): r for r in rows
+    }
     assert set(got) == set(traffic.truth), (
         f"missing {sorted(set(traffic.truth) - set(got))[:5]} extra {sorted(set(got) - set(traffic.truth))[:5]}"
     )
@@ -99,12 +107,18 @@ def test_aggregates_equal_ground_truth(tmp_path: Path, traffic_proto: Traffic, e
 def test_reingesting_the_same_file_does_not_double_count(tmp_path: Path, traffic_proto: Traffic) -> None:
     _, first = _ingest_and_query(tmp_path, traffic_proto, "otlp_proto")
     _, second = _ingest_and_query(tmp_path, traffic_proto, "otlp_proto")
-    assert sum(r["spans"] for r in first) == sum(r["spans"] for r in second) == sum(  # type: ignore[misc]
-        t.spans for t in traffic_proto.truth.values()
+    assert (
+        sum(r["spans"] for r in first)
+        == sum(r["spans"] for r in second)
+        == sum(  # type: ignore[misc]
+            t.spans for t in traffic_proto.truth.values()
+        )
     )
 
 
-def test_bad_records_are_rejected_named_and_the_rest_gets_through(tmp_path: Path, traffic_proto: Traffic) -> None:
+def test_bad_records_are_rejected_named_and_the_rest_gets_through(
+    tmp_path: Path, traffic_proto: Traffic
+) -> None:
     good = traffic_proto.requests[:3]
     bad_json = tmp_path / "mixed.jsonl"
     json_traffic = generate(seed=11, minutes=1, encoding="otlp_json")
@@ -114,7 +128,9 @@ def test_bad_records_are_rejected_named_and_the_rest_gets_through(tmp_path: Path
     blob = b"".join(len(r).to_bytes(4, "big") + r for r in good)
     lpb.write_bytes(blob + (500).to_bytes(4, "big") + b"\x0a\x05abc")
     store = f"chdb://{tmp_path / 'store'}"
-    res = run_prodloop("ingest", "--traces", str(bad_json), "--traces", str(lpb), "--store", store, "--format", "json")
+    res = run_prodloop(
+        "ingest", "--traces", str(bad_json), "--traces", str(lpb), "--store", store, "--format", "json"
+    )
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
     assert summary["rejected_records"] == 2

@@ -30,9 +30,24 @@ def _row(rng: random.Random, window: int, module: str, durations: list[int], err
         b = bucket_of(d)
         bins[b] = bins.get(b, 0) + 1
     return AggregateRow(
-        T0 + window * W, "svc", "prod", "https://github.com/acme/x", module, ("@acme/a", "@bob"), "ab" * 20, "d1", "",
-        len(durations), 1000 * len(durations), errors, 1000 * errors, sum(durations), sum(durations),
-        min(durations), max(durations), bins,
+        T0 + window * W,
+        "svc",
+        "prod",
+        "https://github.com/acme/x",
+        module,
+        ("@acme/a", "@bob"),
+        "ab" * 20,
+        "d1",
+        "",
+        len(durations),
+        1000 * len(durations),
+        errors,
+        1000 * errors,
+        sum(durations),
+        sum(durations),
+        min(durations),
+        max(durations),
+        bins,
     )
 
 
@@ -40,7 +55,12 @@ def test_migrations_are_recorded_and_idempotent(store: ClickHouseStore) -> None:
     versions = [m.version for m in load_migrations()]
     assert store.applied_versions() == versions
     assert store.apply_migrations() == []  # nothing pending the second time
-    tables = {r[0] for r in store.query("SELECT name FROM system.tables WHERE database = {d:String}", {"d": store.database})}
+    tables = {
+        r[0]
+        for r in store.query(
+            "SELECT name FROM system.tables WHERE database = {d:String}", {"d": store.database}
+        )
+    }
     assert {"module_aggregates", "deploys", "incidents", "module_stats", "schema_migrations"} <= tables
 
 
@@ -90,7 +110,9 @@ def test_quantiles_in_sql_equal_the_sketch_and_are_within_1_percent(store: Click
     view = store.query("SELECT p95_ns, spans FROM module_stats ORDER BY window_start")
     for (p95, spans), r in zip(view, rows, strict=True):
         assert spans == r.spans
-        assert p95 == pytest.approx(quantile(r.latency_bins, 0.95, minimum=r.duration_min_ns, maximum=r.duration_max_ns), rel=1e-12)
+        assert p95 == pytest.approx(
+            quantile(r.latency_bins, 0.95, minimum=r.duration_min_ns, maximum=r.duration_max_ns), rel=1e-12
+        )
     assert item["spans"] == len(all_durations)
     assert math.isclose(item["duration_sum_ms"], sum(all_durations) / 1e6)
 

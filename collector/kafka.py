@@ -1,0 +1,321 @@
+"""The Kafka adapter (kafka-python 3.x): consumers, the dead-letter producer, security options.
+
+Everything Kafka-specific lives here; the pipeline sees :class:`Record` values and the
+small methods of :class:`TraceConsumer`, :class:`EventReader` and :class:`DeadLetters`.
+Third-party errors are wrapped once, as :class:`collector.errors.BrokerError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from collector.errors import BrokerError
+
+# kafka-python 3.0.12 loads its protocol schemas with importlib.resources.read_text, which is
+# deprecated since Python 3.11; the warnings are the library's, not ours.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", "read_text is deprecated", DeprecationWarning)
+    warnings.filterwarnings("ignore", "open_text is deprecated", DeprecationWarning)
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.consumer.subscription_state import ConsumerRebalanceListener
+    from kafka.errors import KafkaError
+    from kafka.structs import OffsetAndMetadata
+
+try:  # pragma: no cover - depends on the installed kafka-python layout
+    from kafka.net.inet import KafkaNetSocket
+
+    def _close_socket_on_failed_connect() -> None:
+        """kafka-python 3.0.12 leaks the socket of a refused connection; close it."""
+        original = KafkaNetSocket.sock_connect
+        if getattr(original, "_prodloop_closes_on_failure", False):
+            return
+
+        async def sock_connect(self: Any, net: Any, sock: Any, sockaddr: Any, timeout_at: Any = None) -> Any:
+            try:
+                return await original(self, net, sock, sockaddr, timeout_at=timeout_at)
+            except BaseException:
+                sock.close()
+                raise
+
+        sock_connect._prodloop_closes_on_failure = True  # type: ignore[attr-defined]
+        KafkaNetSocket.sock_connect = sock_connect
+
+    _close_socket_on_failed_connect()
+except ImportError:  # pragma: no cover
+    pass
+
+log = logging.getLogger("prodloop.kafka")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(frozen=True)
+class KafkaOptions:
+    """Connection and security options, passed through to kafka-python."""
+
+    bootstrap_servers: tuple[str, ...]
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = ""
+    sasl_username: str = ""
+    sasl_password: str = ""
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_check_hostname: bool = True
+    client_id: str = "prodloop"
+
+    def client_config(self) -> dict[str, Any]:
+        cfg: dict[str, Any] = {
+            "bootstrap_servers": list(self.bootstrap_servers),
+            "security_protocol": self.security_protocol,
+            "client_id": self.client_id,
+            "reconnect_backoff_max_ms": 2000,
+        }
+        if self.sasl_mechanism:
+            cfg["sasl_mechanism"] = self.sasl_mechanism
+            cfg["sasl_plain_username"] = self.sasl_username
+            cfg["sasl_plain_password"] = self.sasl_password
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            cfg["ssl_check_hostname"] = self.ssl_check_hostname
+            if self.ssl_cafile:
+                cfg["ssl_cafile"] = self.ssl_cafile
+            if self.ssl_certfile:
+                cfg["ssl_certfile"] = self.ssl_certfile
+            if self.ssl_keyfile:
+                cfg["ssl_keyfile"] = self.ssl_keyfile
+        return cfg
+
+
+def _record(r: Any) -> Record:
+    return Record(
+        r.topic,
+        r.partition,
+        r.offset,
+        r.timestamp,
+        r.key,
+        r.value if r.value is not None else b"",
+        tuple((k, v if v is not None else b"") for k, v in (r.headers or ())),
+    )
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(
+        self, on_assigned: Callable[[list[int]], None], on_revoked: Callable[[list[int]], None]
+    ) -> None:
+        self._assigned = on_assigned
+        self._revoked = on_revoked
+
+    def on_partitions_revoked(self, revoked: Iterable[Any]) -> None:
+        self._revoked(sorted(tp.partition for tp in revoked))
+
+    def on_partitions_assigned(self, assigned: Iterable[Any]) -> None:
+        self._assigned(sorted(tp.partition for tp in assigned))
+
+
+class TraceConsumer:
+    """The traces topic, consumed in a consumer group with manual commits."""
+
+    def __init__(
+        self,
+        options: KafkaOptions,
+        topic: str,
+        group_id: str,
+        *,
+        on_assigned: Callable[[list[int]], None],
+        on_revoked: Callable[[list[int]], None],
+        max_partition_fetch_bytes: int = 8 * 1024 * 1024,
+        session_timeout_ms: int = 10_000,
+        max_poll_interval_ms: int = 300_000,
+    ) -> None:
+        self.topic = topic
+        try:
+            self._c = KafkaConsumer(
+                group_id=group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_partition_fetch_bytes=max_partition_fetch_bytes,
+                fetch_max_bytes=64 * 1024 * 1024,
+                session_timeout_ms=session_timeout_ms,
+                heartbeat_interval_ms=max(500, session_timeout_ms // 4),
+                max_poll_interval_ms=max_poll_interval_ms,
+                # TCP and the broker already checksum; kafka-python checks CRCs in pure Python
+                check_crcs=False,
+                **options.client_config(),
+            )
+            self._c.subscribe([topic], listener=_Listener(on_assigned, on_revoked))
+        except KafkaError as exc:
+            raise BrokerError(f"cannot consume {topic!r} from {options.bootstrap_servers}: {exc}") from exc
+
+    def poll(self, timeout_ms: int, max_records: int | None = None) -> list[Record]:
+        try:
+            batches = self._c.poll(timeout_ms=timeout_ms, max_records=max_records)
+        except KafkaError as exc:
+            raise BrokerError(f"poll failed on {self.topic!r}: {exc}") from exc
+        out: list[Record] = []
+        for recs in batches.values():
+            out.extend(_record(r) for r in recs)
+        return out
+
+    def committed(self, partition: int) -> int | None:
+        try:
+            off = self._c.committed(TopicPartition(self.topic, partition))
+        except KafkaError as exc:
+            raise BrokerError(
+                f"cannot read the committed offset of {self.topic}[{partition}]: {exc}"
+            ) from exc
+        return int(off) if off is not None else None
+
+    def beginning(self, partition: int) -> int:
+        tp = TopicPartition(self.topic, partition)
+        return int(self._c.beginning_offsets([tp])[tp])
+
+    def end(self, partitions: Iterable[int]) -> dict[int, int]:
+        tps = [TopicPartition(self.topic, p) for p in partitions]
+        if not tps:
+            return {}
+        return {tp.partition: int(o) for tp, o in self._c.end_offsets(tps).items()}
+
+    def seek(self, partition: int, offset: int) -> None:
+        self._c.seek(TopicPartition(self.topic, partition), offset)
+
+    def position(self, partition: int) -> int:
+        return int(self._c.position(TopicPartition(self.topic, partition)))
+
+    def commit(self, offsets: Mapping[int, int]) -> None:
+        """Commit ``partition -> next offset to read``.  Raises BrokerError on failure."""
+        if not offsets:
+            return
+        try:
+            self._c.commit(
+                {TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items()}
+            )
+        except KafkaError as exc:
+            raise BrokerError(f"commit failed on {self.topic!r}: {exc}") from exc
+
+    def pause(self, partitions: Iterable[int]) -> None:
+        self._c.pause(*[TopicPartition(self.topic, p) for p in partitions])
+
+    def resume(self, partitions: Iterable[int]) -> None:
+        self._c.resume(*[TopicPartition(self.topic, p) for p in partitions])
+
+    def assignment(self) -> list[int]:
+        return sorted(tp.partition for tp in self._c.assignment())
+
+    def lag(self) -> dict[int, int]:
+        parts = self.assignment()
+        ends = self.end(parts)
+        out = {}
+        for p in parts:
+            try:
+                out[p] = max(0, ends[p] - self.position(p))
+            except Exception:
+                continue
+        return out
+
+    def close(self) -> None:
+        try:
+            self._c.close(autocommit=False)
+        except Exception as exc:
+            log.warning("closing the traces consumer failed: %s", exc)
+
+
+class EventReader:
+    """A small topic every replica reads whole (deploys, incidents): manual assignment, no group."""
+
+    def __init__(self, options: KafkaOptions, topic: str) -> None:
+        self.topic = topic
+        try:
+            self._c = KafkaConsumer(
+                enable_auto_commit=False,
+                group_id=None,
+                auto_offset_reset="earliest",
+                check_crcs=False,
+                **options.client_config(),
+            )
+            parts = self._c.partitions_for_topic(topic)
+            if not parts:
+                raise BrokerError(f"topic {topic!r} does not exist on {options.bootstrap_servers}")
+            self._tps = [TopicPartition(topic, p) for p in sorted(parts)]
+            self._c.assign(self._tps)
+        except KafkaError as exc:
+            raise BrokerError(f"cannot read {topic!r} from {options.bootstrap_servers}: {exc}") from exc
+
+    def seek(self, positions: Mapping[int, int]) -> None:
+        for tp in self._tps:
+            if tp.partition in positions:
+                self._c.seek(tp, positions[tp.partition])
+
+    def poll(self, timeout_ms: int = 0) -> list[Record]:
+        try:
+            batches = self._c.poll(timeout_ms=timeout_ms)
+        except KafkaError as exc:
+            raise BrokerError(f"poll failed on {self.topic!r}: {exc}") from exc
+        out: list[Record] = []
+        for recs in batches.values():
+            out.extend(_record(r) for r in recs)
+        out.sort(key=lambda r: (r.partition, r.offset))
+        return out
+
+    def positions(self) -> dict[int, int]:
+        return {tp.partition: int(self._c.position(tp)) for tp in self._tps}
+
+    def at_end(self) -> bool:
+        """Has this reader consumed everything the topic holds right now?"""
+        ends = self._c.end_offsets(self._tps)
+        return all(int(self._c.position(tp)) >= int(ends[tp]) for tp in self._tps)
+
+    def close(self) -> None:
+        try:
+            self._c.close(autocommit=False)
+        except Exception as exc:
+            log.warning("closing the %s reader failed: %s", self.topic, exc)
+
+
+class DeadLetters:
+    """Produces bad records to the dead-letter topic, with their origin and error in headers."""
+
+    def __init__(self, options: KafkaOptions, topic: str) -> None:
+        self.topic = topic
+        try:
+            self._p = KafkaProducer(acks="all", linger_ms=5, **options.client_config())
+        except KafkaError as exc:
+            raise BrokerError(f"cannot produce to {topic!r}: {exc}") from exc
+
+    def send(self, record: Record, reason: str, error: str) -> None:
+        headers = [
+            ("prodloop.source.topic", record.topic.encode()),
+            ("prodloop.source.partition", str(record.partition).encode()),
+            ("prodloop.source.offset", str(record.offset).encode()),
+            ("prodloop.error.reason", reason.encode()),
+            ("prodloop.error.message", error.encode()[:4000]),
+            *[(k, v) for k, v in record.headers if not k.startswith("prodloop.")],
+        ]
+        try:
+            self._p.send(self.topic, value=record.value, key=record.key, headers=headers)
+        except KafkaError as exc:
+            raise BrokerError(f"cannot dead-letter to {self.topic!r}: {exc}") from exc
+
+    def flush(self, timeout_s: float = 30) -> None:
+        try:
+            self._p.flush(timeout=timeout_s)
+        except KafkaError as exc:
+            raise BrokerError(f"dead-letter flush to {self.topic!r} failed: {exc}") from exc
+
+    def close(self) -> None:
+        try:
+            self._p.close(timeout=5)
+        except Exception as exc:
+            log.warning("closing the dead-letter producer failed: %s", exc)

@@ -1,0 +1,613 @@
+"""The streaming pipeline: poll -> decode -> dedup -> attribute -> aggregate -> write -> commit.
+
+Delivery is *exactly-once-effective*: every record is counted once in ClickHouse, whatever
+instant the process dies at, and however a replay happens to batch the records.
+
+**Batches are per partition.**  A batch is the records of one partition in
+``[start, end)``, where ``start`` is the partition's committed offset.
+
+**Write-ahead intents.**  Before writing a batch, the pipeline records the batch's exact
+range (and the deploy-topic positions it was tagged with) in ``stream_intents``; the
+aggregates then go in with insert-deduplication tokens derived from that range.  Only
+after ClickHouse acknowledged every insert is ``end`` committed to Kafka.  When a replica
+is assigned a partition whose committed offset ``c`` has an intent starting at ``c``, its
+first batch is exactly that intent's range, tagged with the same deploys, so it rebuilds
+identical rows with identical tokens: ClickHouse drops whatever part had already landed
+(crash mid-write) or all of it (crash after the write, before the commit).  Without an
+intent (crash before it was written) nothing was written, and any batching is fine.
+
+**Duplicates from exporter retries.**  A span whose (trace_id, span_id) appeared in the
+same partition at an offset within ``dedup_horizon`` before it is dropped.  That rule is a
+pure function of the log, and the state is rebuilt on assignment by re-reading the horizon
+before the committed offset, so a replay drops exactly the same spans.
+
+**Deploy tagging is deterministic.**  A batch is tagged with the deploy events whose
+record timestamps are at most its last record timestamp plus ``deploy_skew``, among those
+read before the batch (positions recorded in the intent).  The batch waits until the
+deploys reader has read past that point, or has reached the topic's end while the wall
+clock is past it, so an idle deploys topic stalls nothing.  A deploy that arrives later
+than that is counted as late and not applied retroactively.
+
+**Backpressure.**  When ClickHouse fails, fetching is paused, the write is retried with
+capped exponential backoff, and the consumer keeps polling so the group keeps us.
+Buffers are bounded per partition (a full partition is paused).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from attribution.aggregate import Aggregator, BatchStats
+from attribution.attribute import Attributor, Repository
+from attribution.deploys import DeployTimeline
+from attribution.events import EventValidationError, parse_deploy_event, parse_incident_event
+from attribution.model import DeployEvent, Span
+from collector.errors import BrokerError, DecodeError, StoreError
+from collector.kafka import Record
+from collector.metrics import Metrics
+from collector.otlp import OtlpDecoder
+
+log = logging.getLogger("prodloop.pipeline")
+
+
+class Consumer(Protocol):
+    topic: str
+
+    def poll(self, timeout_ms: int, max_records: int | None = None) -> list[Record]: ...
+    def committed(self, partition: int) -> int | None: ...
+    def beginning(self, partition: int) -> int: ...
+    def seek(self, partition: int, offset: int) -> None: ...
+    def commit(self, offsets: dict[int, int]) -> None: ...
+    def pause(self, partitions: Sequence[int]) -> None: ...
+    def resume(self, partitions: Sequence[int]) -> None: ...
+    def assignment(self) -> list[int]: ...
+    def lag(self) -> dict[int, int]: ...
+
+
+class Reader(Protocol):
+    topic: str
+
+    def poll(self, timeout_ms: int = 0) -> list[Record]: ...
+    def seek(self, positions: dict[int, int]) -> None: ...
+    def positions(self) -> dict[int, int]: ...
+    def at_end(self) -> bool: ...
+
+
+class DeadLetterSink(Protocol):
+    def send(self, record: Record, reason: str, error: str) -> None: ...
+    def flush(self, timeout_s: float = 30) -> None: ...
+
+
+@dataclass
+class StreamConfig:
+    group_id: str = "prodloop"
+    encoding: str = "otlp_proto"  # otlp_proto | otlp_json | auto
+    batch_records: int = 200
+    linger_ms: int = 1000
+    max_buffered_records: int = 2000  # per partition; a full partition is paused
+    dedup_horizon: int = 1000  # offsets
+    deploy_skew_ms: int = 30_000
+    deploy_wait_max_ms: int = 60_000
+    window_ns: int = 60_000_000_000
+    max_groups_per_window: int = 10_000
+    sample_rate_attribute: str = ""
+    write_chunk_rows: int = 5000
+    backoff_initial_s: float = 0.2
+    backoff_max_s: float = 10.0
+    crash_at: str = ""  # testing aid: "before_write:N", "mid_write:N", "after_write:N", "after_commit:N"
+
+
+class DedupWindow:
+    """Which spans of a partition repeat one seen within ``horizon`` offsets before."""
+
+    def __init__(self, horizon: int) -> None:
+        self.horizon = horizon
+        self._seen: dict[bytes, int] = {}
+        self._order: deque[tuple[int, list[bytes]]] = deque()
+
+    def _evict(self, offset: int) -> None:
+        floor = offset - self.horizon
+        order = self._order
+        seen = self._seen
+        while order and order[0][0] < floor:
+            off, keys = order.popleft()
+            for k in keys:
+                if seen.get(k) == off:
+                    del seen[k]
+
+    def observe(self, offset: int, keys: list[bytes]) -> list[bool]:
+        """Mark ``keys`` seen at ``offset``; True where a key was seen within the horizon."""
+        self._evict(offset)
+        seen = self._seen
+        out = []
+        for k in keys:
+            out.append(k in seen)
+            seen[k] = offset
+        self._order.append((offset, keys))
+        return out
+
+
+@dataclass
+class PartitionState:
+    partition: int
+    start: int  # committed offset: the next batch starts here
+    history_until: int  # records before this offset only feed the dedup window
+    dedup: DedupWindow
+    buffer: list[Record] = field(default_factory=list)
+    first_at: float = 0.0  # monotonic time the oldest buffered record arrived
+    replay: dict[str, Any] | None = None  # an intent to reproduce exactly
+    paused: bool = False
+
+
+class _Crash:
+    def __init__(self, spec: str) -> None:
+        point, _, n = spec.partition(":")
+        self.point = point
+        self.n = int(n or "1")
+        self.batches = 0
+
+    def hit(self, point: str) -> None:
+        if point == self.point and self.batches == self.n:
+            log.error("crash injected at %s of batch %d", point, self.batches)
+            logging.shutdown()
+            os._exit(137)
+
+
+class StreamPipeline:
+    """One replica's loop over its partitions of the traces topic."""
+
+    def __init__(
+        self,
+        cfg: StreamConfig,
+        consumer_factory: Callable[[Callable[[list[int]], None], Callable[[list[int]], None]], Consumer],
+        store: Any,
+        repositories: list[Repository],
+        *,
+        deploys: Reader | None = None,
+        incidents: Reader | None = None,
+        dead_letters: DeadLetterSink | None = None,
+        metrics: Metrics | None = None,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.repositories = repositories
+        self.deploys = deploys
+        self.incidents = incidents
+        self.dead_letters = dead_letters
+        self.metrics = metrics or Metrics()
+        self.clock_ns = clock_ns
+        self.partitions: dict[int, PartitionState] = {}
+        self._crash = _Crash(cfg.crash_at) if cfg.crash_at else None
+        self._attributors: dict[tuple[str, ...], Attributor] = {}
+        self._decoder = OtlpDecoder(
+            wanted_attributes=Attributor(repositories).wanted_attributes,
+            sample_rate_attribute=cfg.sample_rate_attribute or None,
+        )
+        # deploy events from the topic: (timestamp ms, partition, offset, event); and without provenance
+        self._topic_deploys: list[tuple[int, int, int, DeployEvent]] = []
+        self._static_deploys: list[DeployEvent] = []
+        self._deploy_max_ts = -1
+        self._max_bound_used = -1
+        self._load_deploys_from_store()
+        # kafka-python calls rebalance listeners on its IO thread, where blocking calls are not
+        # allowed: queue the events and handle them on the loop's thread after each poll
+        self._rebalance_events: deque[tuple[str, list[int]]] = deque()
+        self.consumer = consumer_factory(
+            lambda parts: self._rebalance_events.append(("assigned", parts)),
+            lambda parts: self._rebalance_events.append(("revoked", parts)),
+        )
+        self.topic = self.consumer.topic
+        self._last_lag = 0.0
+        self.stopping = False
+
+    # -- deploys -----------------------------------------------------------------------
+
+    def _load_deploys_from_store(self) -> None:
+        positions: dict[int, int] = {}
+        for ev, part, off, ts in self.store.load_deploy_sources():
+            if part >= 0:
+                self._topic_deploys.append((ts, part, off, ev))
+                positions[part] = max(positions.get(part, 0), off + 1)
+                self._deploy_max_ts = max(self._deploy_max_ts, ts)
+            else:
+                self._static_deploys.append(ev)
+        self._topic_deploys.sort(key=lambda x: (x[0], x[1], x[2]))
+        if self.deploys is not None and positions:
+            self.deploys.seek(positions)
+
+    def poll_events(self) -> None:
+        """Read new deploy and incident events (non-blocking) and persist them."""
+        if self.deploys is not None:
+            records = self.deploys.poll(0)
+            if records:
+                self._take_deploys(records)
+        if self.incidents is not None:
+            records = self.incidents.poll(0)
+            if records:
+                self._take_incidents(records)
+
+    def _take_deploys(self, records: list[Record]) -> None:
+        events, sources = [], []
+        for r in records:
+            try:
+                ev = parse_deploy_event(json.loads(r.value))
+            except (json.JSONDecodeError, UnicodeDecodeError, EventValidationError) as exc:
+                self._dead_letter(r, "invalid_event", f"invalid deploy event: {exc}")
+                continue
+            events.append(ev)
+            sources.append((r.partition, r.offset, r.timestamp_ms))
+            if r.timestamp_ms <= self._max_bound_used:
+                self.metrics.deploys_late.inc()
+                log.warning(
+                    "late deploy event %s (record time %d ms is before batches already tagged); "
+                    "not applied retroactively",
+                    ev.deploy_id,
+                    r.timestamp_ms,
+                )
+        if events:
+            self._retry(lambda: self.store.write_deploys(events, self.clock_ns(), sources), "store deploys")
+            for ev, (p, o, ts) in zip(events, sources, strict=True):
+                self._topic_deploys.append((ts, p, o, ev))
+                self._deploy_max_ts = max(self._deploy_max_ts, ts)
+            self._topic_deploys.sort(key=lambda x: (x[0], x[1], x[2]))
+            self.metrics.deploys_in.inc(len(events))
+
+    def _take_incidents(self, records: list[Record]) -> None:
+        events = []
+        for r in records:
+            try:
+                events.append(parse_incident_event(json.loads(r.value)))
+            except (json.JSONDecodeError, UnicodeDecodeError, EventValidationError) as exc:
+                self._dead_letter(r, "invalid_event", f"invalid incident event: {exc}")
+        if events:
+            self._retry(lambda: self.store.write_incidents(events, self.clock_ns()), "store incidents")
+            self.metrics.incidents_in.inc(len(events))
+
+    def _deploys_ready(self, bound_ms: int) -> bool:
+        if self.deploys is None:
+            return True
+        if self._deploy_max_ts > bound_ms:
+            return True
+        return self.deploys.at_end() and self.clock_ns() // 1_000_000 > bound_ms
+
+    def _attributor_for(self, bound_ms: int, positions: dict[int, int]) -> Attributor:
+        events = list(self._static_deploys)
+        events += [ev for ts, p, o, ev in self._topic_deploys if ts <= bound_ms and o < positions.get(p, 0)]
+        signature = tuple(sorted(repr(e) for e in events))
+        att = self._attributors.get(signature)
+        if att is None:
+            if len(self._attributors) >= 8:
+                self._attributors.pop(next(iter(self._attributors)))
+            att = Attributor(self.repositories, DeployTimeline(events))
+            self._attributors[signature] = att
+        return att
+
+    # -- assignment --------------------------------------------------------------------
+
+    def _on_assigned(self, partitions: list[int]) -> None:
+        for p in partitions:
+            committed = self.consumer.committed(p)
+            start = committed if committed is not None else self.consumer.beginning(p)
+            begin = self.consumer.beginning(p)
+            history_from = max(begin, start - self.cfg.dedup_horizon)
+            st = PartitionState(p, start, start, DedupWindow(self.cfg.dedup_horizon))
+            st.replay = self._read_intent(p, start)
+            self.partitions[p] = st
+            self.consumer.seek(p, history_from)
+            log.info(
+                "assigned %s[%d]: start %d, dedup history from %d%s",
+                self.topic,
+                p,
+                start,
+                history_from,
+                f", replaying batch to {st.replay['end_offset']}" if st.replay else "",
+            )
+        self.metrics.partitions.set(len(self.partitions))
+
+    def _read_intent(self, partition: int, start: int) -> dict[str, Any] | None:
+        """The intent of the batch starting at ``start``; not knowing is unsafe, so retry."""
+        delay = self.cfg.backoff_initial_s
+        while True:
+            try:
+                intent: dict[str, Any] | None = self.store.intent_at(
+                    self.cfg.group_id, self.topic, partition, start
+                )
+                return intent
+            except StoreError as exc:
+                self.metrics.store_errors.labels(operation="read intents").inc()
+                log.warning("reading intents failed (%s); retrying in %.1fs", str(exc)[:300], delay)
+                time.sleep(delay)
+                delay = min(self.cfg.backoff_max_s, delay * 2)
+
+    def _on_revoked(self, partitions: list[int]) -> None:
+        for p in partitions:
+            st = self.partitions.pop(p, None)
+            if st is not None and st.buffer:
+                log.info(
+                    "revoked %s[%d] with %d uncommitted records (the next owner replays them)",
+                    self.topic,
+                    p,
+                    len(st.buffer),
+                )
+        self.metrics.partitions.set(len(self.partitions))
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def _apply_rebalance(self) -> set[int]:
+        """Handle queued rebalance events; returns the partitions (re)initialised now."""
+        fresh: set[int] = set()
+        while self._rebalance_events:
+            kind, parts = self._rebalance_events.popleft()
+            if kind == "revoked":
+                self._on_revoked(parts)
+                fresh -= set(parts)
+            else:
+                self._on_assigned(parts)
+                fresh |= set(parts)
+        return fresh
+
+    def step(self, poll_timeout_ms: int = 200) -> None:
+        self.poll_events()
+        records = self.consumer.poll(poll_timeout_ms, max_records=2000)
+        fresh = self._apply_rebalance()
+        now = time.monotonic()
+        for r in records:
+            if r.partition in fresh:
+                continue  # fetched before the seek to the dedup history: it comes again
+            st = self.partitions.get(r.partition)
+            if st is None:
+                continue
+            if r.offset < st.history_until:
+                self._observe_history(st, r)
+                continue
+            if r.offset < st.start:
+                continue
+            if not st.buffer:
+                st.first_at = now
+            st.buffer.append(r)
+            self.metrics.records_in.inc()
+            if len(st.buffer) >= self.cfg.max_buffered_records and not st.paused:
+                self.consumer.pause([st.partition])
+                st.paused = True
+        for st in list(self.partitions.values()):
+            self._maybe_flush(st, now)
+        if now - self._last_lag > 5:
+            self._last_lag = now
+            try:
+                for p, lag in self.consumer.lag().items():
+                    self.metrics.lag.labels(partition=str(p)).set(lag)
+            except Exception as exc:
+                log.debug("lag unavailable: %s", exc)
+
+    def _observe_history(self, st: PartitionState, r: Record) -> None:
+        try:
+            spans = self._decode(r).spans
+        except DecodeError:
+            return
+        st.dedup.observe(r.offset, [s.trace_id + s.span_id for s in spans])
+
+    def _maybe_flush(self, st: PartitionState, now: float, force: bool = False) -> None:
+        while st.buffer and st.partition in self.partitions:
+            if st.replay is not None:
+                end = st.replay["end_offset"]
+                n = sum(1 for r in st.buffer if r.offset < end)
+                if n == len(st.buffer) and st.buffer[-1].offset < end - 1:
+                    return  # the replayed batch is not complete yet
+                batch = st.buffer[:n]
+            else:
+                ready = (
+                    force
+                    or len(st.buffer) >= self.cfg.batch_records
+                    or (now - st.first_at >= self.cfg.linger_ms / 1000)
+                )
+                if not ready:
+                    return
+                batch = st.buffer[: self.cfg.batch_records]
+            if not self._process(st, batch):
+                return
+            del st.buffer[: len(batch)]
+            st.first_at = now
+            if st.paused and len(st.buffer) < self.cfg.max_buffered_records // 2:
+                self.consumer.resume([st.partition])
+                st.paused = False
+
+    def _decode(self, r: Record) -> Any:
+        enc = self.cfg.encoding
+        if enc == "auto":
+            head = r.value.lstrip()[:1]
+            enc = "otlp_json" if head in (b"{", b"[") else "otlp_proto"
+            self.metrics.encoding_detected.labels(encoding=enc).inc()
+        return self._decoder.decode(r.value, enc, f"{r.topic}[{r.partition}]@{r.offset}")
+
+    def _process(self, st: PartitionState, batch: list[Record]) -> bool:
+        """Aggregate, write and commit one batch.  False if it must be tried again later."""
+        if st.replay is not None:
+            positions = st.replay["deploy_positions"]
+            bound = st.replay["deploy_bound_ms"]
+            if self.deploys is not None and any(
+                self.deploys.positions().get(p, 0) < o for p, o in positions.items()
+            ):
+                return False  # the deploys reader has not caught up with the original run yet
+        else:
+            bound = max(r.timestamp_ms for r in batch) + self.cfg.deploy_skew_ms
+            if not self._deploys_ready(bound):
+                return False
+            positions = self.deploys.positions() if self.deploys is not None else {}
+        attributor = self._attributor_for(bound, positions)
+        aggregator = Aggregator(
+            attributor, window_ns=self.cfg.window_ns, max_groups_per_window=self.cfg.max_groups_per_window
+        )
+        stats = BatchStats()
+        spans_in = 0
+        duplicates = 0
+        for r in batch:
+            try:
+                decoded = self._decode(r)
+            except DecodeError as exc:
+                self.metrics.rejected.labels(reason=exc.reason).inc()
+                self._dead_letter(r, exc.reason, str(exc))
+                st.dedup.observe(r.offset, [])
+                continue
+            for rej in decoded.rejected:
+                self.metrics.rejected.labels(reason=rej.reason).inc()
+            spans: list[Span] = decoded.spans
+            spans_in += len(spans)
+            dup = st.dedup.observe(r.offset, [s.trace_id + s.span_id for s in spans])
+            if any(dup):
+                duplicates += sum(dup)
+                spans = [s for s, d in zip(spans, dup, strict=True) if not d]
+            aggregator.add(spans, stats)
+        rows = aggregator.drain()
+        start, end = st.start, batch[-1].offset + 1
+        token = self._token(st.partition, start, end)
+        crash = self._crash
+        if crash is not None:
+            crash.batches += 1
+            crash.hit("before_write")
+        if st.replay is None:
+            ok = self._retry(
+                lambda: self.store.write_intent(
+                    self.cfg.group_id,
+                    self.topic,
+                    st.partition,
+                    start,
+                    end,
+                    positions,
+                    bound,
+                    token,
+                    self.clock_ns(),
+                ),
+                "write intent",
+                partition=st.partition,
+            )
+            if ok is _ABORTED:
+                return False
+        t0 = time.monotonic()
+
+        def on_chunk(i: int) -> None:
+            if crash is not None and i == 0 and len(rows) > 1:
+                crash.hit("mid_write")
+
+        chunk = self.cfg.write_chunk_rows
+        if crash is not None and crash.point == "mid_write":
+            chunk = max(1, (len(rows) + 1) // 2)
+        ok = self._retry(
+            lambda: self.store.write_aggregates(
+                rows, self.cfg.window_ns, dedup_token=token, chunk_rows=chunk, on_chunk=on_chunk
+            ),
+            "write aggregates",
+            partition=st.partition,
+        )
+        if ok is _ABORTED:
+            return False
+        self.metrics.write_seconds.observe(time.monotonic() - t0)
+        if crash is not None:
+            crash.hit("after_write")
+        if self.dead_letters is not None:
+            self.dead_letters.flush()
+        try:
+            self.consumer.commit({st.partition: end})
+        except BrokerError as exc:
+            # typically a rebalance: the next owner replays this batch from its intent
+            log.warning("commit of %s[%d]@%d failed: %s", self.topic, st.partition, end, exc)
+            self.metrics.commit_failures.inc()
+            self.partitions.pop(st.partition, None)
+            return False
+        if crash is not None:
+            crash.hit("after_commit")
+        st.start = end
+        st.replay = None
+        self._max_bound_used = max(self._max_bound_used, bound)
+        m = self.metrics
+        m.spans_in.inc(spans_in)
+        m.spans_attributed.inc(stats.attributed)
+        m.duplicates.inc(duplicates)
+        m.overflow.inc(stats.overflow)
+        for reason, n in stats.unattributed_by_reason.items():
+            m.unattributed.labels(reason=reason).inc(n)
+        m.batches.inc()
+        m.rows_written.inc(len(rows))
+        m.committed_offset.labels(partition=str(st.partition)).set(end)
+        return True
+
+    def _token(self, partition: int, start: int, end: int) -> str:
+        h = hashlib.sha256(
+            f"{self.cfg.group_id}\0{self.topic}\0{partition}\0{start}\0{end}".encode()
+        ).hexdigest()
+        return f"prodloop-stream-{h[:40]}"
+
+    def _dead_letter(self, r: Record, reason: str, error: str) -> None:
+        self.metrics.dead_lettered.inc()
+        log.warning("dead-lettering %s[%d]@%d: %s", r.topic, r.partition, r.offset, error[:500])
+        if self.dead_letters is not None:
+            self._retry(lambda: self.dead_letters.send(r, reason, error), "dead-letter")  # type: ignore[union-attr]
+
+    def _retry(self, fn: Callable[[], Any], what: str, partition: int | None = None) -> Any:
+        """Run ``fn`` until it succeeds, backing off; keep polling (paused) so the group keeps us.
+
+        Returns ``_ABORTED`` if ``partition`` was revoked meanwhile, or if stopping ran out of time.
+        """
+        delay = self.cfg.backoff_initial_s
+        paused_here: list[int] = []
+        try:
+            while True:
+                try:
+                    return fn()
+                except (StoreError, BrokerError) as exc:
+                    self.metrics.store_errors.labels(operation=what).inc()
+                    log.warning("%s failed (%s); retrying in %.1fs", what, str(exc)[:300], delay)
+                if not paused_here:
+                    paused_here = [p for p in self.consumer.assignment()]
+                    if paused_here:
+                        self.consumer.pause(paused_here)
+                        self.metrics.paused.set(1)
+                deadline = time.monotonic() + delay
+                while time.monotonic() < deadline:
+                    polled = self.consumer.poll(min(200, max(1, int((deadline - time.monotonic()) * 1000))))
+                    fresh = self._apply_rebalance()
+                    if fresh:
+                        self.consumer.pause(list(fresh))
+                        paused_here.extend(fresh)
+                    for r in polled:
+                        st = self.partitions.get(r.partition)
+                        if st is None or r.partition in fresh:
+                            continue
+                        if r.offset < st.history_until:  # fetched before the pause took effect
+                            self._observe_history(st, r)
+                        elif r.offset >= st.start and (not st.buffer or r.offset > st.buffer[-1].offset):
+                            st.buffer.append(r)
+                if partition is not None and partition not in self.partitions:
+                    return _ABORTED
+                if self.stopping and time.monotonic() > self._stop_deadline:
+                    return _ABORTED
+                delay = min(self.cfg.backoff_max_s, delay * 2)
+        finally:
+            if paused_here:
+                still = [p for p in paused_here if p in self.partitions and not self.partitions[p].paused]
+                if still:
+                    self.consumer.resume(still)
+                self.metrics.paused.set(0)
+
+    _stop_deadline = float("inf")
+
+    def flush_all(self, grace_s: float) -> None:
+        """Write and commit everything buffered (on SIGTERM), within ``grace_s``."""
+        self.stopping = True
+        self._stop_deadline = time.monotonic() + grace_s
+        now = time.monotonic()
+        for st in list(self.partitions.values()):
+            if time.monotonic() > self._stop_deadline:
+                break
+            self._maybe_flush(st, now, force=True)
+
+
+_ABORTED = object()

@@ -1,0 +1,225 @@
+"""``prodloop run``: the long-running service.
+
+With Kafka configured (``kafka.bootstrap_servers``) it runs the streaming pipeline
+(:mod:`collector.pipeline`) over the traces, deploys and incidents topics.  Without Kafka
+it runs the OTLP receivers in direct mode on the embedded store (:mod:`collector.receiver`).
+
+Operations: ``/metrics`` (Prometheus), ``/healthz`` (the process is alive) and ``/readyz``
+(the store answered and, with Kafka, partitions are assigned) on ``service.metrics_port``;
+JSON logs; SIGTERM flushes, commits and exits 0 within ``service.grace_seconds``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from collector.clickhouse import ClickHouseStore, default_dsn
+from collector.config import load_attribution
+from collector.errors import ConfigError
+from collector.metrics import Metrics
+from collector.settings import Settings
+
+log = logging.getLogger("prodloop.service")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def setup_logging(fmt: str, level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter()
+        if fmt == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+
+
+class OpsServer:
+    """/metrics, /healthz, /readyz."""
+
+    def __init__(self, host: str, port: int, metrics: Metrics, ready: threading.Event) -> None:
+        registry = metrics.registry
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path == "/metrics":
+                    body = generate_latest(registry)
+                    self._send(200, body, CONTENT_TYPE_LATEST)
+                elif self.path == "/healthz":
+                    self._send(200, b"ok\n", "text/plain")
+                elif self.path == "/readyz":
+                    ok = ready.is_set()
+                    self._send(200 if ok else 503, b"ready\n" if ok else b"not ready\n", "text/plain")
+                else:
+                    self._send(404, b"not found\n", "text/plain")
+
+            def _send(self, code: int, body: bytes, ctype: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="ops-http", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _kafka_options(settings: Settings) -> Any:
+    from collector.kafka import KafkaOptions
+
+    k = settings.kafka
+    return KafkaOptions(
+        bootstrap_servers=tuple(k.bootstrap_servers),
+        security_protocol=k.security_protocol,
+        sasl_mechanism=k.sasl_mechanism,
+        sasl_username=k.sasl_username,
+        sasl_password=k.sasl_password.get_secret_value() if k.sasl_password else "",
+        ssl_cafile=str(k.ssl_cafile) if k.ssl_cafile else None,
+        ssl_certfile=str(k.ssl_certfile) if k.ssl_certfile else None,
+        ssl_keyfile=str(k.ssl_keyfile) if k.ssl_keyfile else None,
+        ssl_check_hostname=k.ssl_check_hostname,
+    )
+
+
+def run_stream(settings: Settings, stop: threading.Event, metrics: Metrics, ready: threading.Event) -> int:
+    """The Kafka streaming service; returns the exit code."""
+    from collector.kafka import DeadLetters, EventReader, TraceConsumer
+    from collector.pipeline import StreamConfig, StreamPipeline
+
+    loaded = load_attribution(
+        config=settings.attribution.config,
+        codeowners=settings.attribution.codeowners,
+        modules=settings.attribution.modules,
+        source_roots=settings.attribution.source_roots,
+        repository_url=settings.attribution.repository,
+    )
+    for p in loaded.codeowners_problems:
+        log.warning("%s:%d: %s", p.source, p.line, p.message)
+    store = ClickHouseStore(settings.store.dsn or default_dsn(), settings.store.database)
+    store.apply_migrations()
+    options = _kafka_options(settings)
+    k = settings.kafka
+    dead = DeadLetters(options, k.dead_letter_topic)
+    deploys = EventReader(options, k.deploys_topic)
+    incidents = EventReader(options, k.incidents_topic)
+    s = settings.stream
+    cfg = StreamConfig(
+        group_id=k.group_id,
+        encoding=k.traces_encoding,
+        batch_records=s.batch_records,
+        linger_ms=s.linger_ms,
+        max_buffered_records=s.max_buffered_records,
+        dedup_horizon=s.dedup_horizon,
+        deploy_skew_ms=s.deploy_skew_ms,
+        window_ns=settings.aggregation.window_seconds * 1_000_000_000,
+        max_groups_per_window=settings.aggregation.max_groups_per_window,
+        sample_rate_attribute=settings.attribution.sample_rate_attribute,
+        write_chunk_rows=s.write_chunk_rows,
+        backoff_max_s=s.backoff_max_seconds,
+        crash_at=settings.testing.crash_at,
+    )
+
+    def factory(on_assigned: Any, on_revoked: Any) -> Any:
+        return TraceConsumer(
+            options, k.traces_topic, k.group_id, on_assigned=on_assigned, on_revoked=on_revoked
+        )
+
+    pipeline = StreamPipeline(
+        cfg,
+        factory,
+        store,
+        loaded.repositories,
+        deploys=deploys,
+        incidents=incidents,
+        dead_letters=dead,
+        metrics=metrics,
+    )
+    log.info(
+        "consuming %s (%s) as group %s from %s into %s database %s",
+        k.traces_topic,
+        k.traces_encoding,
+        k.group_id,
+        ",".join(k.bootstrap_servers),
+        store.dsn,
+        store.database,
+    )
+    ready.set()
+    try:
+        while not stop.is_set():
+            pipeline.step()
+        log.info("stopping: flushing buffered batches (grace %.0fs)", settings.service.grace_seconds)
+        pipeline.flush_all(settings.service.grace_seconds)
+    finally:
+        ready.clear()
+        pipeline.consumer.close()  # type: ignore[attr-defined]
+        deploys.close()
+        incidents.close()
+        dead.close()
+        store.close()
+    log.info("stopped")
+    return 0
+
+
+def run(settings: Settings) -> int:
+    setup_logging(settings.service.log_format, settings.service.log_level)
+    stop = threading.Event()
+    ready = threading.Event()
+    metrics = Metrics()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    ops = OpsServer(settings.service.metrics_host, settings.service.metrics_port, metrics, ready)
+    log.info("metrics and health on http://%s:%d", settings.service.metrics_host, ops.port)
+    try:
+        if settings.kafka.bootstrap_servers:
+            return run_stream(settings, stop, metrics, ready)
+        try:
+            run_receivers_forever = importlib.import_module("collector.receiver").run_receivers_forever
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(
+                "no Kafka configured (kafka.bootstrap_servers / PRODLOOP_KAFKA__BOOTSTRAP_SERVERS) and the "
+                f"OTLP receivers are unavailable: {exc}"
+            ) from exc
+        ready.set()
+        run_receivers_forever(settings, stop)
+        return 0
+    finally:
+        ops.stop()
