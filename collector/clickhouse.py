@@ -432,28 +432,30 @@ class ClickHouseStore:
         deploy_bound_ms: int,
         token: str,
         now_unix_nano: int,
+        chunk_rows: int = 0,
     ) -> None:
         self._insert(
             "stream_intents",
-            [[group, topic, partition, start_offset, end_offset, deploy_positions, deploy_bound_ms, token,
-              _ts(now_unix_nano)]],
+            [[group, topic, partition, start_offset, end_offset, deploy_positions, deploy_bound_ms, chunk_rows,
+              token, _ts(now_unix_nano)]],
             ["consumer_group", "topic", "partition", "start_offset", "end_offset", "deploy_positions",
-             "deploy_bound_ms", "token", "created_at"],
+             "deploy_bound_ms", "chunk_rows", "token", "created_at"],
             {"insert_deduplicate": 1, "insert_deduplication_token": f"intent:{token}"},
         )
 
     def intent_at(self, group: str, topic: str, partition: int, start_offset: int) -> dict[str, Any] | None:
         """The recorded batch that starts at ``start_offset``, if one was written."""
         rows = self.query(
-            "SELECT end_offset, deploy_positions, deploy_bound_ms, token FROM stream_intents FINAL "
+            "SELECT end_offset, deploy_positions, deploy_bound_ms, token, chunk_rows FROM stream_intents FINAL "
             "WHERE consumer_group = {g:String} AND topic = {t:String} AND partition = {p:UInt32} "
             "AND start_offset = {s:UInt64} ORDER BY created_at DESC LIMIT 1",
             {"g": group, "t": topic, "p": partition, "s": start_offset},
         )
         if not rows:
             return None
-        end, positions, bound, token = rows[0]
+        end, positions, bound, token, chunk_rows = rows[0]
         return {
+            "chunk_rows": int(chunk_rows),
             "end_offset": int(end),
             "deploy_positions": {int(k): int(v) for k, v in positions.items()},
             "deploy_bound_ms": int(bound),

@@ -40,6 +40,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -103,6 +104,7 @@ class StreamConfig:
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 10.0
     crash_at: str = ""  # testing aid: "before_write:N", "mid_write:N", "after_write:N", "after_commit:N"
+    idempotent: bool = True  # testing aid: False disables intents and tokens (the negative control)
 
 
 class DedupWindow:
@@ -300,7 +302,7 @@ class StreamPipeline:
             begin = self.consumer.beginning(p)
             history_from = max(begin, start - self.cfg.dedup_horizon)
             st = PartitionState(p, start, start, DedupWindow(self.cfg.dedup_horizon))
-            st.replay = self._read_intent(p, start)
+            st.replay = self._read_intent(p, start) if self.cfg.idempotent else None
             self.partitions[p] = st
             self.consumer.seek(p, history_from)
             log.info(
@@ -485,6 +487,7 @@ class StreamPipeline:
                     bound,
                     token,
                     self.clock_ns(),
+                    chunk_rows=self.cfg.write_chunk_rows,
                 ),
                 "write intent",
                 partition=st.partition,
@@ -493,13 +496,12 @@ class StreamPipeline:
                 return False
         t0 = time.monotonic()
 
+        # the chunking is part of the tokens: a replay must chunk as the original write did
+        chunk = st.replay["chunk_rows"] if st.replay is not None else self.cfg.write_chunk_rows
         def on_chunk(i: int) -> None:
-            if crash is not None and i == 0 and len(rows) > 1:
-                crash.hit("mid_write")
+            if crash is not None and i == 0 and chunk and len(rows) > chunk:
+                crash.hit("mid_write")  # between two inserts of one batch
 
-        chunk = self.cfg.write_chunk_rows
-        if crash is not None and crash.point == "mid_write":
-            chunk = max(1, (len(rows) + 1) // 2)
         ok = self._retry(
             lambda: self.store.write_aggregates(
                 rows, self.cfg.window_ns, dedup_token=token, chunk_rows=chunk, on_chunk=on_chunk
@@ -540,6 +542,8 @@ class StreamPipeline:
         return True
 
     def _token(self, partition: int, start: int, end: int) -> str:
+        if not self.cfg.idempotent:
+            return f"prodloop-unsafe-{uuid.uuid4().hex}"
         h = hashlib.sha256(
             f"{self.cfg.group_id}\0{self.topic}\0{partition}\0{start}\0{end}".encode()
         ).hexdigest()

@@ -151,6 +151,7 @@ def run_stream(settings: Settings, stop: threading.Event, metrics: Metrics, read
         write_chunk_rows=s.write_chunk_rows,
         backoff_max_s=s.backoff_max_seconds,
         crash_at=settings.testing.crash_at,
+        idempotent=not settings.testing.disable_idempotence,
     )
 
     def factory(on_assigned: Any, on_revoked: Any) -> Any:

@@ -117,6 +117,7 @@ class TestingSettings(_Section):
     crash_at: str = Field(
         "", description="testing aid: crash the process at before_write|mid_write|after_write|after_commit:N"
     )
+    disable_idempotence: bool = Field(False, description="testing aid: the negative control of the crash tests")
 
 
 class ReceiverSettings(_Section):

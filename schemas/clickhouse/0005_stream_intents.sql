@@ -12,6 +12,7 @@ CREATE TABLE IF NOT EXISTS stream_intents
     end_offset        UInt64,
     deploy_positions  Map(UInt32, UInt64),
     deploy_bound_ms   Int64,
+    chunk_rows        UInt32,
     token             String,
     created_at        DateTime64(3, 'UTC')
 )

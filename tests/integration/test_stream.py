@@ -1,0 +1,375 @@
+"""`prodloop run` against the real Kafka broker and the real ClickHouse engine (chDB).
+
+The ground truth is the demo shop's, built by construction; nothing here runs the
+attributor to compute expectations.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collector.demo.shop import SAMPLE_RATE_ATTRIBUTE, Traffic, demo_dir, generate
+from tests.support.streaming import (
+    RunProcess,
+    committed_group_offsets,
+    end_offsets,
+    produce,
+    produce_deploys,
+    wait_consumed,
+)
+from tests.support.truth import assert_matches_truth
+
+pytestmark = [pytest.mark.integration, pytest.mark.kafka]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def traffic() -> Traffic:
+    return generate(seed=5, minutes=3)
+
+
+@dataclass
+class Setup:
+    bootstrap: str
+    traces: str
+    deploys: str
+    incidents: str
+    dlq: str
+    group: str
+    partitions: int
+    store_dir: Path
+    tmp: Path
+    procs: list[RunProcess] = field(default_factory=list)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        d = demo_dir()
+        env = {
+            "PRODLOOP_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,
+            "PRODLOOP_KAFKA__TRACES_TOPIC": self.traces,
+            "PRODLOOP_KAFKA__DEPLOYS_TOPIC": self.deploys,
+            "PRODLOOP_KAFKA__INCIDENTS_TOPIC": self.incidents,
+            "PRODLOOP_KAFKA__DEAD_LETTER_TOPIC": self.dlq,
+            "PRODLOOP_KAFKA__GROUP_ID": self.group,
+            "PRODLOOP_STORE__DSN": f"chdb://{self.store_dir}",
+            "PRODLOOP_ATTRIBUTION__CODEOWNERS": str(d / "CODEOWNERS"),
+            "PRODLOOP_ATTRIBUTION__MODULES": str(d / "modules.yaml"),
+            "PRODLOOP_ATTRIBUTION__SAMPLE_RATE_ATTRIBUTE": SAMPLE_RATE_ATTRIBUTE,
+            "PRODLOOP_STREAM__DEPLOY_SKEW_MS": "200",
+            "PRODLOOP_STREAM__LINGER_MS": "100",
+            "PRODLOOP_SERVICE__GRACE_SECONDS": "20",
+        }
+        env.update(extra)
+        return env
+
+    def start(self, name: str = "run", **extra: str) -> RunProcess:
+        proc = RunProcess(self.env(**extra), REPO, self.tmp / f"{name}.log")
+        self.procs.append(proc)
+        return proc
+
+    def ends(self) -> dict[int, int]:
+        return end_offsets(self.bootstrap, self.traces, self.partitions)
+
+    def wait(self, procs: list[RunProcess], timeout: float = 120) -> None:
+        wait_consumed(self.bootstrap, self.group, self.traces, self.ends(), timeout, procs)
+
+    def query(self) -> list[dict[str, Any]]:
+        res = subprocess.run(
+            [sys.executable, "-m", "collector.cli", "query", "modules", "--store", f"chdb://{self.store_dir}", "--format", "json"],
+            capture_output=True, text=True, timeout=120, check=False,
+        )
+        assert res.returncode == 0, res.stderr
+        rows: list[dict[str, Any]] = json.loads(res.stdout)
+        return rows
+
+
+@pytest.fixture
+def setup(kafka_broker: Any, new_topic: Callable[..., str], tmp_path: Path) -> Iterator[Setup]:
+    s = Setup(
+        bootstrap=kafka_broker.bootstrap,
+        traces=new_topic(4),
+        deploys=new_topic(1),
+        incidents=new_topic(1),
+        dlq=new_topic(1),
+        group=f"g-{uuid.uuid4().hex[:8]}",
+        partitions=4,
+        store_dir=tmp_path / "store",
+        tmp=tmp_path,
+    )
+    yield s
+    for proc in s.procs:
+        proc.close()
+
+
+def _feed(s: Setup, traffic: Traffic, compression: str | None = None) -> None:
+    produce_deploys(s.bootstrap, s.deploys, traffic.deploys)
+    produce(s.bootstrap, s.traces, traffic.requests, partitions=s.partitions, compression=compression)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "compression"), [("otlp_proto", "zstd"), ("otlp_json", "gzip"), ("otlp_proto", "snappy"), ("auto", "lz4")]
+)
+def test_run_aggregates_equal_ground_truth(setup: Setup, traffic: Traffic, encoding: str, compression: str) -> None:
+    if encoding == "otlp_json":
+        data = generate(seed=5, minutes=3, encoding="otlp_json")
+    elif encoding == "auto":  # a topic that mixes both encodings
+        js = generate(seed=5, minutes=3, encoding="otlp_json")
+        data = Traffic(
+            [r if i % 2 else js.requests[i] for i, r in enumerate(traffic.requests)],
+            traffic.deploys, traffic.truth, traffic.start_unix_nano, traffic.end_unix_nano, traffic.regressed,
+        )
+    else:
+        data = traffic
+    _feed(setup, data, compression)
+    run = setup.start(PRODLOOP_KAFKA__TRACES_ENCODING=encoding)
+    setup.wait([run])
+    m = run.metrics()
+    assert run.terminate() == 0, run.log_tail()
+    assert_matches_truth(setup.query(), traffic)
+    assert m["prodloop_deploys_in_total"] == len(traffic.deploys)
+    assert m["prodloop_spans_in_total"] == sum(t.spans for t in traffic.truth.values())
+    if encoding == "auto":
+        assert m['prodloop_encoding_detected_total{encoding="otlp_json"}'] > 0
+        assert m['prodloop_encoding_detected_total{encoding="otlp_proto"}'] > 0
+
+
+@pytest.mark.parametrize("point", ["before_write", "mid_write", "after_write", "after_commit"])
+def test_crash_at_each_point_neither_loses_nor_double_counts(setup: Setup, traffic: Traffic, point: str) -> None:
+    _feed(setup, traffic)
+    crashed = setup.start(
+        "crash",
+        PRODLOOP_TESTING__CRASH_AT=f"{point}:3",
+        PRODLOOP_STREAM__BATCH_RECORDS="7",
+        PRODLOOP_STREAM__WRITE_CHUNK_ROWS="10",  # several inserts per batch: mid_write falls between two
+    )
+    assert crashed.wait(timeout=120) == 137, crashed.log_tail()
+    assert f"crash injected at {point}" in crashed.log_path.read_text()
+    # the replay fetches with other batch boundaries than the crashed run used
+    again = setup.start("again", PRODLOOP_STREAM__BATCH_RECORDS="11")
+    setup.wait([again])
+    assert again.terminate() == 0, again.log_tail()
+    assert_matches_truth(setup.query(), traffic)
+
+
+def test_negative_control_without_idempotence_the_crash_test_sees_double_counts(setup: Setup, traffic: Traffic) -> None:
+    _feed(setup, traffic)
+    unsafe = {"PRODLOOP_TESTING__DISABLE_IDEMPOTENCE": "true"}
+    crashed = setup.start("crash", PRODLOOP_TESTING__CRASH_AT="after_write:3", PRODLOOP_STREAM__BATCH_RECORDS="7", **unsafe)
+    assert crashed.wait(timeout=120) == 137
+    again = setup.start("again", PRODLOOP_STREAM__BATCH_RECORDS="11", **unsafe)
+    setup.wait([again])
+    assert again.terminate() == 0
+    rows = setup.query()
+    total = sum(r["spans"] for r in rows)
+    truth = sum(t.spans for t in traffic.truth.values())
+    assert total > truth, "the crash test must detect the double count when deduplication is off"
+    with pytest.raises(AssertionError):
+        assert_matches_truth(rows, traffic)
+
+
+def test_kill_minus_nine_at_random_moments(setup: Setup) -> None:
+    big = generate(seed=9, minutes=30)
+    assert sum(t.spans for t in big.truth.values()) >= 200_000
+    _feed(setup, big, "lz4")
+    rng = random.Random(1234)
+    kills = 0
+    slow = {"PRODLOOP_STREAM__BATCH_RECORDS": "3"}
+    while kills < 6:
+        run = setup.start(f"kill{kills}", **slow)
+        time.sleep(rng.uniform(2.5, 5.0))  # start-up is ~2 s: kill while it writes
+        if not run.alive():
+            break
+        run.kill()
+        kills += 1
+    assert kills >= 5
+    committed = committed_group_offsets(setup.bootstrap, setup.group, setup.traces)
+    assert sum(committed.values()) < sum(setup.ends().values()), "the kills must interrupt the stream"
+    final = setup.start("final")
+    setup.wait([final], timeout=300)
+    assert final.terminate() == 0, final.log_tail()
+    assert_matches_truth(setup.query(), big, quantiles=False)
+
+
+def test_two_replicas_with_a_rebalance_in_the_middle(setup: Setup) -> None:
+    big = generate(seed=13, minutes=12)
+    _feed(setup, big)
+    slow = {"PRODLOOP_STREAM__BATCH_RECORDS": "4"}
+    # chDB: one process per store directory, so each replica writes its own store; the
+    # aggregates of the two stores merge exactly (sums), like two writers on a server.
+    a = setup.start("a", **slow)
+    b = setup.start("b", PRODLOOP_STORE__DSN=f"chdb://{setup.store_dir}-b", **slow)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (
+        b.metrics().get("prodloop_batches_written_total", 0) > 2 and a.metrics().get("prodloop_batches_written_total", 0) > 2
+    ):
+        time.sleep(0.2)
+    assert a.metrics()["prodloop_partitions_assigned"] >= 1 and b.metrics()["prodloop_partitions_assigned"] >= 1
+    assert b.terminate() == 0, b.log_tail()  # leaves the group: a gets all four partitions
+    time.sleep(2)
+    b2 = setup.start("b2", PRODLOOP_STORE__DSN=f"chdb://{setup.store_dir}-b", **slow)  # comes back
+    setup.wait([a, b2], timeout=240)
+    assert a.terminate() == 0 and b2.terminate() == 0
+    rows = setup.query()
+    other = Setup(**{**setup.__dict__, "store_dir": Path(f"{setup.store_dir}-b"), "procs": []}).query()
+    merged: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in rows + other:
+        k = (r["service"], r["environment"], r["module"], tuple(r["owners"]), r["commit_sha"])
+        if k in merged:
+            merged[k]["spans"] += r["spans"]
+            merged[k]["errors"] += r["errors"]
+            merged[k]["spans_adjusted"] += r["spans_adjusted"]
+        else:
+            merged[k] = dict(r)
+    assert_matches_truth(list(merged.values()), big, quantiles=False)
+
+
+def test_bad_records_are_dead_lettered_and_the_rest_is_exact(setup: Setup, traffic: Traffic) -> None:
+    produce_deploys(setup.bootstrap, setup.deploys, traffic.deploys)
+    bad = [b"\xff\xfe not protobuf", traffic.requests[0][:57], b""]
+    values = list(traffic.requests[:20]) + bad + list(traffic.requests[20:])
+    produce(setup.bootstrap, setup.traces, values, partitions=setup.partitions)
+    produce(setup.bootstrap, setup.deploys, [b'{"deploy_id": "x"}'])  # invalid deploy event
+    run = setup.start()
+    setup.wait([run])
+    m = run.metrics()
+    assert run.terminate() == 0
+    assert_matches_truth(setup.query(), traffic)
+    assert m["prodloop_dead_lettered_total"] >= 3
+
+    from kafka import KafkaConsumer
+
+    c = KafkaConsumer(setup.dlq, bootstrap_servers=setup.bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    try:
+        got = list(c)
+    finally:
+        c.close()
+    heads = [dict(r.headers) for r in got]
+    assert {h["prodloop.source.topic"].decode() for h in heads} == {setup.traces, setup.deploys}
+    trace_dl = [r for r, h in zip(got, heads, strict=True) if h["prodloop.source.topic"].decode() == setup.traces]
+    assert sorted(r.value for r in trace_dl) == sorted(v for v in bad if v) or len(trace_dl) == len(bad)
+    for h in heads:
+        assert int(h["prodloop.source.offset"]) >= 0 and h["prodloop.error.message"]
+
+
+def test_exporter_retries_are_not_counted_twice(setup: Setup, traffic: Traffic) -> None:
+    produce_deploys(setup.bootstrap, setup.deploys, traffic.deploys)
+    values: list[bytes] = []
+    for i, r in enumerate(traffic.requests):
+        values.append(r)
+        if i % 5 == 0:
+            values.append(r)  # the exporter retried: the same request again, next in line
+    produce(setup.bootstrap, setup.traces, values, partitions=1)
+    run = setup.start(PRODLOOP_STREAM__BATCH_RECORDS="5")
+    setup.wait([run])
+    m = run.metrics()
+    assert run.terminate() == 0
+    assert_matches_truth(setup.query(), traffic)
+    assert m["prodloop_spans_duplicate_total"] > 0
+
+
+# -- in-process: store outages and broker restarts ----------------------------------------------
+
+
+def _in_process_pipeline(setup: Setup, store: Any, **cfg: Any) -> Any:
+    from collector.config import load_attribution
+    from collector.kafka import DeadLetters, EventReader, KafkaOptions, TraceConsumer
+    from collector.pipeline import StreamConfig, StreamPipeline
+
+    d = demo_dir()
+    loaded = load_attribution(codeowners=d / "CODEOWNERS", modules=d / "modules.yaml")
+    opts = KafkaOptions((setup.bootstrap,))
+
+    def factory(on_assigned: Any, on_revoked: Any) -> Any:
+        return TraceConsumer(opts, setup.traces, setup.group, on_assigned=on_assigned, on_revoked=on_revoked)
+
+    config = StreamConfig(
+        group_id=setup.group,
+        sample_rate_attribute=SAMPLE_RATE_ATTRIBUTE,
+        deploy_skew_ms=200,
+        linger_ms=100,
+        backoff_initial_s=0.05,
+        backoff_max_s=0.5,
+        **cfg,
+    )
+    return StreamPipeline(
+        config, factory, store, loaded.repositories,
+        deploys=EventReader(opts, setup.deploys), dead_letters=DeadLetters(opts, setup.dlq),
+    )
+
+
+@pytest.fixture
+def pipeline_runner() -> Iterator[Callable[[Any, Callable[[], bool], float], None]]:
+    pipelines: list[Any] = []
+
+    def run(p: Any, done: Callable[[], bool], timeout: float) -> None:
+        pipelines.append(p)
+        deadline = time.monotonic() + timeout
+        while not done():
+            assert time.monotonic() < deadline, "pipeline did not finish in time"
+            p.step(100)
+
+    yield run
+    for p in pipelines:
+        p.consumer.close()
+        if p.deploys is not None:
+            p.deploys.close()
+        if p.dead_letters is not None:
+            p.dead_letters.close()
+
+
+def test_a_clickhouse_outage_in_the_middle_loses_nothing(setup: Setup, traffic: Traffic, store: Any, pipeline_runner: Any) -> None:
+    from collector.testing import FaultyStore
+
+    _feed(setup, traffic)
+    faulty = FaultyStore(store)
+    p = _in_process_pipeline(setup, faulty, batch_records=5)
+    ends = setup.ends()
+    total = sum(ends.values())
+
+    def committed() -> int:
+        return sum(int(p.metrics.value("prodloop_committed_offset", partition=str(i))) for i in range(4))
+
+    pipeline_runner(p, lambda: committed() >= total // 4, 60)
+    faulty.fail_next(2, "timeout")
+    faulty.fail_next(3, "after_commit")  # the write landed, the acknowledgement did not
+    faulty.fail_next(2, "error")
+    pipeline_runner(p, lambda: committed() >= total // 2, 60)
+    faulty.down()  # an outage: fetching pauses, the group keeps us, nothing is lost
+    outage_end = time.monotonic() + 3
+    pipeline_runner(p, lambda: time.monotonic() > outage_end, 30)
+    assert p.metrics.value("prodloop_fetch_paused") == 1
+    faulty.up()
+    pipeline_runner(p, lambda: committed() >= total, 120)
+    assert faulty.failures >= 7
+    assert_matches_truth(store.query_modules(), traffic)
+
+
+def test_a_broker_restart_is_survived(setup: Setup, traffic: Traffic, store: Any, kafka_broker: Any, pipeline_runner: Any) -> None:
+    if not kafka_broker.can_restart:
+        pytest.skip("external broker: cannot restart it")  # only with PRODLOOP_KAFKA_BOOTSTRAP set
+    _feed(setup, traffic)
+    p = _in_process_pipeline(setup, store, batch_records=5)
+    total = sum(setup.ends().values())
+
+    def committed() -> int:
+        return sum(int(p.metrics.value("prodloop_committed_offset", partition=str(i))) for i in range(4))
+
+    pipeline_runner(p, lambda: committed() >= total // 3, 60)
+    t = threading.Thread(target=kafka_broker.restart)
+    t.start()
+    pipeline_runner(p, lambda: not t.is_alive(), 60)
+    t.join()
+    pipeline_runner(p, lambda: committed() >= total, 180)
+    assert_matches_truth(store.query_modules(), traffic)
