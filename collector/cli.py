@@ -383,6 +383,14 @@ def query() -> None:
     show_envvar=True,
     help="At most N rows (0: all).",
 )
+@click.option(
+    "--url",
+    envvar="PRODLOOP_QUERY__URL",
+    show_envvar=True,
+    default=None,
+    help="Ask a running `prodloop run` (http(s)://HOST:4318) instead of opening the store; "
+    "found automatically when it holds the embedded store.",
+)
 def query_modules(
     config_file: Path | None,
     store_dsn: str | None,
@@ -394,21 +402,49 @@ def query_modules(
     attributed_only: bool,
     fmt: str,
     limit: int,
+    url: str | None,
 ) -> None:
     """Per module: traffic, errors, latency, owners and commit, sorted by p95."""
     settings = _settings(config_file, store_dsn=store_dsn, database=database)
     now = _now_ns()
-    store = _open_store(settings)
-    try:
-        rows = store.query_modules(
-            from_unix_nano=parse_time(from_, now),
-            to_unix_nano=parse_time(to, now),
+    for t in (from_, to):  # bad times fail here, not in the service
+        parse_time(t, now)
+    if not url:
+        try:
+            store = _open_store(settings)
+        except StoreLockedError:
+            from collector.clickhouse import default_dsn
+            from collector.query_client import discover_service
+
+            url = discover_service(settings.store.dsn or default_dsn())
+            if not url:
+                raise
+            click.echo(f"prodloop: the store is held by a running service; asking it at {url}", err=True)
+    if url:
+        from collector.query_client import fetch_modules
+
+        r = settings.receiver
+        rows = fetch_modules(
+            url,
+            from_=from_,
+            to=to,
             service=service,
             environment=environment,
             attributed_only=attributed_only,
+            token=r.bearer_token.get_secret_value() if r.bearer_token else "",
+            cafile=r.tls_cert_file,
         )
-    finally:
-        store.close()
+    else:
+        try:
+            rows = store.query_modules(
+                from_unix_nano=parse_time(from_, now),
+                to_unix_nano=parse_time(to, now),
+                service=service,
+                environment=environment,
+                attributed_only=attributed_only,
+            )
+        finally:
+            store.close()
     if limit:
         rows = rows[:limit]
     if fmt == "json":

@@ -1,0 +1,249 @@
+"""Benchmark: OTLP/gRPC into the receiver in direct mode, from a separate process.
+
+The server (this process) runs the receivers in direct mode on a fresh embedded chDB store
+with the demo shop's CODEOWNERS and modules.yaml.  A client process (this script with
+``--client``) sends ``--spans`` spans (1,000,000 by default) over OTLP/gRPC in requests of
+``--batch`` spans (512), with ``--concurrency`` requests in flight.
+
+Requests come from the demo shop's traffic (real SDK spans: ~10 attributes each, deploys,
+sampling), re-batched to 512 spans per request, serialized once and sent in a cycle; each
+request is sent as the raw bytes an OTLP exporter would send.  Refusals (RESOURCE_EXHAUSTED
+with RetryInfo) are retried after the advised delay and counted, as an OTLP client would.
+
+Reported: spans/s accepted (first send to last acknowledgement, client clock), request
+latency p50/p99/max, retries; then, on the server, the time until every accepted span was
+aggregated and flushed, and a check that the store holds exactly the spans sent.
+
+Run: ``python bench/receiver.py`` (``--spans 200000`` for a quick run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+# -- client ------------------------------------------------------------------------------
+
+
+def build_requests(batch: int, minutes: int = 4) -> list[bytes]:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from collector.demo.shop import generate
+
+    traffic = generate(seed=1, minutes=minutes)
+    items: list[tuple[bytes, Any, Any]] = []  # (resource bytes, resource, span)
+    for raw in traffic.requests:
+        req = ExportTraceServiceRequest.FromString(raw)
+        for rs in req.resource_spans:
+            key = rs.resource.SerializeToString()
+            for ss in rs.scope_spans:
+                for sp in ss.spans:
+                    items.append((key, rs.resource, sp))
+    out: list[bytes] = []
+    for i in range(0, len(items) - batch + 1, batch):
+        req = ExportTraceServiceRequest()
+        by_res: dict[bytes, Any] = {}
+        for key, res, sp in items[i : i + batch]:
+            ss = by_res.get(key)
+            if ss is None:
+                rs = req.resource_spans.add()
+                rs.resource.CopyFrom(res)
+                ss = by_res[key] = rs.scope_spans.add()
+                ss.scope.name = "bench"
+            ss.spans.append(sp)
+        out.append(req.SerializeToString())
+    return out
+
+
+def client(target: str, spans: int, batch: int, concurrency: int) -> dict[str, Any]:
+    import grpc
+    from google.rpc.error_details_pb2 import RetryInfo
+
+    requests = build_requests(batch)
+    n_requests = spans // batch
+    remainder = spans - n_requests * batch
+    latencies: list[float] = []
+    retries = [0]
+    lock = threading.Lock()
+    next_i = [0]
+    channel = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 64 << 20)])
+    grpc.channel_ready_future(channel).result(timeout=30)
+    export = channel.unary_unary(EXPORT)
+    # a tail request for spans not divisible by the batch: the first `remainder` spans of a request
+    tail: bytes | None = None
+    if remainder:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        r = ExportTraceServiceRequest.FromString(requests[0])
+        left = remainder
+        for rs in r.resource_spans:
+            for ss in rs.scope_spans:
+                keep = min(left, len(ss.spans))
+                del ss.spans[keep:]
+                left -= keep
+        tail = r.SerializeToString()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                i = next_i[0]
+                next_i[0] += 1
+            if i > n_requests or (i == n_requests and tail is None):
+                return
+            body = tail if i == n_requests else requests[i % len(requests)]
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    export(body, timeout=60)
+                except grpc.RpcError as exc:
+                    md = dict(exc.trailing_metadata() or ())
+                    if exc.code() in (
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        grpc.StatusCode.UNAVAILABLE,
+                    ) and md.get("google.rpc.retryinfo-bin"):
+                        info = RetryInfo.FromString(md["google.rpc.retryinfo-bin"])
+                        with lock:
+                            retries[0] += 1
+                        time.sleep(info.retry_delay.seconds + info.retry_delay.nanos / 1e9)
+                        continue
+                    raise
+                dt = time.perf_counter() - t0
+                with lock:
+                    latencies.append(dt)
+                break
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    channel.close()
+    latencies.sort()
+
+    def pct(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
+
+    return {
+        "spans": spans,
+        "requests": len(latencies),
+        "batch": batch,
+        "concurrency": concurrency,
+        "seconds": round(elapsed, 3),
+        "spans_per_second": round(spans / elapsed),
+        "latency_ms": {
+            "p50": round(pct(0.5), 2),
+            "p99": round(pct(0.99), 2),
+            "max": round(latencies[-1] * 1000, 2),
+        },
+        "retries": retries[0],
+    }
+
+
+# -- server ------------------------------------------------------------------------------
+
+
+def server(args: argparse.Namespace) -> None:
+    from collector.clickhouse import ClickHouseStore
+    from collector.config import load_attribution
+    from collector.demo.shop import SAMPLE_RATE_ATTRIBUTE, demo_dir
+    from collector.direct import DirectPipeline
+    from collector.receiver import start_receivers
+    from collector.settings import Settings
+
+    d = demo_dir()
+    loaded = load_attribution(codeowners=d / "CODEOWNERS", modules=d / "modules.yaml")
+    with tempfile.TemporaryDirectory(prefix="prodloop-bench-") as tmp:
+        store = ClickHouseStore(f"chdb://{tmp}/store", "bench")
+        store.apply_migrations()
+        settings = Settings(
+            receiver={
+                "mode": "direct",
+                "grpc_port": 0,
+                "http_enabled": False,
+                "flush_interval_seconds": args.flush_interval,
+                "queue_max_spans": args.queue_max_spans,
+                "retry_after_seconds": 1,
+            },
+            attribution={"sample_rate_attribute": SAMPLE_RATE_ATTRIBUTE},
+        )
+        receivers = start_receivers(settings, store=store, repositories=loaded.repositories)
+        sink = receivers.sink
+        assert isinstance(sink, DirectPipeline)
+        profiler = None
+        if args.profile:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
+        try:
+            cmd = [
+                sys.executable,
+                __file__,
+                "--client",
+                str(receivers.grpc_endpoint),
+                "--spans",
+                str(args.spans),
+                "--batch",
+                str(args.batch),
+                "--concurrency",
+                str(args.concurrency),
+            ]
+            cpu0 = os.times()
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                sys.exit(f"client failed:\n{proc.stderr}")
+            result = json.loads(proc.stdout)
+            t0 = time.perf_counter()
+            assert sink.flush(300), "final flush did not finish"
+            result["server_drain_and_flush_seconds_after_last_ack"] = round(time.perf_counter() - t0, 3)
+            cpu1 = os.times()
+            result["server_cpu_seconds"] = round((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system), 2)
+        finally:
+            if profiler is not None:
+                profiler.disable()
+                profiler.dump_stats(args.profile)
+            receivers.stop(30)
+        stored = sum(int(r["spans"]) for r in store.query_modules())
+        result["spans_in_store"] = stored
+        result["flushes"] = sink.stats.flushes
+        result["refused_busy"] = sink.stats.requests_refused_busy
+        result["machine_cpus"] = os.cpu_count()
+        store.close()
+    print(json.dumps(result, indent=2))
+    if stored != args.spans:
+        sys.exit(f"the store holds {stored} spans, {args.spans} were sent")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--client", metavar="HOST:PORT", help="(internal) run as the client process")
+    p.add_argument("--spans", type=int, default=1_000_000)
+    p.add_argument("--batch", type=int, default=512)
+    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--flush-interval", type=float, default=5.0)
+    p.add_argument("--queue-max-spans", type=int, default=200_000)
+    p.add_argument("--profile", metavar="FILE", help="cProfile the server into FILE")
+    args = p.parse_args()
+    if args.client:
+        print(json.dumps(client(args.client, args.spans, args.batch, args.concurrency)))
+        return
+    server(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,325 @@
+"""Direct mode: received spans go through decode -> attribute -> aggregate in this process,
+and the aggregates are written to the store every ``flush_interval`` seconds.
+
+The path is the one files and Kafka use (:class:`collector.otlp.OtlpDecoder`,
+:class:`attribution.attribute.Attributor`, :class:`attribution.aggregate.Aggregator`,
+:meth:`collector.clickhouse.ClickHouseStore.write_aggregates`)::
+
+    receiver thread:  bytes --decode--> spans --(bounded queue)--> 200 / partial success
+    worker thread:    queue --> attribute + aggregate --every flush_interval--> store
+
+**Acknowledgement and durability.**  A request is acknowledged once its spans are decoded
+and accepted into the queue, before they are aggregated or written.  A crash (SIGKILL,
+OOM, power) therefore loses what was accepted since the last successful flush: at most
+``flush_interval`` seconds of spans, plus what was still queued.  A clean stop
+(:meth:`DirectPipeline.close`) aggregates the queue and flushes.  Direct mode is for trying
+prodloop and for small setups; gateway mode (Kafka) is the durable path.
+
+**Flushes are idempotent.**  Each flush drains the aggregator into one deterministic batch
+of rows and writes it with the insert-deduplication token ``prodloop-direct-RUN-SEQ``
+(``RUN`` is random per process start, ``SEQ`` counts flushes).  A write that failed is
+retried with the same rows and the same token, so a write that had in fact landed is not
+counted twice.  While the store fails, the worker keeps retrying (with backoff) and stops
+taking from the queue; the queue fills and the receivers answer 503 with ``Retry-After``.
+
+**Overload.**  The queue is bounded in spans (``queue_max_spans``).  A request that does
+not fit gets :class:`collector.receiver.IngressBusy` (HTTP 429 / gRPC RESOURCE_EXHAUSTED
+with RetryInfo); OTLP clients retry it after the advised delay.  A request larger than
+the whole queue is still accepted when the queue is empty, so no request is refused for ever.
+
+**Deploys** are written to the store first, then handed to the worker through the same
+queue, so spans received after a deploy was acknowledged see it in the deploy timeline.
+
+The store is used from several threads (flushes, deploy writes, ``GET /api/v1/modules``);
+one lock serialises every store call.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from attribution.aggregate import AggregateRow, Aggregator, BatchStats
+from attribution.attribute import Attributor, Repository
+from attribution.deploys import DeployTimeline
+from attribution.model import DeployEvent, IncidentEvent, Span
+from collector.clickhouse import ClickHouseStore
+from collector.errors import StoreError
+from collector.otlp import OtlpDecoder
+from collector.receiver import Accepted, IngressBusy, IngressUnavailable, ModulesQuery, rejection_message
+
+log = logging.getLogger("prodloop.direct")
+
+_SPANS = 0
+_DEPLOYS = 1
+
+
+@dataclass
+class DirectStats:
+    """Counters since start (read without a lock: approximate while running)."""
+
+    requests: int = 0
+    spans_accepted: int = 0
+    spans_rejected: int = 0
+    spans_aggregated: int = 0
+    spans_attributed: int = 0
+    overflow_spans: int = 0
+    unattributed_by_reason: Counter[str] = field(default_factory=Counter)
+    requests_refused_busy: int = 0
+    flushes: int = 0
+    rows_written: int = 0
+    flush_failures: int = 0
+    spans_lost_at_stop: int = 0
+    last_flush_unix_nano: int = 0
+    last_error: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["unattributed_by_reason"] = dict(sorted(self.unattributed_by_reason.items()))
+        return out
+
+
+class DirectPipeline:
+    """The in-process ingest behind the receivers in direct mode (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: ClickHouseStore,
+        repositories: Sequence[Repository],
+        *,
+        window_ns: int = 60_000_000_000,
+        max_groups_per_window: int = 10_000,
+        sample_rate_attribute: str = "",
+        flush_interval_s: float = 5.0,
+        queue_max_spans: int = 200_000,
+        retry_after_s: int = 2,
+        clock: Callable[[], int] = time.time_ns,
+        load_deploys: bool = True,
+    ) -> None:
+        self.store = store
+        self.window_ns = window_ns
+        self.flush_interval_s = flush_interval_s
+        self.queue_max_spans = queue_max_spans
+        self.retry_after_s = retry_after_s
+        self._clock = clock
+        self._store_lock = threading.Lock()
+        timeline = DeployTimeline(self._locked(store.load_deploys) if load_deploys else ())
+        self.attributor = Attributor(list(repositories), timeline)
+        self.aggregator = Aggregator(
+            self.attributor, window_ns=window_ns, max_groups_per_window=max_groups_per_window
+        )
+        self._wanted = self.attributor.wanted_attributes
+        self._sample_rate_attribute = sample_rate_attribute or None
+        self._local = threading.local()
+        self.stats = DirectStats()
+        self._run_id = uuid.uuid4().hex[:16]
+        self._seq = 0
+        # the queue: (kind, payload, spans) items; guarded by _cond
+        self._cond = threading.Condition()
+        self._queue: deque[tuple[int, Any, int]] = deque()
+        self._queued_spans = 0
+        self._flush_requested: list[threading.Event] = []
+        self._closing = False
+        self._store_failing = False
+        self._worker = threading.Thread(target=self._run, name="prodloop-direct", daemon=True)
+        self._worker.start()
+
+    # -- receivers' side ---------------------------------------------------------------
+
+    def _decoder(self) -> OtlpDecoder:
+        d: OtlpDecoder | None = getattr(self._local, "decoder", None)
+        if d is None:  # one per receiver thread: the decoder's caches are not shared
+            d = self._local.decoder = OtlpDecoder(
+                wanted_attributes=self._wanted, sample_rate_attribute=self._sample_rate_attribute
+            )
+        return d
+
+    def export_traces(self, payload: bytes, encoding: str) -> Accepted:
+        """Decode and enqueue.  Raises DecodeError (bad request), IngressBusy, IngressUnavailable."""
+        if self._closing:
+            raise IngressUnavailable("prodloop is shutting down", self.retry_after_s)
+        if self._queued_spans >= self.queue_max_spans:  # full: refuse before spending a decode on it
+            self._refuse()
+        decoded = self._decoder().decode(payload, encoding, f"<{encoding} request>")
+        spans = decoded.spans
+        n = len(spans)
+        with self._cond:
+            self.stats.requests += 1
+            if self._closing:
+                raise IngressUnavailable("prodloop is shutting down", self.retry_after_s)
+            if n and self._queued_spans and self._queued_spans + n > self.queue_max_spans:
+                self._refuse()
+            if n:
+                self._queue.append((_SPANS, spans, n))
+                self._queued_spans += n
+                self._cond.notify()
+            self.stats.spans_accepted += n
+            self.stats.spans_rejected += len(decoded.rejected)
+        return Accepted(n, len(decoded.rejected), rejection_message(decoded.rejected))
+
+    def _refuse(self) -> None:
+        self.stats.requests_refused_busy += 1
+        if self._store_failing:
+            raise IngressUnavailable(
+                f"the store is failing ({self.stats.last_error[:200]}); spans are held until it recovers",
+                self.retry_after_s,
+            )
+        raise IngressBusy(
+            f"prodloop is overloaded: {self._queued_spans} spans are waiting to be aggregated "
+            f"(queue_max_spans={self.queue_max_spans})",
+            self.retry_after_s,
+        )
+
+    def add_deploys(self, events: Sequence[DeployEvent], raw: Sequence[dict[str, Any]]) -> int:
+        if self._closing:
+            raise IngressUnavailable("prodloop is shutting down", self.retry_after_s)
+        if not events:
+            return 0
+        self._store_call(lambda: self.store.write_deploys(list(events), self._clock()))
+        with self._cond:
+            self._queue.append((_DEPLOYS, list(events), 0))
+            self._cond.notify()
+        return len(events)
+
+    def add_incidents(self, events: Sequence[IncidentEvent], raw: Sequence[dict[str, Any]]) -> int:
+        if not events:
+            return 0
+        self._store_call(lambda: self.store.write_incidents(list(events), self._clock()))
+        return len(events)
+
+    def query_modules(self, q: ModulesQuery) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = self._store_call(
+            lambda: self.store.query_modules(
+                from_unix_nano=q.from_unix_nano,
+                to_unix_nano=q.to_unix_nano,
+                service=q.service,
+                environment=q.environment,
+                attributed_only=q.attributed_only,
+            )
+        )
+        return rows
+
+    def _locked(self, fn: Callable[[], Any]) -> Any:
+        with self._store_lock:
+            return fn()
+
+    def _store_call(self, fn: Callable[[], Any]) -> Any:
+        try:
+            return self._locked(fn)
+        except StoreError as exc:
+            raise IngressUnavailable(f"the store failed: {exc}", self.retry_after_s) from exc
+
+    # -- control -----------------------------------------------------------------------
+
+    def flush(self, timeout_s: float = 60.0) -> bool:
+        """Aggregate everything queued so far and write it; True once written."""
+        done = threading.Event()
+        with self._cond:
+            self._flush_requested.append(done)
+            self._cond.notify()
+        return done.wait(timeout_s)
+
+    def close(self, grace_s: float = 10.0) -> None:
+        """Stop accepting, aggregate the queue, flush (retrying the store until ``grace_s``)."""
+        deadline = time.monotonic() + grace_s
+        with self._cond:
+            self._closing = True
+            self._close_deadline = deadline
+            self._cond.notify()
+        self._worker.join(max(0.0, deadline - time.monotonic()) + 1.0)
+        if self._worker.is_alive():
+            log.error("direct mode: the final flush did not finish within %.1fs", grace_s)
+
+    # -- worker ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        st = BatchStats()
+        next_flush = time.monotonic() + self.flush_interval_s
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing and not self._flush_requested:
+                    remaining = next_flush - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+                items = list(self._queue)
+                self._queue.clear()
+                closing = self._closing
+                waiters = self._flush_requested
+                self._flush_requested = []
+            taken = 0
+            for kind, payload, n in items:
+                if kind == _SPANS:
+                    spans: list[Span] = payload
+                    self.aggregator.add(spans, st)
+                    taken += n
+                else:
+                    self.attributor.timeline.add_all(payload)
+            if taken:
+                with self._cond:
+                    self._queued_spans -= taken
+            if closing or waiters or time.monotonic() >= next_flush:
+                self._account(st)
+                st = BatchStats()
+                ok = self._flush(final=closing)
+                next_flush = time.monotonic() + self.flush_interval_s
+                if ok:
+                    for w in waiters:
+                        w.set()
+                else:
+                    with self._cond:  # keep them waiting for the next successful flush
+                        self._flush_requested.extend(waiters)
+                if closing:
+                    with self._cond:
+                        if not self._queue:
+                            return
+
+    def _account(self, st: BatchStats) -> None:
+        s = self.stats
+        s.spans_aggregated += st.spans
+        s.spans_attributed += st.attributed
+        s.overflow_spans += st.overflow
+        s.unattributed_by_reason.update(st.unattributed_by_reason)
+
+    def _flush(self, *, final: bool) -> bool:
+        rows: list[AggregateRow] = self.aggregator.drain()
+        if not rows:
+            return True
+        self._seq += 1
+        token = f"prodloop-direct-{self._run_id}-{self._seq}"
+        backoff = 0.2
+        while True:
+            try:
+                with self._store_lock:
+                    written = self.store.write_aggregates(rows, self.window_ns, dedup_token=token)
+            except StoreError as exc:
+                self.stats.flush_failures += 1
+                self.stats.last_error = str(exc)
+                self._store_failing = True
+                deadline = getattr(self, "_close_deadline", None) if (final or self._closing) else None
+                if deadline is not None and time.monotonic() + backoff > deadline:
+                    lost = sum(r.spans for r in rows)
+                    self.stats.spans_lost_at_stop += lost
+                    log.error(
+                        "direct mode: giving up the final flush after the grace period: %d spans in %d rows "
+                        "were not written: %s",
+                        lost,
+                        len(rows),
+                        exc,
+                    )
+                    return False
+                log.warning("direct mode: flush %s failed, retrying in %.1fs: %s", token, backoff, exc)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            self._store_failing = False
+            self.stats.flushes += 1
+            self.stats.rows_written += written
+            self.stats.last_flush_unix_nano = self._clock()
+            return True

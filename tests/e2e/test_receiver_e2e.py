@@ -1,0 +1,132 @@
+"""End to end: the receivers as `prodloop run` starts them without Kafka (direct mode on the
+embedded chDB store, in their own process), the real OTLP exporter, and `prodloop query`
+reaching the running service because the store is locked - then the same answer from the
+store itself once the service stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO, run_prodloop
+from tests.integration import receiver_app
+from tests.integration.test_receiver_otlp import assert_rows_equal_truth
+
+pytestmark = pytest.mark.e2e
+
+SERVICE = """\
+import logging, signal, sys, threading
+from collector.receiver import run_receivers_forever
+from collector.settings import load_settings
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+stop = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: stop.set())
+run_receivers_forever(load_settings(), stop)
+"""
+
+
+class Service:
+    def __init__(self, tmp: Path) -> None:
+        modules, codeowners = receiver_app.write_config(tmp)
+        self.store = f"chdb://{tmp / 'store'}"
+        self.info_file = tmp / "store.prodloop-service.json"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PRODLOOP_")}
+        env.update(
+            {
+                "PRODLOOP_STORE__DSN": self.store,
+                "PRODLOOP_ATTRIBUTION__MODULES": str(modules),
+                "PRODLOOP_ATTRIBUTION__CODEOWNERS": str(codeowners),
+                "PRODLOOP_RECEIVER__GRPC_PORT": "0",
+                "PRODLOOP_RECEIVER__HTTP_PORT": "0",
+                "PRODLOOP_RECEIVER__FLUSH_INTERVAL_SECONDS": "0.5",
+            }
+        )
+        self.log = tmp / "service.log"
+        self._log_fh = self.log.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", SERVICE], cwd=REPO, env=env, stdout=self._log_fh, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 60
+        while not self.info_file.exists():
+            assert self.proc.poll() is None, f"the service exited: {self.log.read_text()}"
+            assert time.monotonic() < deadline, f"the service did not start: {self.log.read_text()}"
+            time.sleep(0.1)
+        self.info: dict[str, Any] = json.loads(self.info_file.read_text())
+
+    def query(self, *extra: str) -> list[dict[str, Any]]:
+        res = run_prodloop("query", "modules", "--store", self.store, "--format", "json", *extra)
+        assert res.returncode == 0, res.stderr
+        rows: list[dict[str, Any]] = json.loads(res.stdout)
+        return rows
+
+    def close(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        rc = self.proc.wait(60)
+        self._log_fh.close()
+        return rc
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Service]:
+    s = Service(tmp_path)
+    try:
+        yield s
+    finally:
+        s.close(signal.SIGKILL)
+
+
+def _wait_for(service: Service, total: int) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 60
+    while True:
+        rows = service.query()
+        if sum(r["spans"] for r in rows) >= total or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.3)
+
+
+def test_run_without_kafka_receives_and_query_goes_through_the_service(service: Service) -> None:
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    truth = receiver_app.run_app(
+        lambda: OTLPSpanExporter(endpoint=f"http://{service.info['grpc']}", insecure=True), requests=120
+    )
+    total = sum(t.spans for t in truth.values())
+    rows = _wait_for(service, total)  # the store is locked: `prodloop query` asks the service
+    assert_rows_equal_truth(rows, truth)
+    res = run_prodloop("query", "modules", "--store", service.store, "--format", "json")
+    assert "asking it at http://127.0.0.1:" in res.stderr
+    assert service.query("--url", service.info["url"], "--service", "payments") == [
+        r for r in rows if r["service"] == "payments"
+    ]
+    assert service.close() == 0
+    assert not service.info_file.exists(), "the service file is removed on a clean stop"
+    assert service.query() == rows  # the store itself, now that it is free
+
+
+def test_locked_store_without_a_service_says_what_to_do(service: Service) -> None:
+    service.info_file.unlink()  # as if the service had not advertised itself
+    res = run_prodloop("query", "modules", "--store", service.store, "--format", "json")
+    assert res.returncode == 3
+    assert "--url" in res.stderr and "prodloop run" in res.stderr
+
+
+def test_a_crash_keeps_what_was_flushed(service: Service) -> None:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    truth = receiver_app.run_app(
+        lambda: OTLPSpanExporter(endpoint=f"{service.info['url']}/v1/traces"), requests=60
+    )
+    rows = _wait_for(service, sum(t.spans for t in truth.values()))
+    assert service.close(signal.SIGKILL) == -signal.SIGKILL
+    assert service.query() == rows  # flushed before the crash: all there
