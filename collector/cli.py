@@ -820,5 +820,157 @@ def demo(minutes: int, seed: int, store_dsn: str | None) -> None:
     run_demo(minutes=minutes, seed=seed, store_dsn=store_dsn, echo=click.echo)
 
 
+# -- alerts ------------------------------------------------------------------------------------
+
+
+@main.group()
+def alerts() -> None:
+    """Alert rules that open refactor tickets (rules.yaml; see docs/rules.md)."""
+
+
+@alerts.command("evaluate")
+@store_options
+@attribution_options
+@click.option(
+    "--rules",
+    "rules_file",
+    envvar="PRODLOOP_ALERTS__RULES",
+    show_envvar=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="rules.yaml [default: alerts.rules of the config].",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    envvar="PRODLOOP_ALERTS__DRY_RUN",
+    show_envvar=True,
+    help="Print what would fire and why; create, comment and record nothing.",
+)
+@click.option(
+    "--now",
+    "now_text",
+    envvar="PRODLOOP_ALERTS__NOW",
+    show_envvar=True,
+    default=None,
+    help="Evaluate as of this time (RFC 3339, unix s, or -2h) [default: now].",
+)
+@click.option(
+    "--settle-seconds",
+    type=int,
+    envvar="PRODLOOP_ALERTS__SETTLE_SECONDS",
+    show_envvar=True,
+    default=None,
+    help="Ignore the newest data for this long (windows still being written) [default: 120].",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    envvar="PRODLOOP_FORMAT",
+    show_envvar=True,
+)
+def alerts_evaluate(
+    config_file: Path | None,
+    store_dsn: str | None,
+    database: str | None,
+    codeowners_file: Path | None,
+    modules_file: Path | None,
+    attribution_file: Path | None,
+    source_roots: tuple[str, ...],
+    rules_file: Path | None,
+    dry_run: bool,
+    now_text: str | None,
+    settle_seconds: int | None,
+    fmt: str,
+) -> None:
+    """Evaluate the alert rules once: print what fires and why, and (unless --dry-run) file tickets."""
+    from collector.alerts import build_alert_engine
+
+    extra: dict[str, Any] = {"alerts": {}}
+    if rules_file is not None:
+        extra["alerts"]["rules"] = rules_file
+    if settle_seconds is not None:
+        extra["alerts"]["settle_seconds"] = settle_seconds
+    settings = _settings(
+        config_file,
+        store_dsn=store_dsn,
+        database=database,
+        codeowners_file=codeowners_file,
+        modules_file=modules_file,
+        attribution_file=attribution_file,
+        source_roots=source_roots,
+        extra=extra,
+    )
+    if settings.alerts.rules is None:
+        _fail("no rules file: give --rules FILE (or alerts.rules in the config)")
+    a = settings.attribution
+    repositories = _load_attribution(settings).repositories if (a.config or a.modules) else []
+    now = _now_ns()
+    at = parse_time(now_text, now) if now_text else now
+    store = _open_store(settings)
+    try:
+        engine = build_alert_engine(settings, store, repositories=repositories)
+        assert engine is not None
+        try:
+            report = engine.evaluate_once(at if at is not None else now, dry_run=dry_run)
+        finally:
+            for sink in engine.sinks.values():
+                sink.close()
+    finally:
+        store.close()
+    if fmt == "json":
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        click.echo(render_alerts(report))
+    if not report.leader:
+        click.echo("prodloop: another replica holds the evaluation lease; nothing was evaluated", err=True)
+    for e in report.errors:
+        click.echo(f"prodloop: error: {e}", err=True)
+    if report.errors:
+        sys.exit(1)
+
+
+def render_alerts(report: Any) -> str:
+    from attribution.events import format_rfc3339
+
+    lines = [
+        f"evaluated at {format_rfc3339(report.evaluated_at_unix_nano)}"
+        + (" (dry run)" if report.dry_run else "")
+    ]
+    if not report.findings:
+        lines.append("(nothing breaching)")
+    else:
+        body = []
+        for f in report.findings:
+            status = f.status
+            if f.firing or f.recovered or f.status == "breach":
+                status = "FIRING" if f.firing else "RECOVERED" if f.recovered else "pending"
+            since = format_rfc3339(f.breach_since_unix_nano)[:19] if f.breach_since_unix_nano else "-"
+            body.append(
+                [
+                    status,
+                    f.rule.name,
+                    f.key.service or "-",
+                    f.key.environment or "-",
+                    f.key.module or "-",
+                    since,
+                    f.observation.summary,
+                ]
+            )
+        lines.append(
+            render_table(["STATUS", "RULE", "SERVICE", "ENV", "MODULE", "SINCE", "WHY"], body, right=set())
+        )
+    if report.actions:
+        lines.append("")
+        for act in report.actions:
+            verb = act.action if act.done else f"would {act.action}" if report.dry_run else act.action
+            where = f" on {act.sink}" if act.sink else ""
+            ticket = f" {act.ticket}" if act.ticket else ""
+            lines.append(f"  {verb}{where}{ticket}: {act.rule} {act.module or act.service}: {act.reason}")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

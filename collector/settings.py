@@ -117,7 +117,9 @@ class TestingSettings(_Section):
     crash_at: str = Field(
         "", description="testing aid: crash the process at before_write|mid_write|after_write|after_commit:N"
     )
-    disable_idempotence: bool = Field(False, description="testing aid: the negative control of the crash tests")
+    disable_idempotence: bool = Field(
+        False, description="testing aid: the negative control of the crash tests"
+    )
 
 
 class ReceiverSettings(_Section):
@@ -176,6 +178,76 @@ class ReceiverSettings(_Section):
     tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file")
 
 
+class GitHubSinkSettings(_Section):
+    repository: str = Field(
+        "", description="OWNER/NAME of the repository for issues; empty: the GitHub sink is off"
+    )
+    api_url: str = Field(
+        "https://api.github.com", description="REST API root (GitHub Enterprise: https://HOST/api/v3)"
+    )
+    token: SecretStr | None = Field(None, description="token with issues:write (or token_file)")
+    token_file: Path | None = Field(None, description="file holding the token (e.g. a mounted secret)")
+    labels: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["prodloop"],
+        description="labels on every issue (plus the rule's and a fingerprint label)",
+    )
+
+    _split = field_validator("labels", mode="before")(_split_list)
+
+
+class JiraSinkSettings(_Section):
+    base_url: str = Field("", description="https://SITE.atlassian.net; empty: the Jira sink is off")
+    email: str = Field("", description="the account of the API token")
+    api_token: SecretStr | None = Field(None, description="Atlassian API token (or api_token_file)")
+    api_token_file: Path | None = Field(None, description="file holding the API token")
+    project: str = Field("", description="project key, e.g. OPS")
+    issue_type: str = Field("Task", description="issue type name")
+    labels: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["prodloop"])
+    priorities: dict[str, str] = Field(
+        default_factory=dict, description="rule severity -> Jira priority name (e.g. high: High)"
+    )
+
+    _split = field_validator("labels", mode="before")(_split_list)
+
+
+class WebhookSinkSettings(_Section):
+    url: str = Field("", description="POST ticket events here (JSON); empty: the webhook sink is off")
+    secret: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key of X-Prodloop-Signature-256 (or secret_file)"
+    )
+    secret_file: Path | None = Field(None, description="file holding the webhook secret")
+
+
+class FileSinkSettings(_Section):
+    path: Path | None = Field(None, description="append ticket events to this JSON-lines file")
+
+
+class AlertSettings(_Section):
+    """Alert rules and the sinks their tickets go to (collector/alerts.py, docs/rules.md)."""
+
+    rules: Path | None = Field(None, description="rules.yaml; unset: no alerting")
+    interval_seconds: int = Field(
+        60, ge=1, le=86400, description="prodloop run evaluates the rules this often"
+    )
+    settle_seconds: int = Field(
+        120, ge=0, le=86400, description="ignore the newest data for this long (windows still being written)"
+    )
+    dashboard_url: str = Field(
+        "",
+        description="link in tickets; placeholders {service} {environment} {module} {rule} {fingerprint} "
+        "{from_ms} {to_ms} {from_s} {to_s} {from} {to}",
+    )
+    lease_ttl_seconds: int = Field(0, ge=0, description="evaluation lease length (0: 3 x interval)")
+    replica_id: str = Field("", description="this replica's name in the lease (default: host-pid-random)")
+    max_rate_limit_wait_seconds: float = Field(
+        900.0, gt=0, description="wait out sink rate limits up to this long; longer: retry next evaluation"
+    )
+    github: GitHubSinkSettings = GitHubSinkSettings()
+    jira: JiraSinkSettings = JiraSinkSettings()
+    webhook: WebhookSinkSettings = WebhookSinkSettings()
+    file: FileSinkSettings = FileSinkSettings()
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -189,6 +261,7 @@ class Settings(BaseSettings):
     stream: StreamSettings = StreamSettings()
     service: ServiceSettings = ServiceSettings()
     testing: TestingSettings = TestingSettings()
+    alerts: AlertSettings = AlertSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -252,6 +325,10 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | N
             for key in ("config", "codeowners", "modules"):
                 if isinstance(att.get(key), str) and not Path(att[key]).is_absolute():
                     att[key] = str(Path(config_file).parent / att[key])
+        alerts = file_data.get("alerts")
+        rules_file = alerts.get("rules") if isinstance(alerts, dict) else None
+        if isinstance(alerts, dict) and isinstance(rules_file, str) and not Path(rules_file).is_absolute():
+            alerts["rules"] = str(Path(config_file).parent / rules_file)
     try:
         # environment beats the file: let pydantic-settings read env, then lay the file
         # underneath by passing only the file keys the environment does not set.

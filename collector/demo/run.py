@@ -130,10 +130,43 @@ def run_demo(
                     f"   errors {100 * m.before.error_rate:5.2f}% -> {100 * m.after.error_rate:5.2f}%"
                     f"   owners {', '.join(m.owners) or '-'}"
                 )
+        tickets = _alert_tickets(store, loaded.repositories, traffic.end_unix_nano, data_dir, echo)
     finally:
         store.close()
     echo("")
     echo(
         f"done in {time.monotonic() - t0:.1f}s.  Explore: prodloop query modules --store {store_dsn} --format json"
     )
-    return {"summary": summary, "impacts": impacts, "traffic": traffic}
+    return {"summary": summary, "impacts": impacts, "traffic": traffic, "tickets": tickets}
+
+
+def _alert_tickets(
+    store: ClickHouseStore, repositories: Any, now_unix_nano: int, data_dir: Path, echo: Callable[[str], None]
+) -> list[dict[str, Any]]:
+    """Evaluate collector/demo/rules.yaml with the file sink and print the tickets it opened."""
+    from collector.alerts import AlertEngine, declared_modules, load_rules
+    from collector.tickets import FileSink
+
+    out = data_dir / "tickets.jsonl"
+    out.unlink(missing_ok=True)
+    engine = AlertEngine(
+        store,
+        load_rules(demo_dir() / "rules.yaml"),
+        [FileSink(out)],
+        declared=declared_modules(repositories),
+        dashboard_url="http://localhost:3000/d/prodloop/modules?var-service={service}&var-module={module}"
+        "&from={from_ms}&to={to_ms}",
+    )
+    report = engine.evaluate_once(now_unix_nano)
+    opened = [e for e in FileSink(out).events() if e["event"] == "opened"]
+    echo("")
+    echo(
+        f"Alert rules (collector/demo/rules.yaml): {len(report.firing)} firing, {len(opened)} ticket(s) -> {out}"
+    )
+    for e in opened:
+        echo("")
+        echo(f"  # {e['title']}")
+        echo(f"  owners: {', '.join(e['owners']) or '-'}   labels: {', '.join(e['labels'])}")
+        for line in e["markdown"].splitlines():
+            echo(f"  {line}" if line else "")
+    return opened
