@@ -142,6 +142,8 @@ class Aggregator:
         self._extra: dict[int, dict[int, list[int]]] = {}
         # window -> gid -> folded accumulator
         self._folded: dict[int, dict[int, list[object]]] = {}
+        # window -> the groups it holds (pending or folded), for the cardinality cap
+        self._known: dict[int, set[int]] = {}
         self._pending_count = 0
         self.overflowed_spans = 0
 
@@ -172,13 +174,17 @@ class Aggregator:
                 last_w = w
             durations = win.get(gid)
             if durations is None:
-                if len(win) + len(self._folded.get(w, ())) >= cap and gid not in self._folded.get(w, ()):
+                known = self._known.get(w)
+                if known is None:
+                    known = self._known[w] = set()
+                if gid not in known and len(known) >= cap:
                     gid = attributor.overflow_group(attributor.group(gid))
                     st.overflow += 1
                     self.overflowed_spans += 1
                     durations = win.get(gid)
                 if durations is None:
                     durations = win[gid] = []
+                    known.add(gid)
             d = span.end_unix_nano - start
             durations.append(d)
             if span.status_code == STATUS_ERROR or span.sample_probability != 1.0:
@@ -295,6 +301,7 @@ class Aggregator:
         for w in sorted(self._folded):
             if w <= limit:
                 out.extend(self._rows(w, self._folded.pop(w)))
+                self._known.pop(w, None)
         return out
 
     def drain(self) -> list[AggregateRow]:
@@ -304,4 +311,5 @@ class Aggregator:
         for w in sorted(self._folded):
             out.extend(self._rows(w, self._folded[w]))
         self._folded.clear()
+        self._known.clear()
         return out

@@ -145,7 +145,8 @@ class Attributor:
         self._loc_slots: dict[Attribution | Unattributed, int] = {}
         self._commits: list[tuple[str, str]] = []
         self._commit_slots: dict[tuple[str, str], int] = {}
-        self._gid_cache: dict[int, int] = {}
+        # per resource (service, environment, ...): (location slot, commit slot) -> group id
+        self._gid_caches: dict[Resource, dict[int, int]] = {}
 
     # -- repository --------------------------------------------------------------------
 
@@ -322,13 +323,14 @@ class Attributor:
         last_res: Resource | None = None
         path_cache: dict[object, int] = {}
         dep: list[int] = [0, -1, 0]
-        gids = self._gid_cache
+        gids: dict[int, int] = {}
         simple = not self._needs_other
         for span in spans:
             res = span.resource
             if res is not last_res:
                 path_cache = self._path_caches.get(res) or self._new_path_cache(res)
                 dep = self._dep_by_res.get(res) or [0, -1, 0]
+                gids = self._gid_caches.get(res) or self._gid_caches.setdefault(res, {})
                 last_res = res
             a = span.attributes
             f = a.get(CODE_FILE_PATH) or a.get(CODE_FILEPATH_OLD)
@@ -356,7 +358,7 @@ class Attributor:
             k = (loc << 24) | dep[2]
             gid = gids.get(k)
             if gid is None:
-                gid = self._new_gid(k, loc, dep[2], res)
+                gid = gids[k] = self._new_gid(loc, dep[2], res)
             append(gid)
         return out
 
@@ -364,6 +366,7 @@ class Attributor:
         if len(self._path_caches) > 10_000:
             self._path_caches.clear()
             self._dep_by_res.clear()
+            self._gid_caches.clear()
         cache: dict[object, int] = {}
         self._path_caches[res] = cache
         return cache
@@ -428,7 +431,7 @@ class Attributor:
         self._dep_by_res[res] = entry
         return entry
 
-    def _new_gid(self, k: int, loc: int, commit_slot: int, res: Resource) -> int:
+    def _new_gid(self, loc: int, commit_slot: int, res: Resource) -> int:
         attribution = self._locs[loc]
         commit, deploy_id = self._commits[commit_slot]
         if isinstance(attribution, Attribution):
@@ -459,7 +462,6 @@ class Attributor:
             gid = len(self._groups)
             self._groups.append(key)
             self._group_ids[key] = gid
-        self._gid_cache[k] = gid
         return gid
 
     def group_of(self, span: Span) -> int:
@@ -488,30 +490,32 @@ class Attributor:
     # -- explain -------------------------------------------------------------------------
 
     def explain(self, path: str, service: str = "") -> Explanation:
-        """Why is this path attributed to that module and those owners?"""
+        """Why is this path attributed to that module and those owners?  Same rules as attribute()."""
         res = Resource(service=service or "")
-        repo = self._by_service.get(service) if service else None
-        repo = repo or self._default or self.repositories[0]
+        repo = self.repository_for(res) if service else (self._default or self.repositories[0])
+        if repo is None:
+            return Explanation(path, None, "", UNATTRIBUTED_MODULE, "", (), 0, "", "no_repository")
         matcher = self._matchers[repo.name]
         rel = matcher.normalize(path)
         if rel is None:
             return Explanation(path, None, repo.name, UNATTRIBUTED_MODULE, "", (), 0, "", "external")
         rule = matcher.match_path(rel, res.service)
         if rule is not None:
-            module, rule_desc = rule.name, rule.describe
+            att = self._make(repo, rel, rule.name, rule.describe, rule.owners)
         else:
-            module = matcher.fallback(rel)
-            rule_desc = f"directory fallback (module_depth={matcher.config.module_depth})"
+            depth = matcher.config.module_depth
+            att = self._make(
+                repo, rel, matcher.fallback(rel), f"directory fallback (module_depth={depth})", ()
+            )
         matched = repo.codeowners.match(rel)
-        owners = tuple(sorted(set(matched.owners))) if matched else ()
         return Explanation(
             path=path,
             normalized_path=rel,
-            repository=repo.url or repo.name,
-            module=module,
-            module_rule=rule_desc,
-            owners=owners,
-            codeowners_line=matched.line if matched else 0,
+            repository=att.repository,
+            module=att.module,
+            module_rule=att.module_rule,
+            owners=att.owners,
+            codeowners_line=att.codeowners_line,
             codeowners_text=matched.text if matched else "",
         )
 

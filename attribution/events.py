@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from attribution.model import DeployEvent, IncidentEvent
@@ -26,28 +26,32 @@ class EventValidationError(ValueError):
         super().__init__(f"field {field!r}: {message}")
 
 
+_RFC3339 = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?(?:([Zz])|([+-])(\d{2}):(\d{2}))$"
+)
+
+
 def parse_rfc3339(value: Any, field: str) -> int:
-    """An RFC 3339 timestamp with a zone -> unix nanoseconds."""
+    """An RFC 3339 timestamp (with a zone: ``Z`` or ``+hh:mm``) -> unix nanoseconds, exactly."""
     if not isinstance(value, str) or not value:
         raise EventValidationError(field, "must be an RFC 3339 timestamp string, e.g. 2026-11-23T10:15:00Z")
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    frac_ns = 0
-    m = re.match(r"^(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2})(\.\d+)?(.*)$", text)
+    m = _RFC3339.match(value.strip())
     if m is None:
-        raise EventValidationError(field, f"{value!r} is not an RFC 3339 timestamp")
-    base, frac, zone = m.groups()
-    if frac:
-        digits = frac[1:]
-        frac_ns = int(digits[:9].ljust(9, "0"))
+        raise EventValidationError(
+            field, f"{value!r} is not an RFC 3339 timestamp (e.g. 2026-11-23T10:15:00Z or ...+02:00)"
+        )
+    year, month, day, hour, minute, second, frac, z, sign, oh, om = m.groups()
     try:
-        dt = datetime.fromisoformat(base + zone)
-    except ValueError:
-        raise EventValidationError(field, f"{value!r} is not an RFC 3339 timestamp") from None
-    if dt.tzinfo is None:
-        raise EventValidationError(field, f"{value!r} has no time zone (add Z or +00:00)")
-    seconds = int((dt - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds())
+        dt = datetime(
+            int(year), int(month), int(day), int(hour), int(minute), min(int(second), 59), tzinfo=UTC
+        )
+    except ValueError as exc:
+        raise EventValidationError(field, f"{value!r} is not a valid date and time: {exc}") from None
+    if int(oh or 0) > 23 or int(om or 0) > 59:
+        raise EventValidationError(field, f"{value!r} has an invalid zone offset")
+    offset_s = 0 if z else (1 if sign == "+" else -1) * (int(oh) * 3600 + int(om) * 60)
+    frac_ns = int(frac[1:][:9].ljust(9, "0")) if frac else 0
+    seconds = (dt - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(seconds=1) - offset_s
     return seconds * 1_000_000_000 + frac_ns
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 _MAX_THRESHOLD = 1 << 56
+_HEX = frozenset("0123456789abcdef")
 
 
 @lru_cache(maxsize=4096)
@@ -31,7 +32,7 @@ def probability_from_tracestate(trace_state: str) -> float:
             name, colon, th = sub.partition(":")
             if name != "th" or not colon:
                 continue
-            if not th or len(th) > 14:
+            if not th or len(th) > 14 or not all(c in _HEX for c in th):
                 return 1.0
             try:
                 threshold = int(th.ljust(14, "0"), 16)

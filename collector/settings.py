@@ -291,6 +291,20 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _explicitly_set(model: BaseModel) -> dict[str, Any]:
+    """The fields a source set explicitly (even to their default value), nested."""
+    out: dict[str, Any] = {}
+    for name in model.model_fields_set:
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            out[name] = _explicitly_set(value)
+        elif isinstance(value, SecretStr):
+            out[name] = value.get_secret_value()
+        else:
+            out[name] = value
+    return out
+
+
 def _format_validation_error(exc: ValidationError, source: str) -> str:
     lines = []
     for err in exc.errors():
@@ -333,7 +347,7 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | N
         # environment beats the file: let pydantic-settings read env, then lay the file
         # underneath by passing only the file keys the environment does not set.
         env_only = Settings()
-        env_set = env_only.model_dump(exclude_defaults=True)
+        env_set = _explicitly_set(env_only)
         merged = _deep_merge(_deep_merge(file_data, env_set), overrides or {})
         return Settings(**merged)
     except ValidationError as exc:

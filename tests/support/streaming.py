@@ -202,7 +202,7 @@ def wait_consumed(
             got = committed_group_offsets(bootstrap, group, topic)
         except Exception:  # noqa: BLE001 - the group may not exist yet
             got = {}
-        if all(got.get(p, -1) >= e for p, e in ends.items()):
+        if all(got.get(p, 0) >= e for p, e in ends.items()):
             return
         for pr in procs:
             if not pr.alive():

@@ -8,8 +8,12 @@ from attribution.sketch import exact_quantile
 from collector.demo.shop import Traffic
 
 
-def assert_matches_truth(rows: list[dict[str, Any]], traffic: Traffic, *, quantiles: bool = True, factor: int = 1) -> None:
-    got = {(r["service"], r["environment"], r["module"], tuple(r["owners"]), r["commit_sha"]): r for r in rows}
+def assert_matches_truth(
+    rows: list[dict[str, Any]], traffic: Traffic, *, quantiles: bool = True, factor: int = 1
+) -> None:
+    got = {
+        (r["service"], r["environment"], r["module"], tuple(r["owners"]), r["commit_sha"]): r for r in rows
+    }
     truth = traffic.truth
     missing = sorted(set(truth) - set(got))
     extra = sorted(set(got) - set(truth))

@@ -410,12 +410,6 @@ def test_groups_admitted_before_the_cap_keep_their_rows(otel: Otel) -> None:
     assert got == {"mods/m0": 4, "mods/m1": 4, "(overflow)": 3}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Aggregator.add counts len(pending window) + len(folded window) towards the cap, so a "
-    "group present in both is counted twice after a fold: new groups overflow before the cap is "
-    "reached, and results depend on fold_every",
-)
 def test_cardinality_cap_does_not_depend_on_folding(otel: Otel) -> None:
     spans = many_modules(otel, 3, 1)  # modules m0, m1, m2, one span each
     a, b, c = spans
@@ -519,11 +513,6 @@ def test_batch_stats(otel: Otel) -> None:
     assert stats.overflow == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Attributor.group_ids (see test_attribute.py): spans of a second service at the same "
-    "path as the first are aggregated into the first service's rows",
-)
 def test_rows_keep_each_services_spans_at_a_shared_path(otel: Otel) -> None:
     spans: list[Span] = []
     for svc, n in (("checkout", 3), ("payments", 5)):

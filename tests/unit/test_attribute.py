@@ -445,12 +445,6 @@ def test_spans_of_different_services_at_different_paths_keep_their_service(otel:
     assert (k1.service, k2.service) == ("checkout", "payments")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Attributor.group_ids caches group ids by (attribution slot, commit slot) only; "
-    "spans of another service or environment with the same attribution and commit get the first "
-    "resource's GroupKey (wrong service/environment)",
-)
 def test_same_path_in_two_services_gets_two_groups(otel: Otel) -> None:
     a = Attributor([])
     s1 = one(
@@ -467,11 +461,6 @@ def test_same_path_in_two_services_gets_two_groups(otel: Otel) -> None:
     assert (k1.service, k2.service) == ("checkout", "payments")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Attributor.group_ids: the same service in two environments (same path, no commit) "
-    "shares the first environment's group",
-)
 def test_same_path_in_two_environments_gets_two_groups(otel: Otel) -> None:
     a = Attributor([])
     s1 = one(
@@ -490,11 +479,6 @@ def test_same_path_in_two_environments_gets_two_groups(otel: Otel) -> None:
     assert (k1.environment, k2.environment) == ("prod", "staging")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Attributor.group_ids: unattributed spans of two services (same reason and detail) "
-    "are counted under the first service",
-)
 def test_unattributed_spans_of_two_services_get_their_own_groups(otel: Otel) -> None:
     a = Attributor([])
     s1 = one(otel, {"service.name": "checkout"}, {})
@@ -561,11 +545,6 @@ def test_explain_agrees_with_attribute_for_paths(otel: Otel) -> None:
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: explain() ignores a path rule's `owners` while attribute() uses them when CODEOWNERS "
-    "has no matching line: the two disagree about the owners of the same path",
-)
 def test_explain_agrees_with_attribute_for_path_rule_owners(otel: Otel) -> None:
     mods = ModuleConfig.from_mapping(
         {"modules": [{"name": "pay", "paths": ["pay/**"], "owners": ["@acme/pay"]}]}
@@ -576,11 +555,6 @@ def test_explain_agrees_with_attribute_for_path_rule_owners(otel: Otel) -> None:
     assert a.explain("pay/x.py", "checkout").owners == att.owners
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: explain(path, service) for a service listed in no repository (and no default repository) "
-    "explains the path with repositories[0], while attribute() returns Unattributed('no_repository')",
-)
 def test_explain_of_a_service_without_repository_says_so(otel: Otel) -> None:
     a = Attributor(
         [shop(services=frozenset({"checkout"})), Repository(name="b", services=frozenset({"inv"}))]

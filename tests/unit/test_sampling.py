@@ -76,11 +76,6 @@ def test_missing_or_invalid_threshold_means_probability_one(trace_state: str) ->
     assert probability_from_tracestate(trace_state) == 1.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: probability_from_tracestate parses th with int(..., 16), which accepts a sign, '_' and "
-    "spaces: 'th:-1' gives p=1.0039 (> 1), 'th:+8', 'th:8_0' and 'th: 8' give 0.96875 instead of 1",
-)
 @pytest.mark.parametrize("trace_state", ["ot=th:-1", "ot=th:+8", "ot=th:8_0", "ot=th: 8"])
 def test_threshold_that_is_not_plain_hex_means_probability_one(trace_state: str) -> None:
     assert probability_from_tracestate(trace_state) == 1.0

@@ -120,12 +120,6 @@ def test_flags_beat_the_environment_and_the_file(tmp_path: Path, clean_env: pyte
     assert s.aggregation.max_groups_per_window == 500  # file
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: load_settings layers the environment over the file with "
-    "Settings().model_dump(exclude_defaults=True), so an environment variable that sets a key "
-    "back to its default value is dropped and the file's value wins",
-)
 def test_environment_beats_the_file_even_when_it_sets_the_default(
     tmp_path: Path, clean_env: pytest.MonkeyPatch
 ) -> None:
