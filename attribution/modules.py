@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from attribution.globs import GlobSyntaxError, compile_glob
+from attribution.globs import GlobSet, GlobSyntaxError, compile_glob
 
 ROOT_MODULE = "(root)"
 _NAMESPACE_SEPARATORS = frozenset(".:/#\\$")
@@ -230,6 +230,15 @@ class ModuleMatcher:
         self.config = config
         self._path_rules = tuple(r for r in config.rules if r.paths)
         self._other_rules = tuple(r for r in config.rules if r.has_other)
+        # every path glob of every rule, in file order, indexed (see GlobSet): a lookup tests
+        # only the globs a path can match, not every rule
+        self._glob_owner: list[ModuleRule] = []
+        globs = []
+        for rule in self._path_rules:
+            for m in rule._path_matchers:
+                globs.append(m)
+                self._glob_owner.append(rule)
+        self._globs = GlobSet(globs)
 
     def normalize(self, path: str) -> str | None:
         """Repo-relative POSIX path, or None when the path lies outside every source root."""
@@ -254,8 +263,10 @@ class ModuleMatcher:
         return p
 
     def match_path(self, rel_path: str, service: str) -> ModuleRule | None:
-        for rule in self._path_rules:
-            if rule.applies_to(service) and rule.match_path(rel_path):
+        """The first rule (in file order) with a path glob matching ``rel_path``."""
+        for i in sorted(self._globs.all(rel_path)):
+            rule = self._glob_owner[i]
+            if rule.applies_to(service):
                 return rule
         return None
 

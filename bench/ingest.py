@@ -48,6 +48,7 @@ from attribution.deploys import DeployTimeline
 from attribution.model import DeployEvent
 from attribution.modules import ModuleConfig
 from collector.otlp import OtlpDecoder, iter_length_prefixed
+from collector.service import tune_gc
 
 SERVICES = ["frontend", "checkout", "payments", "inventory", "search"]
 N_MODULES = 50
@@ -239,7 +240,10 @@ def main() -> None:
         "--rss-spans", type=int, default=0, help="only: stream N spans through prodloop, report peak RSS"
     )
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--no-gc-tuning", action="store_true", help="keep CPython's default GC thresholds")
     args = ap.parse_args()
+    if not args.no_gc_tuning:
+        tune_gc()  # as `prodloop ingest` and `prodloop run` do; applies to both measured loops
 
     templates = build_templates(args.seed, 100)
     if args.rss_spans:

@@ -436,10 +436,32 @@ class ClickHouseStore:
     ) -> None:
         self._insert(
             "stream_intents",
-            [[group, topic, partition, start_offset, end_offset, deploy_positions, deploy_bound_ms, chunk_rows,
-              token, _ts(now_unix_nano)]],
-            ["consumer_group", "topic", "partition", "start_offset", "end_offset", "deploy_positions",
-             "deploy_bound_ms", "chunk_rows", "token", "created_at"],
+            [
+                [
+                    group,
+                    topic,
+                    partition,
+                    start_offset,
+                    end_offset,
+                    deploy_positions,
+                    deploy_bound_ms,
+                    chunk_rows,
+                    token,
+                    _ts(now_unix_nano),
+                ]
+            ],
+            [
+                "consumer_group",
+                "topic",
+                "partition",
+                "start_offset",
+                "end_offset",
+                "deploy_positions",
+                "deploy_bound_ms",
+                "chunk_rows",
+                "token",
+                "created_at",
+            ],
             {"insert_deduplicate": 1, "insert_deduplication_token": f"intent:{token}"},
         )
 

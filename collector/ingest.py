@@ -129,7 +129,8 @@ class FileIngestor:
             self.attributor, window_ns=window_ns, max_groups_per_window=max_groups_per_window
         )
         self.decoder = OtlpDecoder(
-            wanted_attributes=self.attributor.wanted_attributes, sample_rate_attribute=sample_rate_attribute or None
+            wanted_attributes=self.attributor.wanted_attributes,
+            sample_rate_attribute=sample_rate_attribute or None,
         )
         self.window_ns = window_ns
         self.summary = IngestSummary()

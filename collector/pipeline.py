@@ -498,6 +498,7 @@ class StreamPipeline:
 
         # the chunking is part of the tokens: a replay must chunk as the original write did
         chunk = st.replay["chunk_rows"] if st.replay is not None else self.cfg.write_chunk_rows
+
         def on_chunk(i: int) -> None:
             if crash is not None and i == 0 and chunk and len(rows) > chunk:
                 crash.hit("mid_write")  # between two inserts of one batch

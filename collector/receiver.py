@@ -1090,6 +1090,7 @@ def run_receivers_forever(
     stop_event: threading.Event,
     *,
     on_ready: Callable[[Receivers], None] | None = None,
+    on_tick: Callable[[], None] | None = None,
 ) -> None:
     """`prodloop run` with no Kafka: receivers in direct mode on the store (embedded chDB by
     default) until ``stop_event`` is set, then a graceful stop within
@@ -1140,7 +1141,9 @@ def run_receivers_forever(
                 )
                 if on_ready is not None:
                     on_ready(receivers)
-                stop_event.wait()
+                while not stop_event.wait(1.0):
+                    if on_tick is not None:
+                        on_tick()
         finally:
             receivers.stop(grace)
     finally:

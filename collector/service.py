@@ -11,6 +11,7 @@ JSON logs; SIGTERM flushes, commits and exits 0 within ``service.grace_seconds``
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import logging
@@ -30,6 +31,15 @@ from collector.metrics import Metrics
 from collector.settings import Settings
 
 log = logging.getLogger("prodloop.service")
+
+
+def tune_gc() -> None:
+    """Fewer young-generation collections: the hot path allocates one short-lived tuple per
+    span, and CPython's default threshold (700) makes the collector run every few requests.
+    Measured in bench/ingest.py: about +5% throughput; memory stays bounded (spans die young)."""
+    gc.collect()
+    gc.freeze()  # what was loaded at start-up is never collected again
+    gc.set_threshold(50_000, 20, 100)
 
 
 class JsonFormatter(logging.Formatter):
@@ -115,6 +125,49 @@ def _kafka_options(settings: Settings) -> Any:
     )
 
 
+class AlertLoop:
+    """Evaluates the alert rules every ``alerts.interval_seconds`` (one replica at a time: a lease)."""
+
+    def __init__(self, settings: Settings, store: Any, repositories: list[Any]) -> None:
+        from collector.alerts import build_alert_engine
+
+        self.engine = build_alert_engine(settings, store, repositories=repositories)
+        self.interval = float(settings.alerts.interval_seconds)
+        self.next_at = time.monotonic() + min(self.interval, 5.0)
+        if self.engine is not None:
+            log.info("alert rules from %s, every %.0fs", settings.alerts.rules, self.interval)
+
+    def tick(self) -> None:
+        if self.engine is None or time.monotonic() < self.next_at:
+            return
+        self.next_at = time.monotonic() + self.interval
+        try:
+            report = self.engine.evaluate_once(time.time_ns())
+        except Exception:  # an alerting failure must never stop the ingestion
+            log.exception("alert evaluation failed")
+            return
+        if getattr(report, "leader", True):
+            log.info(
+                "alerts evaluated: %d findings, %d ticket actions, %d errors",
+                len(getattr(report, "findings", ())),
+                len(getattr(report, "actions", ())),
+                len(getattr(report, "errors", ())),
+            )
+
+    def close(self) -> None:
+        if self.engine is None:
+            return
+        try:
+            if self.engine.lease is not None:
+                self.engine.lease.release(time.time_ns())
+            for sink in self.engine.sinks.values():
+                close = getattr(sink, "close", None)
+                if close is not None:
+                    close()
+        except Exception:  # best effort on shutdown
+            log.warning("releasing the alert lease failed", exc_info=True)
+
+
 def run_stream(settings: Settings, stop: threading.Event, metrics: Metrics, ready: threading.Event) -> int:
     """The Kafka streaming service; returns the exit code."""
     from collector.kafka import DeadLetters, EventReader, TraceConsumer
@@ -178,14 +231,17 @@ def run_stream(settings: Settings, stop: threading.Event, metrics: Metrics, read
         store.dsn,
         store.database,
     )
+    alerts = AlertLoop(settings, store, loaded.repositories)
     ready.set()
     try:
         while not stop.is_set():
             pipeline.step()
+            alerts.tick()
         log.info("stopping: flushing buffered batches (grace %.0fs)", settings.service.grace_seconds)
         pipeline.flush_all(settings.service.grace_seconds)
     finally:
         ready.clear()
+        alerts.close()
         pipeline.consumer.close()  # type: ignore[attr-defined]
         deploys.close()
         incidents.close()
@@ -197,6 +253,7 @@ def run_stream(settings: Settings, stop: threading.Event, metrics: Metrics, read
 
 def run(settings: Settings) -> int:
     setup_logging(settings.service.log_format, settings.service.log_level)
+    tune_gc()
     stop = threading.Event()
     ready = threading.Event()
     metrics = Metrics()
@@ -219,8 +276,29 @@ def run(settings: Settings) -> int:
                 "no Kafka configured (kafka.bootstrap_servers / PRODLOOP_KAFKA__BOOTSTRAP_SERVERS) and the "
                 f"OTLP receivers are unavailable: {exc}"
             ) from exc
-        ready.set()
-        run_receivers_forever(settings, stop)
+        alert_loop: list[AlertLoop] = []
+
+        def on_tick() -> None:
+            # the direct pipeline flushes on its own thread: alerts get their own client
+            if not alert_loop:
+                if settings.alerts.rules is None:
+                    return
+                store = ClickHouseStore(settings.store.dsn or default_dsn(), settings.store.database)
+                loaded = load_attribution(
+                    config=settings.attribution.config,
+                    codeowners=settings.attribution.codeowners,
+                    modules=settings.attribution.modules,
+                    source_roots=settings.attribution.source_roots,
+                    repository_url=settings.attribution.repository,
+                )
+                alert_loop.append(AlertLoop(settings, store, loaded.repositories))
+            alert_loop[0].tick()
+
+        try:
+            run_receivers_forever(settings, stop, on_ready=lambda _r: ready.set(), on_tick=on_tick)
+        finally:
+            for loop in alert_loop:
+                loop.close()
         return 0
     finally:
         ops.stop()
