@@ -87,8 +87,21 @@ class Setup:
 
     def query(self) -> list[dict[str, Any]]:
         res = subprocess.run(
-            [sys.executable, "-m", "collector.cli", "query", "modules", "--store", f"chdb://{self.store_dir}", "--format", "json"],
-            capture_output=True, text=True, timeout=120, check=False,
+            [
+                sys.executable,
+                "-m",
+                "collector.cli",
+                "query",
+                "modules",
+                "--store",
+                f"chdb://{self.store_dir}",
+                "--format",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         assert res.returncode == 0, res.stderr
         rows: list[dict[str, Any]] = json.loads(res.stdout)
@@ -119,16 +132,23 @@ def _feed(s: Setup, traffic: Traffic, compression: str | None = None) -> None:
 
 
 @pytest.mark.parametrize(
-    ("encoding", "compression"), [("otlp_proto", "zstd"), ("otlp_json", "gzip"), ("otlp_proto", "snappy"), ("auto", "lz4")]
+    ("encoding", "compression"),
+    [("otlp_proto", "zstd"), ("otlp_json", "gzip"), ("otlp_proto", "snappy"), ("auto", "lz4")],
 )
-def test_run_aggregates_equal_ground_truth(setup: Setup, traffic: Traffic, encoding: str, compression: str) -> None:
+def test_run_aggregates_equal_ground_truth(
+    setup: Setup, traffic: Traffic, encoding: str, compression: str
+) -> None:
     if encoding == "otlp_json":
         data = generate(seed=5, minutes=3, encoding="otlp_json")
     elif encoding == "auto":  # a topic that mixes both encodings
         js = generate(seed=5, minutes=3, encoding="otlp_json")
         data = Traffic(
             [r if i % 2 else js.requests[i] for i, r in enumerate(traffic.requests)],
-            traffic.deploys, traffic.truth, traffic.start_unix_nano, traffic.end_unix_nano, traffic.regressed,
+            traffic.deploys,
+            traffic.truth,
+            traffic.start_unix_nano,
+            traffic.end_unix_nano,
+            traffic.regressed,
         )
     else:
         data = traffic
@@ -146,7 +166,9 @@ def test_run_aggregates_equal_ground_truth(setup: Setup, traffic: Traffic, encod
 
 
 @pytest.mark.parametrize("point", ["before_write", "mid_write", "after_write", "after_commit"])
-def test_crash_at_each_point_neither_loses_nor_double_counts(setup: Setup, traffic: Traffic, point: str) -> None:
+def test_crash_at_each_point_neither_loses_nor_double_counts(
+    setup: Setup, traffic: Traffic, point: str
+) -> None:
     _feed(setup, traffic)
     crashed = setup.start(
         "crash",
@@ -163,10 +185,14 @@ def test_crash_at_each_point_neither_loses_nor_double_counts(setup: Setup, traff
     assert_matches_truth(setup.query(), traffic)
 
 
-def test_negative_control_without_idempotence_the_crash_test_sees_double_counts(setup: Setup, traffic: Traffic) -> None:
+def test_negative_control_without_idempotence_the_crash_test_sees_double_counts(
+    setup: Setup, traffic: Traffic
+) -> None:
     _feed(setup, traffic)
     unsafe = {"PRODLOOP_TESTING__DISABLE_IDEMPOTENCE": "true"}
-    crashed = setup.start("crash", PRODLOOP_TESTING__CRASH_AT="after_write:3", PRODLOOP_STREAM__BATCH_RECORDS="7", **unsafe)
+    crashed = setup.start(
+        "crash", PRODLOOP_TESTING__CRASH_AT="after_write:3", PRODLOOP_STREAM__BATCH_RECORDS="7", **unsafe
+    )
     assert crashed.wait(timeout=120) == 137
     again = setup.start("again", PRODLOOP_STREAM__BATCH_RECORDS="11", **unsafe)
     setup.wait([again])
@@ -212,10 +238,13 @@ def test_two_replicas_with_a_rebalance_in_the_middle(setup: Setup) -> None:
     b = setup.start("b", PRODLOOP_STORE__DSN=f"chdb://{setup.store_dir}-b", **slow)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (
-        b.metrics().get("prodloop_batches_written_total", 0) > 2 and a.metrics().get("prodloop_batches_written_total", 0) > 2
+        b.metrics().get("prodloop_batches_written_total", 0) > 2
+        and a.metrics().get("prodloop_batches_written_total", 0) > 2
     ):
         time.sleep(0.2)
-    assert a.metrics()["prodloop_partitions_assigned"] >= 1 and b.metrics()["prodloop_partitions_assigned"] >= 1
+    assert (
+        a.metrics()["prodloop_partitions_assigned"] >= 1 and b.metrics()["prodloop_partitions_assigned"] >= 1
+    )
     assert b.terminate() == 0, b.log_tail()  # leaves the group: a gets all four partitions
     time.sleep(2)
     b2 = setup.start("b2", PRODLOOP_STORE__DSN=f"chdb://{setup.store_dir}-b", **slow)  # comes back
@@ -250,14 +279,18 @@ def test_bad_records_are_dead_lettered_and_the_rest_is_exact(setup: Setup, traff
 
     from kafka import KafkaConsumer
 
-    c = KafkaConsumer(setup.dlq, bootstrap_servers=setup.bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    c = KafkaConsumer(
+        setup.dlq, bootstrap_servers=setup.bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=5000
+    )
     try:
         got = list(c)
     finally:
         c.close()
     heads = [dict(r.headers) for r in got]
     assert {h["prodloop.source.topic"].decode() for h in heads} == {setup.traces, setup.deploys}
-    trace_dl = [r for r, h in zip(got, heads, strict=True) if h["prodloop.source.topic"].decode() == setup.traces]
+    trace_dl = [
+        r for r, h in zip(got, heads, strict=True) if h["prodloop.source.topic"].decode() == setup.traces
+    ]
     assert sorted(r.value for r in trace_dl) == sorted(v for v in bad if v) or len(trace_dl) == len(bad)
     for h in heads:
         assert int(h["prodloop.source.offset"]) >= 0 and h["prodloop.error.message"]
@@ -304,8 +337,12 @@ def _in_process_pipeline(setup: Setup, store: Any, **cfg: Any) -> Any:
         **cfg,
     )
     return StreamPipeline(
-        config, factory, store, loaded.repositories,
-        deploys=EventReader(opts, setup.deploys), dead_letters=DeadLetters(opts, setup.dlq),
+        config,
+        factory,
+        store,
+        loaded.repositories,
+        deploys=EventReader(opts, setup.deploys),
+        dead_letters=DeadLetters(opts, setup.dlq),
     )
 
 
@@ -329,7 +366,9 @@ def pipeline_runner() -> Iterator[Callable[[Any, Callable[[], bool], float], Non
             p.dead_letters.close()
 
 
-def test_a_clickhouse_outage_in_the_middle_loses_nothing(setup: Setup, traffic: Traffic, store: Any, pipeline_runner: Any) -> None:
+def test_a_clickhouse_outage_in_the_middle_loses_nothing(
+    setup: Setup, traffic: Traffic, store: Any, pipeline_runner: Any
+) -> None:
     from collector.testing import FaultyStore
 
     _feed(setup, traffic)
@@ -356,7 +395,9 @@ def test_a_clickhouse_outage_in_the_middle_loses_nothing(setup: Setup, traffic: 
     assert_matches_truth(store.query_modules(), traffic)
 
 
-def test_a_broker_restart_is_survived(setup: Setup, traffic: Traffic, store: Any, kafka_broker: Any, pipeline_runner: Any) -> None:
+def test_a_broker_restart_is_survived(
+    setup: Setup, traffic: Traffic, store: Any, kafka_broker: Any, pipeline_runner: Any
+) -> None:
     if not kafka_broker.can_restart:
         pytest.skip("external broker: cannot restart it")  # only with PRODLOOP_KAFKA_BOOTSTRAP set
     _feed(setup, traffic)
