@@ -1,0 +1,28 @@
+# prodloop: `docker build -t prodloop .`; the entrypoint is the `prodloop` CLI
+# (`docker run prodloop run --config /etc/prodloop/prodloop.yaml`).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY attribution ./attribution
+COPY collector ./collector
+COPY schemas ./schemas
+# collector/clickhouse.py finds its migrations at <site-packages>/schemas/clickhouse (next to
+# the collector package), and the wheel does not carry them: copy them there.
+RUN pip install . \
+ && cp -r schemas "$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/schemas" \
+ && rm -rf /src \
+ && groupadd --system --gid 10001 prodloop \
+ && useradd --system --uid 10001 --gid prodloop --home-dir /var/lib/prodloop --create-home prodloop
+
+USER 10001:10001
+WORKDIR /var/lib/prodloop
+# receivers (OTLP/gRPC, OTLP/HTTP + events API) and /metrics, /healthz, /readyz
+EXPOSE 4317 4318 9464
+ENTRYPOINT ["prodloop"]
+CMD ["run"]
