@@ -7,6 +7,7 @@ Third-party errors are wrapped once, as :class:`collector.errors.BrokerError`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -180,13 +181,19 @@ class TraceConsumer:
 
     def beginning(self, partition: int) -> int:
         tp = TopicPartition(self.topic, partition)
-        return int(self._c.beginning_offsets([tp])[tp])
+        try:
+            return int(self._c.beginning_offsets([tp])[tp])
+        except KafkaError as exc:
+            raise BrokerError(f"cannot read the beginning of {self.topic}[{partition}]: {exc}") from exc
 
     def end(self, partitions: Iterable[int]) -> dict[int, int]:
         tps = [TopicPartition(self.topic, p) for p in partitions]
         if not tps:
             return {}
-        return {tp.partition: int(o) for tp, o in self._c.end_offsets(tps).items()}
+        try:
+            return {tp.partition: int(o) for tp, o in self._c.end_offsets(tps).items()}
+        except KafkaError as exc:
+            raise BrokerError(f"cannot read the end offsets of {self.topic!r}: {exc}") from exc
 
     def seek(self, partition: int, offset: int) -> None:
         self._c.seek(TopicPartition(self.topic, partition), offset)
@@ -233,16 +240,27 @@ class TraceConsumer:
 
 
 class EventReader:
-    """A small topic every replica reads whole (deploys, incidents): manual assignment, no group."""
+    """A small topic every replica reads whole (deploys, incidents): manual assignment, no group.
+
+    After a broker outage kafka-python's ListOffsets can stay stuck on a dead connection;
+    a failed call therefore reopens the client at the positions already reached.
+    """
 
     def __init__(self, options: KafkaOptions, topic: str) -> None:
         self.topic = topic
+        self._options = options
+        self._positions: dict[int, int] = {}
+        self._open()
+
+    def _open(self) -> None:
+        options, topic = self._options, self.topic
         try:
             self._c = KafkaConsumer(
                 enable_auto_commit=False,
                 group_id=None,
                 auto_offset_reset="earliest",
                 check_crcs=False,
+                request_timeout_ms=10_000,
                 **options.client_config(),
             )
             parts = self._c.partitions_for_topic(topic)
@@ -250,32 +268,52 @@ class EventReader:
                 raise BrokerError(f"topic {topic!r} does not exist on {options.bootstrap_servers}")
             self._tps = [TopicPartition(topic, p) for p in sorted(parts)]
             self._c.assign(self._tps)
+            for tp in self._tps:
+                if tp.partition in self._positions:
+                    self._c.seek(tp, self._positions[tp.partition])
         except KafkaError as exc:
             raise BrokerError(f"cannot read {topic!r} from {options.bootstrap_servers}: {exc}") from exc
+
+    def _reopen(self) -> None:
+        with contextlib.suppress(Exception):
+            self._c.close(autocommit=False)
+        self._open()
 
     def seek(self, positions: Mapping[int, int]) -> None:
         for tp in self._tps:
             if tp.partition in positions:
                 self._c.seek(tp, positions[tp.partition])
+                self._positions[tp.partition] = positions[tp.partition]
 
     def poll(self, timeout_ms: int = 0) -> list[Record]:
         try:
             batches = self._c.poll(timeout_ms=timeout_ms)
         except KafkaError as exc:
+            self._reopen()
             raise BrokerError(f"poll failed on {self.topic!r}: {exc}") from exc
         out: list[Record] = []
         for recs in batches.values():
             out.extend(_record(r) for r in recs)
         out.sort(key=lambda r: (r.partition, r.offset))
+        for r in out:
+            self._positions[r.partition] = r.offset + 1
         return out
 
     def positions(self) -> dict[int, int]:
-        return {tp.partition: int(self._c.position(tp)) for tp in self._tps}
+        try:
+            return {tp.partition: int(self._c.position(tp)) for tp in self._tps}
+        except KafkaError as exc:
+            self._reopen()
+            raise BrokerError(f"cannot read the positions on {self.topic!r}: {exc}") from exc
 
     def at_end(self) -> bool:
         """Has this reader consumed everything the topic holds right now?"""
-        ends = self._c.end_offsets(self._tps)
-        return all(int(self._c.position(tp)) >= int(ends[tp]) for tp in self._tps)
+        try:
+            ends = self._c.end_offsets(self._tps)
+            return all(int(self._c.position(tp)) >= int(ends[tp]) for tp in self._tps)
+        except KafkaError as exc:
+            self._reopen()
+            raise BrokerError(f"cannot read the end offsets of {self.topic!r}: {exc}") from exc
 
     def close(self) -> None:
         try:

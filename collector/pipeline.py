@@ -358,6 +358,16 @@ class StreamPipeline:
         return fresh
 
     def step(self, poll_timeout_ms: int = 200) -> None:
+        """One iteration.  Broker trouble (a restart, a network blip) is waited out, not fatal:
+        nothing uncommitted is lost, the partitions are re-read from their committed offsets."""
+        try:
+            self._step(poll_timeout_ms)
+        except BrokerError as exc:
+            self.metrics.store_errors.labels(operation="broker").inc()
+            log.warning("broker unavailable (%s); retrying", str(exc)[:300])
+            time.sleep(min(self.cfg.backoff_max_s, 1.0))
+
+    def _step(self, poll_timeout_ms: int) -> None:
         self.poll_events()
         records = self.consumer.poll(poll_timeout_ms, max_records=2000)
         fresh = self._apply_rebalance()
