@@ -137,7 +137,7 @@ class TraceConsumer:
         *,
         on_assigned: Callable[[list[int]], None],
         on_revoked: Callable[[list[int]], None],
-        max_partition_fetch_bytes: int = 8 * 1024 * 1024,
+        max_partition_fetch_bytes: int = 4 * 1024 * 1024,
         session_timeout_ms: int = 10_000,
         max_poll_interval_ms: int = 300_000,
     ) -> None:
@@ -148,7 +148,7 @@ class TraceConsumer:
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 max_partition_fetch_bytes=max_partition_fetch_bytes,
-                fetch_max_bytes=64 * 1024 * 1024,
+                fetch_max_bytes=16 * 1024 * 1024,
                 session_timeout_ms=session_timeout_ms,
                 heartbeat_interval_ms=max(500, session_timeout_ms // 4),
                 max_poll_interval_ms=max_poll_interval_ms,

@@ -94,6 +94,7 @@ class StreamConfig:
     batch_records: int = 200
     linger_ms: int = 1000
     max_buffered_records: int = 2000  # per partition; a full partition is paused
+    max_buffered_bytes: int = 64 * 1024 * 1024  # all partitions; past it every partition is paused
     dedup_horizon: int = 1000  # offsets
     deploy_skew_ms: int = 30_000
     deploy_wait_max_ms: int = 60_000
@@ -209,6 +210,7 @@ class StreamPipeline:
         )
         self.topic = self.consumer.topic
         self._last_lag = 0.0
+        self._buffered_bytes = 0
         self.stopping = False
 
     # -- deploys -----------------------------------------------------------------------
@@ -333,6 +335,8 @@ class StreamPipeline:
     def _on_revoked(self, partitions: list[int]) -> None:
         for p in partitions:
             st = self.partitions.pop(p, None)
+            if st is not None:
+                self._buffered_bytes -= sum(len(r.value) for r in st.buffer)
             if st is not None and st.buffer:
                 log.info(
                     "revoked %s[%d] with %d uncommitted records (the next owner replays them)",
@@ -386,10 +390,17 @@ class StreamPipeline:
             if not st.buffer:
                 st.first_at = now
             st.buffer.append(r)
+            self._buffered_bytes += len(r.value)
             self.metrics.records_in.inc()
             if len(st.buffer) >= self.cfg.max_buffered_records and not st.paused:
                 self.consumer.pause([st.partition])
                 st.paused = True
+        if self._buffered_bytes > self.cfg.max_buffered_bytes:
+            # memory stays bounded: stop fetching everywhere until batches drain the buffers
+            for st in self.partitions.values():
+                if not st.paused:
+                    self.consumer.pause([st.partition])
+                    st.paused = True
         for st in list(self.partitions.values()):
             self._maybe_flush(st, now)
         if now - self._last_lag > 5:
@@ -427,10 +438,20 @@ class StreamPipeline:
             if not self._process(st, batch):
                 return
             del st.buffer[: len(batch)]
+            self._buffered_bytes -= sum(len(r.value) for r in batch)
             st.first_at = now
-            if st.paused and len(st.buffer) < self.cfg.max_buffered_records // 2:
+            if (
+                st.paused
+                and len(st.buffer) < self.cfg.max_buffered_records // 2
+                and self._buffered_bytes < self.cfg.max_buffered_bytes // 2
+            ):
                 self.consumer.resume([st.partition])
                 st.paused = False
+        if self._buffered_bytes < self.cfg.max_buffered_bytes // 2:
+            for other in self.partitions.values():
+                if other.paused and len(other.buffer) < self.cfg.max_buffered_records // 2:
+                    self.consumer.resume([other.partition])
+                    other.paused = False
 
     def _decode(self, r: Record) -> Any:
         enc = self.cfg.encoding

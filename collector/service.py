@@ -196,6 +196,7 @@ def run_stream(settings: Settings, stop: threading.Event, metrics: Metrics, read
         batch_records=s.batch_records,
         linger_ms=s.linger_ms,
         max_buffered_records=s.max_buffered_records,
+        max_buffered_bytes=s.max_buffered_bytes,
         dedup_horizon=s.dedup_horizon,
         deploy_skew_ms=s.deploy_skew_ms,
         window_ns=settings.aggregation.window_seconds * 1_000_000_000,

@@ -93,6 +93,9 @@ class StreamSettings(_Section):
     batch_records: int = Field(200, ge=1, description="records per batch and partition (write + commit unit)")
     linger_ms: int = Field(1000, ge=0, description="write a partial batch after this long")
     max_buffered_records: int = Field(2000, ge=1, description="per partition; a full partition is paused")
+    max_buffered_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="records buffered over all partitions; past it fetching pauses"
+    )
     dedup_horizon: int = Field(
         1000, ge=0, description="offsets within which a repeated span id is a duplicate"
     )

@@ -1,0 +1,235 @@
+"""Benchmark: one `prodloop run` process, Kafka -> ClickHouse, end to end.
+
+Produces N spans (default 2,000,000) to a traces topic in Collector-like batches of
+100-500 spans per record (the bench/ingest.py workload: ~10 attributes per span, 1,200 files
+over 50 modules, unique ids), then starts one `prodloop run` and measures, from its
+metrics endpoint, the time from its first fetched record to the commit of the last
+offset, and its peak RSS (VmHWM).  The aggregates are then checked: the stored span count
+must equal what was produced.
+
+Run: `python bench/kafka_e2e.py` (starts its own Kafka broker from scripts/kafka_broker.py,
+or uses PRODLOOP_KAFKA_BOOTSTRAP).  `--profile` runs the service under cProfile and
+prints where the time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import pstats
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import bench.ingest as workload  # noqa: E402
+from tests.support.streaming import (  # noqa: E402
+    RunProcess,
+    create_topics,
+    end_offsets,
+    produce,
+)
+
+
+def _broker(tmp: Path) -> tuple[str, object | None]:
+    external = os.environ.get("PRODLOOP_KAFKA_BOOTSTRAP")
+    if external:
+        return external, None
+    spec = importlib.util.spec_from_file_location("kafka_broker", REPO / "scripts" / "kafka_broker.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["kafka_broker"] = mod
+    spec.loader.exec_module(mod)
+    broker = mod.Broker(tmp / "kafka", heap="1g")
+    broker.start()
+    return broker.bootstrap, broker
+
+
+def _config_files(tmp: Path) -> dict[str, str]:
+    """modules.yaml and CODEOWNERS of the bench workload, as a user would have them."""
+    modules = ["source_roots: [/srv/app]", "modules:"]
+    for m in range(workload.N_MODULES):
+        modules.append(f"  - name: {workload.SERVICES[m % 5]}/mod{m:02d}")
+        modules.append(f'    paths: ["{workload.module_path(m)}/**"]')
+    co = ["* @acme/platform"]
+    for m in range(workload.N_MODULES):
+        co.append(f"/{workload.module_path(m)}/ @acme/team{m % 12}")
+    (tmp / "modules.yaml").write_text("\n".join(modules) + "\n")
+    (tmp / "CODEOWNERS").write_text("\n".join(co) + "\n")
+    return {
+        "PRODLOOP_ATTRIBUTION__MODULES": str(tmp / "modules.yaml"),
+        "PRODLOOP_ATTRIBUTION__CODEOWNERS": str(tmp / "CODEOWNERS"),
+    }
+
+
+def _records(n_spans: int, seed: int) -> tuple[list[bytes], int]:
+    rng = random.Random(seed)
+    out: list[bytes] = []
+    total = 0
+    templates: dict[int, list[tuple[bytes, list[int]]]] = {}
+    sizes = [100, 200, 300, 400, 500]
+    for size in sizes:
+        workload.SPANS_PER_REQUEST = size
+        templates[size] = workload.build_templates(seed + size, 20)
+    counters = dict.fromkeys(sizes, 0)
+    while total < n_spans:
+        size = rng.choice(sizes)
+        i = counters[size]
+        counters[size] += 1
+        data = next(workload.stream([templates[size][i % 20]], 1)) if i < 20 else None
+        if data is None:
+            t, offsets = templates[size][i % 20]
+            copy = (i // 20).to_bytes(4, "big")
+            buf = bytearray(t)
+            for pos in offsets:
+                buf[pos : pos + 4] = copy
+            data = bytes(buf)
+        out.append(data)
+        total += size
+    return out, total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--spans", type=int, default=2_000_000)
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--compression", default=None, help="gzip|snappy|lz4|zstd (default: none)")
+    ap.add_argument("--profile", action="store_true", help="run the service under cProfile")
+    ap.add_argument("--seed", type=int, default=3)
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp_s:
+        tmp = Path(tmp_s)
+        bootstrap, broker = _broker(tmp)
+        try:
+            sfx = uuid.uuid4().hex[:8]
+            topics = {
+                f"bench-spans-{sfx}": args.partitions,
+                f"bench-deploys-{sfx}": 1,
+                f"bench-incidents-{sfx}": 1,
+                f"bench-dlq-{sfx}": 1,
+            }
+            create_topics(bootstrap, topics)
+            records, n_spans = _records(args.spans, args.seed)
+            t0 = time.monotonic()
+            produce(
+                bootstrap,
+                f"bench-spans-{sfx}",
+                records,
+                partitions=args.partitions,
+                compression=args.compression,
+            )
+            size_mb = sum(len(r) for r in records) / 1e6
+            print(
+                f"produced {n_spans:,} spans in {len(records):,} records ({size_mb:.0f} MB, "
+                f"{args.compression or 'uncompressed'}) to {args.partitions} partitions in {time.monotonic() - t0:.1f}s"
+            )
+            ends = end_offsets(bootstrap, f"bench-spans-{sfx}", args.partitions)
+            del records
+            env = {
+                "PRODLOOP_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+                "PRODLOOP_KAFKA__TRACES_TOPIC": f"bench-spans-{sfx}",
+                "PRODLOOP_KAFKA__DEPLOYS_TOPIC": f"bench-deploys-{sfx}",
+                "PRODLOOP_KAFKA__INCIDENTS_TOPIC": f"bench-incidents-{sfx}",
+                "PRODLOOP_KAFKA__DEAD_LETTER_TOPIC": f"bench-dlq-{sfx}",
+                "PRODLOOP_KAFKA__GROUP_ID": f"bench-{sfx}",
+                "PRODLOOP_STORE__DSN": f"chdb://{tmp / 'store'}",
+                "PRODLOOP_STREAM__DEPLOY_SKEW_MS": "0",
+                "PRODLOOP_SERVICE__LOG_LEVEL": "WARNING",
+                **_config_files(tmp),
+            }
+            if args.profile:
+                env["PRODLOOP_BENCH_PROFILE"] = str(tmp / "profile.out")
+            run = RunProcess(env, REPO, tmp / "run.log")
+            if args.profile:  # restart the same command under cProfile
+                run.kill()
+                full = {k: v for k, v in os.environ.items() if not k.startswith("PRODLOOP_")}
+                full.update(env)
+                full["PRODLOOP_SERVICE__METRICS_PORT"] = str(run.port)
+                run.proc = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "cProfile",
+                        "-o",
+                        str(tmp / "profile.out"),
+                        "-m",
+                        "collector.cli",
+                        "run",
+                    ],
+                    cwd=REPO,
+                    env=full,
+                    stdout=subprocess.DEVNULL,
+                    stderr=(tmp / "run.log").open("ab"),
+                )
+            first = last = None
+            hwm_kb = 0
+            deadline = time.monotonic() + 1800
+            total_end = sum(ends.values())
+            while time.monotonic() < deadline:
+                m = run.metrics()
+                now = time.monotonic()
+                if first is None and m.get("prodloop_records_in_total", 0) > 0:
+                    first = now
+                committed = run.committed()
+                try:
+                    status = Path(f"/proc/{run.proc.pid}/status").read_text()
+                    hwm_kb = max(
+                        hwm_kb, int(next(x for x in status.splitlines() if x.startswith("VmHWM")).split()[1])
+                    )
+                except (OSError, StopIteration):
+                    pass
+                if sum(committed.get(p, 0) for p in ends) >= total_end:
+                    last = now
+                    break
+                if not run.alive():
+                    raise SystemExit(f"prodloop run exited: {run.log_tail()}")
+                time.sleep(0.05)
+            spans_in = run.metrics().get("prodloop_spans_in_total", 0)
+            run.terminate()
+            if first is None or last is None:
+                raise SystemExit(f"did not finish: {run.log_tail()}")
+            elapsed = last - first
+            q = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "collector.cli",
+                    "query",
+                    "modules",
+                    "--store",
+                    f"chdb://{tmp / 'store'}",
+                    "--format",
+                    "json",
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=REPO,
+            )
+            stored = sum(r["spans"] for r in json.loads(q.stdout))
+            print(
+                f"prodloop run: {n_spans:,} spans from first fetch to last commit in {elapsed:.1f}s "
+                f"= {n_spans / elapsed:,.0f} spans/s; peak RSS {hwm_kb / 1024:.0f} MB"
+            )
+            print(f"check: spans decoded {spans_in:,.0f}, spans stored {stored:,} (produced {n_spans:,})")
+            if stored != n_spans:
+                raise SystemExit("MISMATCH: stored aggregates do not equal what was produced")
+            if args.profile:
+                print("\nwhere the time goes (cProfile, top 25 by internal time):")
+                pstats.Stats(str(tmp / "profile.out")).sort_stats("tottime").print_stats(25)
+        finally:
+            if broker is not None:
+                broker.stop()  # type: ignore[attr-defined]
+
+
+if __name__ == "__main__":
+    main()
