@@ -373,7 +373,10 @@ class StreamPipeline:
 
     def _step(self, poll_timeout_ms: int) -> None:
         self.poll_events()
-        records = self.consumer.poll(poll_timeout_ms, max_records=2000)
+        # with work buffered, do not wait for the network (kafka-python even sleeps when
+        # every partition is paused): fetch what is there and get on with the batches
+        busy = self._buffered_bytes > 0
+        records = self.consumer.poll(0 if busy else poll_timeout_ms, max_records=2000)
         fresh = self._apply_rebalance()
         now = time.monotonic()
         for r in records:
@@ -403,6 +406,12 @@ class StreamPipeline:
                     st.paused = True
         for st in list(self.partitions.values()):
             self._maybe_flush(st, now)
+        if self._buffered_bytes > self.cfg.max_buffered_bytes:
+            # memory pressure closes batches early (largest buffer first); any batching is safe
+            for st in sorted(self.partitions.values(), key=lambda x: -len(x.buffer)):
+                if self._buffered_bytes <= self.cfg.max_buffered_bytes // 2:
+                    break
+                self._maybe_flush(st, now, force=True)
         if now - self._last_lag > 5:
             self._last_lag = now
             try:
