@@ -135,7 +135,7 @@ def _open_store(settings: Any, *, migrate: bool = True) -> Any:
     from collector.clickhouse import ClickHouseStore, default_dsn
 
     dsn = settings.store.dsn or default_dsn()
-    store = ClickHouseStore(dsn, settings.store.database)
+    store = ClickHouseStore(dsn, settings.store.database, password=_password(settings))
     if migrate:
         store.apply_migrations()
     return store
@@ -977,3 +977,8 @@ def render_alerts(report: Any) -> str:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+def _password(settings: Any) -> str | None:
+    pw = settings.store.password
+    return pw.get_secret_value() if pw is not None else None

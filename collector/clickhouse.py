@@ -164,7 +164,15 @@ def _ts(unix_nano: int) -> datetime:
 class ClickHouseStore:
     """Reads and writes prodloop's tables."""
 
-    def __init__(self, dsn: str, database: str = DEFAULT_DATABASE, *, connect_timeout: float = 10) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        database: str = DEFAULT_DATABASE,
+        *,
+        connect_timeout: float = 10,
+        password: str | None = None,
+    ) -> None:
+        """``password``: for http(s) DSNs, when it is not in the DSN (e.g. from a mounted secret)."""
         if not _IDENT.match(database):
             raise ConfigError(f"database name {database!r} must match {_IDENT.pattern}")
         self.dsn = dsn
@@ -185,14 +193,17 @@ class ClickHouseStore:
                 db_in_dsn = parts.path.strip("/")
                 if db_in_dsn and db_in_dsn != database:
                     self.database = db_in_dsn
+                extra: dict[str, Any] = {"password": password} if password else {}
                 bootstrap = clickhouse_connect.get_client(
-                    dsn=dsn.replace(parts.path, "") if parts.path else dsn, connect_timeout=connect_timeout
+                    dsn=dsn.replace(parts.path, "") if parts.path else dsn,
+                    connect_timeout=connect_timeout,
+                    **extra,
                 )
                 bootstrap.command(
                     "CREATE DATABASE IF NOT EXISTS {db:Identifier}", parameters={"db": self.database}
                 )
                 self.client = clickhouse_connect.get_client(
-                    dsn=dsn, database=self.database, connect_timeout=connect_timeout
+                    dsn=dsn, database=self.database, connect_timeout=connect_timeout, **extra
                 )
         except StoreError:
             raise

@@ -1122,7 +1122,7 @@ def run_receivers_forever(
         for m in loaded.module_problems:
             log.warning("%s", m)
         repositories = loaded.repositories
-        store = ClickHouseStore(dsn, settings.store.database)
+        store = ClickHouseStore(dsn, settings.store.database, password=_password(settings))
         store.apply_migrations()
     try:
         receivers = start_receivers(settings, store=store, repositories=repositories)
@@ -1149,3 +1149,8 @@ def run_receivers_forever(
     finally:
         if store is not None:
             store.close()
+
+
+def _password(settings: Any) -> str | None:
+    pw = settings.store.password
+    return pw.get_secret_value() if pw is not None else None

@@ -182,7 +182,9 @@ def run_stream(settings: Settings, stop: threading.Event, metrics: Metrics, read
     )
     for p in loaded.codeowners_problems:
         log.warning("%s:%d: %s", p.source, p.line, p.message)
-    store = ClickHouseStore(settings.store.dsn or default_dsn(), settings.store.database)
+    store = ClickHouseStore(
+        settings.store.dsn or default_dsn(), settings.store.database, password=_password(settings)
+    )
     store.apply_migrations()
     options = _kafka_options(settings)
     k = settings.kafka
@@ -284,7 +286,9 @@ def run(settings: Settings) -> int:
             if not alert_loop:
                 if settings.alerts.rules is None:
                     return
-                store = ClickHouseStore(settings.store.dsn or default_dsn(), settings.store.database)
+                store = ClickHouseStore(
+                    settings.store.dsn or default_dsn(), settings.store.database, password=_password(settings)
+                )
                 loaded = load_attribution(
                     config=settings.attribution.config,
                     codeowners=settings.attribution.codeowners,
@@ -303,3 +307,8 @@ def run(settings: Settings) -> int:
         return 0
     finally:
         ops.stop()
+
+
+def _password(settings: Any) -> str | None:
+    pw = settings.store.password
+    return pw.get_secret_value() if pw is not None else None
