@@ -5,9 +5,8 @@ then holds ``otlp_proto`` records, one per trace, keyed by the trace id.  Consum
 topic through the same decode -> attribute -> aggregate path yields exactly the aggregates
 that direct mode writes for the same application (and both equal the ground truth).
 
-The consuming side uses kafka-python and :class:`collector.ingest.FileIngestor` (the same
-decode/attribute/aggregate path as `prodloop run`); `prodloop run`'s own Kafka consumer is
-tested with the streaming service.
+The consuming side is `prodloop run`'s own streaming pipeline (collector.pipeline), run in
+process so that it shares the test's chDB engine.
 """
 
 from __future__ import annotations
@@ -25,11 +24,9 @@ import pytest
 from kafka import KafkaConsumer
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from attribution.deploys import DeployTimeline
 from collector.clickhouse import ClickHouseStore
 from collector.config import load_attribution
 from collector.direct import DirectPipeline
-from collector.ingest import FileIngestor
 from collector.receiver import TRACE_SERVICE, Receivers, start_receivers
 from collector.settings import Settings
 from tests.integration import receiver_app
@@ -136,16 +133,32 @@ def test_gateway_produces_one_record_per_trace_and_consuming_equals_direct_mode(
             assert names in (["cart"], ["payments"])
     assert len({r.partition for r in records}) > 1
 
-    # consume the topic through decode -> attribute -> aggregate, as `prodloop run` does
+    # consume the topic with `prodloop run`'s own streaming pipeline (in process: one chDB engine)
+    from collector.kafka import KafkaOptions, TraceConsumer
+    from collector.pipeline import StreamConfig, StreamPipeline
+
     modules, codeowners = receiver_app.write_config(tmp_path)
     loaded = load_attribution(codeowners=codeowners, modules=modules)
-    ing = FileIngestor(
-        loaded.repositories, DeployTimeline(), window_ns=60_000_000_000, max_groups_per_window=10_000
+    opts = KafkaOptions((kafka_broker.bootstrap,))
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    pipeline = StreamPipeline(
+        StreamConfig(group_id=group, linger_ms=100),
+        lambda on_a, on_r: TraceConsumer(
+            opts, topics["traces_topic"], group, on_assigned=on_a, on_revoked=on_r
+        ),
+        store,
+        loaded.repositories,
     )
-    for rec in records:
-        ing.add_payload("otlp_proto", f"{rec.topic}/{rec.partition}@{rec.offset}", rec.value)
-    assert ing.summary.rejected_records == 0
-    store.write_aggregates(ing.drain(), 60_000_000_000, dedup_token=f"gateway-{uuid.uuid4().hex}")
+    try:
+        deadline = time.monotonic() + 120
+        while pipeline.metrics.value("prodloop_batches_written_total") == 0 or sum(
+            pipeline.metrics.value("prodloop_committed_offset", partition=str(p)) for p in pipeline.partitions
+        ) < len(records):
+            assert time.monotonic() < deadline, "prodloop's pipeline did not consume the topic in time"
+            pipeline.step(100)
+    finally:
+        pipeline.consumer.close()  # type: ignore[attr-defined]
+    assert pipeline.metrics.value("prodloop_spans_in_total") == total
     via_kafka = store.query_modules()
     assert_rows_equal_truth(via_kafka, truth)
 
