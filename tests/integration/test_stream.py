@@ -440,3 +440,37 @@ def test_a_broker_restart_is_survived(
     pipeline_runner(p, lambda: committed() >= total, 180)
     assert before < total
     assert_matches_truth(store.query_modules(), traffic)
+
+
+def test_run_evaluates_the_alert_rules_and_opens_the_regression_ticket(setup: Setup) -> None:
+    """`prodloop run` evaluates rules.yaml on its interval: live traffic whose deploy regressed
+    payments/retry yields a ticket naming that module, its owners and the deploy's SHA range."""
+    now = time.time_ns()
+    live = generate(seed=7, minutes=10, start_unix_nano=now - 11 * 60 * 1_000_000_000)
+    _feed(setup, live)
+    tickets = setup.tmp / "tickets.jsonl"
+    run = setup.start(
+        PRODLOOP_ALERTS__RULES=str(demo_dir() / "rules.yaml"),
+        PRODLOOP_ALERTS__INTERVAL_SECONDS="2",
+        PRODLOOP_ALERTS__SETTLE_SECONDS="0",
+        PRODLOOP_ALERTS__FILE__PATH=str(tickets),
+    )
+    setup.wait([run])
+    deadline = time.monotonic() + 60
+    opened: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and not opened:
+        time.sleep(0.5)
+        if tickets.exists():
+            opened = [
+                e
+                for e in (json.loads(line) for line in tickets.read_text().splitlines() if line.strip())
+                if e.get("event") == "opened" and "payments/retry" in e.get("title", "")
+            ]
+    assert run.terminate() == 0, run.log_tail()
+    assert opened, f"no regression ticket for payments/retry:\n{run.log_tail()}"
+    _, module, deploy_id = live.regressed
+    assert module == "payments/retry"
+    deploy = next(d for d in live.deploys if d["deploy_id"] == deploy_id)
+    text = json.dumps(opened[0])
+    assert "@carol" in text and "@acme/payments" in text
+    assert deploy["commit_sha"][:7] in text and deploy["previous_sha"][:7] in text
