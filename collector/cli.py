@@ -142,16 +142,9 @@ def _open_store(settings: Any, *, migrate: bool = True) -> Any:
 
 
 def _load_attribution(settings: Any) -> Any:
-    from collector.config import load_attribution
+    from collector.config import load_attribution_from
 
-    a = settings.attribution
-    return load_attribution(
-        config=a.config,
-        codeowners=a.codeowners,
-        modules=a.modules,
-        source_roots=a.source_roots,
-        repository_url=a.repository,
-    )
+    return load_attribution_from(settings)
 
 
 def _warn_problems(loaded: Any) -> None:

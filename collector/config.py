@@ -172,3 +172,15 @@ def load_attribution(
         out.codeowners_problems.extend(repo.codeowners.problems)
         out.module_problems.extend(ModuleMatcher(repo.modules).problems())
     return out
+
+
+def load_attribution_from(settings: Any) -> LoadedAttribution:
+    """:func:`load_attribution` from ``Settings.attribution``."""
+    a = settings.attribution
+    return load_attribution(
+        config=a.config,
+        codeowners=a.codeowners,
+        modules=a.modules,
+        source_roots=a.source_roots,
+        repository_url=a.repository,
+    )

@@ -78,6 +78,23 @@ class KafkaOptions:
     ssl_check_hostname: bool = True
     client_id: str = "prodloop"
 
+    @staticmethod
+    def from_settings(kafka: Any, client_id: str = "prodloop") -> KafkaOptions:
+        """From ``Settings.kafka`` (collector/settings.py)."""
+        k = kafka
+        return KafkaOptions(
+            bootstrap_servers=tuple(k.bootstrap_servers),
+            security_protocol=k.security_protocol,
+            sasl_mechanism=k.sasl_mechanism,
+            sasl_username=k.sasl_username,
+            sasl_password=k.sasl_password.get_secret_value() if k.sasl_password else "",
+            ssl_cafile=str(k.ssl_cafile) if k.ssl_cafile else None,
+            ssl_certfile=str(k.ssl_certfile) if k.ssl_certfile else None,
+            ssl_keyfile=str(k.ssl_keyfile) if k.ssl_keyfile else None,
+            ssl_check_hostname=k.ssl_check_hostname,
+            client_id=client_id,
+        )
+
     def client_config(self) -> dict[str, Any]:
         cfg: dict[str, Any] = {
             "bootstrap_servers": list(self.bootstrap_servers),

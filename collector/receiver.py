@@ -936,18 +936,7 @@ def build_sink(
     k = settings.kafka
     if not k.bootstrap_servers:
         raise ConfigError("gateway mode needs kafka.bootstrap_servers (PRODLOOP_KAFKA__BOOTSTRAP_SERVERS)")
-    options = KafkaOptions(
-        bootstrap_servers=tuple(k.bootstrap_servers),
-        security_protocol=k.security_protocol,
-        sasl_mechanism=k.sasl_mechanism,
-        sasl_username=k.sasl_username,
-        sasl_password=k.sasl_password.get_secret_value() if k.sasl_password else "",
-        ssl_cafile=str(k.ssl_cafile) if k.ssl_cafile else None,
-        ssl_certfile=str(k.ssl_certfile) if k.ssl_certfile else None,
-        ssl_keyfile=str(k.ssl_keyfile) if k.ssl_keyfile else None,
-        ssl_check_hostname=k.ssl_check_hostname,
-        client_id="prodloop-gateway",
-    )
+    options = KafkaOptions.from_settings(k, client_id="prodloop-gateway")
     producer = KafkaProducerAdapter(
         options.client_config(),
         max_request_size=r.max_request_bytes,
@@ -1107,16 +1096,9 @@ def run_receivers_forever(
     repositories: list[Repository] = []
     dsn = settings.store.dsn or default_dsn()
     if mode == "direct":
-        from collector.config import load_attribution
+        from collector.config import load_attribution_from
 
-        a = settings.attribution
-        loaded = load_attribution(
-            config=a.config,
-            codeowners=a.codeowners,
-            modules=a.modules,
-            source_roots=a.source_roots,
-            repository_url=a.repository,
-        )
+        loaded = load_attribution_from(settings)
         for p in loaded.codeowners_problems:
             log.warning("%s:%s: %s: %s", p.source, p.line, p.severity, p.message)
         for m in loaded.module_problems:

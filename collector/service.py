@@ -25,7 +25,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from collector.clickhouse import ClickHouseStore, default_dsn
-from collector.config import load_attribution
+from collector.config import load_attribution_from
 from collector.errors import ConfigError
 from collector.metrics import Metrics
 from collector.settings import Settings
@@ -111,18 +111,7 @@ class OpsServer:
 def _kafka_options(settings: Settings) -> Any:
     from collector.kafka import KafkaOptions
 
-    k = settings.kafka
-    return KafkaOptions(
-        bootstrap_servers=tuple(k.bootstrap_servers),
-        security_protocol=k.security_protocol,
-        sasl_mechanism=k.sasl_mechanism,
-        sasl_username=k.sasl_username,
-        sasl_password=k.sasl_password.get_secret_value() if k.sasl_password else "",
-        ssl_cafile=str(k.ssl_cafile) if k.ssl_cafile else None,
-        ssl_certfile=str(k.ssl_certfile) if k.ssl_certfile else None,
-        ssl_keyfile=str(k.ssl_keyfile) if k.ssl_keyfile else None,
-        ssl_check_hostname=k.ssl_check_hostname,
-    )
+    return KafkaOptions.from_settings(settings.kafka)
 
 
 class AlertLoop:
@@ -173,13 +162,7 @@ def run_stream(settings: Settings, stop: threading.Event, metrics: Metrics, read
     from collector.kafka import DeadLetters, EventReader, TraceConsumer
     from collector.pipeline import StreamConfig, StreamPipeline
 
-    loaded = load_attribution(
-        config=settings.attribution.config,
-        codeowners=settings.attribution.codeowners,
-        modules=settings.attribution.modules,
-        source_roots=settings.attribution.source_roots,
-        repository_url=settings.attribution.repository,
-    )
+    loaded = load_attribution_from(settings)
     for p in loaded.codeowners_problems:
         log.warning("%s:%d: %s", p.source, p.line, p.message)
     store = ClickHouseStore(
@@ -289,13 +272,7 @@ def run(settings: Settings) -> int:
                 store = ClickHouseStore(
                     settings.store.dsn or default_dsn(), settings.store.database, password=_password(settings)
                 )
-                loaded = load_attribution(
-                    config=settings.attribution.config,
-                    codeowners=settings.attribution.codeowners,
-                    modules=settings.attribution.modules,
-                    source_roots=settings.attribution.source_roots,
-                    repository_url=settings.attribution.repository,
-                )
+                loaded = load_attribution_from(settings)
                 alert_loop.append(AlertLoop(settings, store, loaded.repositories))
             alert_loop[0].tick()
 

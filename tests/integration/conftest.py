@@ -36,33 +36,10 @@ with warnings.catch_warnings():
     for _message, _module in KAFKA_PYTHON_WARNINGS:
         warnings.filterwarnings("ignore", _message, DeprecationWarning, _module)
     from kafka import KafkaAdminClient
-    from kafka.net.inet import KafkaNetSocket
 
 
-def _close_socket_on_failed_connect() -> None:
-    """Work around a socket leak in kafka-python 3.0.12 (latest as of this writing).
-
-    ``KafkaNetSocket.sock_connect`` raises on ECONNREFUSED or a timeout without closing the socket it was
-    handed, so every reconnect attempt while a broker is down leaks one socket until GC, and the
-    ResourceWarning then fails whichever test the GC happens in (filterwarnings=error). Closing the
-    socket on failure is what the library should do; nothing else changes.
-    """
-    original = KafkaNetSocket.sock_connect
-    if getattr(original, "_prodloop_closes_on_failure", False):
-        return
-
-    async def sock_connect(self: Any, net: Any, sock: Any, sockaddr: Any, timeout_at: Any = None) -> Any:
-        try:
-            return await original(self, net, sock, sockaddr, timeout_at=timeout_at)
-        except BaseException:
-            sock.close()
-            raise
-
-    sock_connect._prodloop_closes_on_failure = True  # type: ignore[attr-defined]
-    KafkaNetSocket.sock_connect = sock_connect
-
-
-_close_socket_on_failed_connect()
+# importing collector.kafka applies its fix of kafka-python's socket leak on refused connections
+import collector.kafka  # noqa: E402, F401
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXTERNAL_BOOTSTRAP_ENV = "PRODLOOP_KAFKA_BOOTSTRAP"
