@@ -968,10 +968,10 @@ def render_alerts(report: Any) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
-
-
 def _password(settings: Any) -> str | None:
     pw = settings.store.password
     return pw.get_secret_value() if pw is not None else None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
