@@ -171,8 +171,13 @@ class TraceConsumer:
                 max_poll_interval_ms=max_poll_interval_ms,
                 # TCP and the broker already checksum; kafka-python checks CRCs in pure Python
                 check_crcs=False,
+                # notice partitions added to the topic within 30 s, not kafka-python's 5 min
+                metadata_max_age_ms=30_000,
                 **options.client_config(),
             )
+            # Know the topic's partitions before joining the group: a leader that joins without
+            # them assigns nothing and the group idles until the next metadata refresh.
+            self._c.partitions_for_topic(topic)
             self._c.subscribe([topic], listener=_Listener(on_assigned, on_revoked))
         except KafkaError as exc:
             raise BrokerError(f"cannot consume {topic!r} from {options.bootstrap_servers}: {exc}") from exc
