@@ -630,6 +630,8 @@ class StreamPipeline:
                             self._observe_history(st, r)
                         elif r.offset >= st.start and (not st.buffer or r.offset > st.buffer[-1].offset):
                             st.buffer.append(r)
+                            self._buffered_bytes += len(r.value)
+                            self.metrics.records_in.inc()
                 if partition is not None and partition not in self.partitions:
                     return _ABORTED
                 if self.stopping and time.monotonic() > self._stop_deadline:

@@ -53,6 +53,13 @@ def _consumer(kafka_broker: KafkaBroker, **config: object) -> KafkaConsumer:
     return KafkaConsumer(**settings)
 
 
+def _subscribe(consumer: KafkaConsumer, topic: str) -> None:
+    """Join the group knowing the topic's partitions, as collector.kafka.TraceConsumer does: a
+    leader that joins without them assigns nothing until its next metadata refresh (5 min)."""
+    assert consumer.partitions_for_topic(topic), f"no partitions known for {topic}"
+    consumer.subscribe([topic])
+
+
 @pytest.fixture
 def consumers() -> Iterator[list[KafkaConsumer]]:
     """Consumers registered here are closed after the test, even when it fails."""
@@ -166,7 +173,7 @@ def test_consumer_group_commit_and_resume(
 
         reader = _consumer(kafka_broker, group_id=group)
         consumers.append(reader)
-        reader.subscribe([topic])
+        _subscribe(reader, topic)
         assert {r.value for r in _drain(reader, len(first))} == first
         reader.commit()
         partitions = [TopicPartition(topic, p) for p in range(3)]
@@ -182,7 +189,7 @@ def test_consumer_group_commit_and_resume(
 
     resumed = _consumer(kafka_broker, group_id=group)
     consumers.append(resumed)
-    resumed.subscribe([topic])
+    _subscribe(resumed, topic)
     records = _drain(resumed, len(second))
     assert {r.value for r in records} == second  # resumes at the commit: nothing of the first batch again
     assert len(records) == len(second)
@@ -206,7 +213,7 @@ def test_clients_survive_broker_restart(
         producer.flush(timeout=30)
         consumer = _consumer(kafka_broker, group_id=group)
         consumers.append(consumer)
-        consumer.subscribe([topic])
+        _subscribe(consumer, topic)
         assert [r.value for r in _drain(consumer, len(before))] == before
         consumer.commit()
 
