@@ -97,6 +97,27 @@ def _records(n_spans: int, seed: int) -> tuple[list[bytes], int]:
     return out, total
 
 
+def _cpu_by_thread(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) of each thread of ``pid``, by thread name."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def _machine_cpu() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--spans", type=int, default=2_000_000)
@@ -104,6 +125,13 @@ def main() -> None:
     ap.add_argument("--compression", default=None, help="gzip|snappy|lz4|zstd (default: none)")
     ap.add_argument("--profile", action="store_true", help="run the service under cProfile")
     ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra settings for prodloop run, e.g. PRODLOOP_STREAM__BATCH_RECORDS=100 (repeatable)",
+    )
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp_s:
@@ -145,6 +173,7 @@ def main() -> None:
                 "PRODLOOP_STREAM__DEPLOY_SKEW_MS": "0",
                 "PRODLOOP_SERVICE__LOG_LEVEL": "WARNING",
                 **_config_files(tmp),
+                **dict(kv.split("=", 1) for kv in args.env),
             }
             if args.profile:
                 env["PRODLOOP_BENCH_PROFILE"] = str(tmp / "profile.out")
@@ -171,15 +200,26 @@ def main() -> None:
                     stderr=(tmp / "run.log").open("ab"),
                 )
             first = last = None
+            cpu_first: dict[str, float] = {}
+            cpu_last: dict[str, float] = {}
+            machine_first = machine_last = (0.0, 0.0)
             hwm_kb = 0
             deadline = time.monotonic() + 1800
             total_end = sum(ends.values())
             while time.monotonic() < deadline:
+                # Scraping costs the measured process CPU and GIL time: every 50 ms until the first
+                # record arrives, then every 0.5 s; the end comes from the process's own commit time.
                 m = run.metrics()
-                now = time.monotonic()
+                now = time.time()
                 if first is None and m.get("prodloop_records_in_total", 0) > 0:
                     first = now
-                committed = run.committed()
+                    cpu_first = _cpu_by_thread(run.proc.pid)
+                    machine_first = _machine_cpu()
+                committed = {
+                    int(k.split('"')[1]): int(v)
+                    for k, v in m.items()
+                    if k.startswith("prodloop_committed_offset{")
+                }
                 try:
                     status = Path(f"/proc/{run.proc.pid}/status").read_text()
                     hwm_kb = max(
@@ -188,11 +228,13 @@ def main() -> None:
                 except (OSError, StopIteration):
                     pass
                 if sum(committed.get(p, 0) for p in ends) >= total_end:
-                    last = now
+                    last = m["prodloop_last_commit_timestamp_seconds"]
+                    cpu_last = _cpu_by_thread(run.proc.pid)
+                    machine_last = _machine_cpu()
                     break
                 if not run.alive():
                     raise SystemExit(f"prodloop run exited: {run.log_tail()}")
-                time.sleep(0.05)
+                time.sleep(0.05 if first is None else 0.5)
             spans_in = run.metrics().get("prodloop_spans_in_total", 0)
             run.terminate()
             if first is None or last is None:
@@ -220,12 +262,27 @@ def main() -> None:
                 f"prodloop run: {n_spans:,} spans from first fetch to last commit in {elapsed:.1f}s "
                 f"= {n_spans / elapsed:,.0f} spans/s; peak RSS {hwm_kb / 1024:.0f} MB"
             )
+            cpu = {k: v - cpu_first.get(k, 0.0) for k, v in cpu_last.items()}
+            print(
+                f"CPU of prodloop run over that time: {sum(cpu.values()):.1f}s ("
+                + ", ".join(f"{k} {v:.1f}s" for k, v in sorted(cpu.items(), key=lambda x: -x[1]) if v >= 0.05)
+                + ")"
+            )
+            busy = machine_last[0] - machine_first[0]
+            total = machine_last[1] - machine_first[1]
+            print(
+                f"machine: {100 * busy / max(total, 1):.0f}% of its {os.cpu_count()} cores busy "
+                "(prodloop run, the broker, this harness)"
+            )
             print(f"check: spans decoded {spans_in:,.0f}, spans stored {stored:,} (produced {n_spans:,})")
             if stored != n_spans:
                 raise SystemExit("MISMATCH: stored aggregates do not equal what was produced")
             if args.profile:
                 print("\nwhere the time goes (cProfile, top 25 by internal time):")
-                pstats.Stats(str(tmp / "profile.out")).sort_stats("tottime").print_stats(25)
+                stats = pstats.Stats(str(tmp / "profile.out"))
+                stats.sort_stats("tottime").print_stats(25)
+                stats.print_callers("acquire")  # who waits on locks (kafka-python's client, chDB)
+                stats.dump_stats(str(Path(tempfile.gettempdir()) / "prodloop-kafka-e2e.prof"))
         finally:
             if broker is not None:
                 broker.stop()  # type: ignore[attr-defined]

@@ -49,6 +49,53 @@ try:  # pragma: no cover - depends on the installed kafka-python layout
 except ImportError:  # pragma: no cover
     pass
 
+try:  # pragma: no cover - depends on the installed kafka-python layout
+    import ssl as _ssl
+
+    from kafka.errors import KafkaConnectionError as _KafkaConnectionError
+    from kafka.net.transport import KafkaSSLTransport, KafkaTCPTransport
+
+    _RECV_CHUNK = 1 << 20
+
+    def _read_in_large_chunks() -> None:
+        """kafka-python 3.0.12 reads sockets 4 KiB at a time: a 16 MiB fetch response takes
+        4,000 recv calls and as many Python iterations on its IO thread, which holds the GIL
+        the pipeline needs.  Read what the socket holds, up to 1 MiB per call."""
+        if getattr(KafkaTCPTransport._sock_recv, "_prodloop_large_chunks", False):
+            return
+        retry = (BlockingIOError, InterruptedError)
+        retry_ssl = (*retry, _ssl.SSLWantReadError, _ssl.SSLWantWriteError)
+
+        def make(wouldblock: tuple[type[BaseException], ...]) -> Callable[[Any], Any]:
+            def _sock_recv(self: Any) -> Any:
+                recvd = []
+                err = None
+                while True:
+                    try:
+                        data = self._sock.recv(_RECV_CHUNK)
+                    except wouldblock:
+                        break
+                    except BaseException as e:
+                        log.exception("%s: error receiving network data, closing the socket", self)
+                        err = _KafkaConnectionError(e)
+                        break
+                    if not data:
+                        log.error("%s: socket disconnected", self)
+                        err = _KafkaConnectionError("socket disconnected")
+                        break
+                    recvd.append(data)
+                return (recvd[0] if len(recvd) == 1 else b"".join(recvd)), err
+
+            _sock_recv._prodloop_large_chunks = True  # type: ignore[attr-defined]
+            return _sock_recv
+
+        KafkaTCPTransport._sock_recv = make(retry)
+        KafkaSSLTransport._sock_recv = make(retry_ssl)
+
+    _read_in_large_chunks()
+except ImportError:  # pragma: no cover
+    pass
+
 log = logging.getLogger("prodloop.kafka")
 
 

@@ -44,6 +44,11 @@ class Metrics:
         self.committed_offset = Gauge(
             "prodloop_committed_offset", "Last committed offset", ["partition"], registry=r
         )
+        self.last_commit = Gauge(
+            "prodloop_last_commit_timestamp_seconds",
+            "Unix time of the last offset commit (alert on its age to catch a stalled pipeline)",
+            registry=r,
+        )
         self.partitions = Gauge(
             "prodloop_partitions_assigned", "Partitions assigned to this replica", registry=r
         )

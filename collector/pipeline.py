@@ -199,6 +199,9 @@ class StreamPipeline:
         self._topic_deploys: list[tuple[int, int, int, DeployEvent]] = []
         self._static_deploys: list[DeployEvent] = []
         self._deploy_max_ts = -1
+        self._deploys_at_end_ms = -1  # wall clock (ms) at which the deploys reader was last at the end
+        self._deploys_checked_at = -float("inf")  # monotonic time of the last end-offsets request
+        self._events_polled_at = -float("inf")
         self._max_bound_used = -1
         self._load_deploys_from_store()
         # kafka-python calls rebalance listeners on its IO thread, where blocking calls are not
@@ -281,7 +284,22 @@ class StreamPipeline:
             return True
         if self._deploy_max_ts > bound_ms:
             return True
-        return self.deploys.at_end() and self.clock_ns() // 1_000_000 > bound_ms
+        # "At the end while the clock is past the bound" holds for every bound below the last
+        # time the reader was seen at the end, so one round trip to the broker (ListOffsets, on
+        # the order of 100 ms with kafka-python) serves all the batches behind it.
+        if self._deploys_at_end_ms > bound_ms:
+            return True
+        now_ms = self.clock_ns() // 1_000_000
+        if now_ms <= bound_ms:
+            return False
+        mono = time.monotonic()
+        if mono - self._deploys_checked_at < _END_CHECK_INTERVAL_S:
+            return False
+        self._deploys_checked_at = mono
+        if self.deploys.at_end():  # the end offsets were asked for after now_ms
+            self._deploys_at_end_ms = now_ms
+            return True
+        return False
 
     def _attributor_for(self, bound_ms: int, positions: dict[int, int]) -> Attributor:
         events = list(self._static_deploys)
@@ -372,7 +390,12 @@ class StreamPipeline:
             time.sleep(min(self.cfg.backoff_max_s, 1.0))
 
     def _step(self, poll_timeout_ms: int) -> None:
-        self.poll_events()
+        # each poll of the event readers is a round trip to kafka-python's IO thread: not on
+        # every step of a busy loop (a batch waiting for deploys waits at most this much longer)
+        mono = time.monotonic()
+        if mono - self._events_polled_at >= _EVENTS_POLL_INTERVAL_S:
+            self._events_polled_at = mono
+            self.poll_events()
         # with work buffered, do not wait for the network (kafka-python even sleeps when
         # every partition is paused): fetch what is there and get on with the batches
         busy = self._buffered_bytes > 0
@@ -580,6 +603,7 @@ class StreamPipeline:
         m.batches.inc()
         m.rows_written.inc(len(rows))
         m.committed_offset.labels(partition=str(st.partition)).set(end)
+        m.last_commit.set(self.clock_ns() / 1e9)
         return True
 
     def _token(self, partition: int, start: int, end: int) -> str:
@@ -658,3 +682,5 @@ class StreamPipeline:
 
 
 _ABORTED = object()
+_END_CHECK_INTERVAL_S = 0.1
+_EVENTS_POLL_INTERVAL_S = 0.05
