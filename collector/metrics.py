@@ -39,7 +39,10 @@ class Metrics:
         )
         self.commit_failures = Counter("prodloop_commit_failures", "Offset commits that failed", registry=r)
         self.lag = Gauge(
-            "prodloop_consumer_lag", "Records behind the partition end", ["partition"], registry=r
+            "prodloop_consumer_lag",
+            "Records between the committed offset and the partition end",
+            ["partition"],
+            registry=r,
         )
         self.committed_offset = Gauge(
             "prodloop_committed_offset", "Last committed offset", ["partition"], registry=r

@@ -70,7 +70,7 @@ class Consumer(Protocol):
     def pause(self, partitions: Sequence[int]) -> None: ...
     def resume(self, partitions: Sequence[int]) -> None: ...
     def assignment(self) -> list[int]: ...
-    def lag(self) -> dict[int, int]: ...
+    def ends(self) -> dict[int, int]: ...
 
 
 class Reader(Protocol):
@@ -435,13 +435,20 @@ class StreamPipeline:
                 if self._buffered_bytes <= self.cfg.max_buffered_bytes // 2:
                     break
                 self._maybe_flush(st, now, force=True)
-        if now - self._last_lag > 5:
-            self._last_lag = now
-            try:
-                for p, lag in self.consumer.lag().items():
-                    self.metrics.lag.labels(partition=str(p)).set(lag)
-            except Exception as exc:
-                log.debug("lag unavailable: %s", exc)
+        if now - self._last_lag > _LAG_INTERVAL_S:
+            self.update_lag()
+
+    def update_lag(self) -> None:
+        """Set ``prodloop_consumer_lag`` (end offset - committed offset) per partition (every few seconds, also while a store
+        outage holds the loop in its retry: that is when lag matters)."""
+        self._last_lag = time.monotonic()
+        try:
+            for p, end in self.consumer.ends().items():
+                st = self.partitions.get(p)
+                if st is not None:  # behind the end by what is not committed yet, as Kafka tools say
+                    self.metrics.lag.labels(partition=str(p)).set(max(0, end - st.start))
+        except Exception as exc:
+            log.debug("lag unavailable: %s", exc)
 
     def _observe_history(self, st: PartitionState, r: Record) -> None:
         try:
@@ -656,6 +663,8 @@ class StreamPipeline:
                             st.buffer.append(r)
                             self._buffered_bytes += len(r.value)
                             self.metrics.records_in.inc()
+                if time.monotonic() - self._last_lag > _LAG_INTERVAL_S:
+                    self.update_lag()
                 if partition is not None and partition not in self.partitions:
                     return _ABORTED
                 if self.stopping and time.monotonic() > self._stop_deadline:
@@ -683,4 +692,5 @@ class StreamPipeline:
 
 _ABORTED = object()
 _END_CHECK_INTERVAL_S = 0.1
+_LAG_INTERVAL_S = 5.0
 _EVENTS_POLL_INTERVAL_S = 0.05

@@ -385,6 +385,9 @@ def test_a_clickhouse_outage_in_the_middle_loses_nothing(
     faulty.fail_next(3, "after_commit")  # the write landed, the acknowledgement did not
     faulty.fail_next(2, "error")
     pipeline_runner(p, lambda: committed() >= total // 2, 60)
+    p.update_lag()
+    lag = {i: p.metrics.value("prodloop_consumer_lag", partition=str(i)) for i in range(4)}
+    assert sum(lag.values()) == total - committed() > 0  # the end minus the committed offsets
     # an outage: the loop blocks in its retry, fetching paused, polling on so the group keeps us
     faulty.down()
     done = threading.Event()
@@ -418,6 +421,8 @@ def test_a_clickhouse_outage_in_the_middle_loses_nothing(
     assert not errors, errors
     assert committed() >= total
     assert p.metrics.value("prodloop_fetch_paused") == 0
+    p.update_lag()
+    assert [p.metrics.value("prodloop_consumer_lag", partition=str(i)) for i in range(4)] == [0] * 4
     assert faulty.failures >= 7
     assert_matches_truth(store.query_modules(), traffic)
 
