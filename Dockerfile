@@ -12,10 +12,8 @@ COPY pyproject.toml README.md ./
 COPY attribution ./attribution
 COPY collector ./collector
 COPY schemas ./schemas
-# collector/clickhouse.py finds its migrations at <site-packages>/schemas/clickhouse (next to
-# the collector package), and the wheel does not carry them: copy them there.
+# the wheel carries schemas/ (migrations, event schemas) as collector/_schemas
 RUN pip install . \
- && cp -r schemas "$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/schemas" \
  && rm -rf /src \
  && groupadd --system --gid 10001 prodloop \
  && useradd --system --uid 10001 --gid prodloop --home-dir /var/lib/prodloop --create-home prodloop

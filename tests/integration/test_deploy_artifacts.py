@@ -17,6 +17,7 @@ import math
 import os
 import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -435,18 +436,59 @@ def test_compose_stack_is_consistent() -> None:
         assert json.loads(dashboard.read_text())["templating"]["list"][0]["current"]["value"] == source["uid"]
 
 
-def test_dockerfile_installs_the_cli_and_its_migrations() -> None:
+def test_dockerfile_installs_the_cli() -> None:
     text = (REPO / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11-slim$", text, re.M)
     assert "pip install ." in text
     assert 'ENTRYPOINT ["prodloop"]' in text
     assert re.search(r"^USER 10001", text, re.M)
-    # collector/clickhouse.py reads its migrations next to the collector package
-    package_root = Path(cli.__file__).resolve().parent.parent
-    assert package_root / "schemas" / "clickhouse" == MIGRATIONS_DIR
-    assert 'cp -r schemas "$(python -c' in text and "purelib" in text
     for copied in re.findall(r"^COPY (\S+) ", text, re.M):
         assert (REPO / copied).exists(), copied
+    # from a checkout, the migrations are the repository's own
+    assert Path(cli.__file__).resolve().parent.parent / "schemas" / "clickhouse" == MIGRATIONS_DIR
+
+
+def test_the_wheel_carries_its_migrations_and_event_schemas(tmp_path: Path) -> None:
+    """`pip install prodloop` (the Docker image does it) must be able to `schema apply`."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(REPO)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    (wheel,) = (tmp_path / "dist").glob("prodloop-*.whl")
+    site = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    shipped = site / "collector" / "_schemas"
+    for sub in ("clickhouse", "events"):
+        assert sorted(p.name for p in (shipped / sub).iterdir()) == sorted(
+            p.name for p in (REPO / "schemas" / sub).iterdir()
+        ), sub
+    # run the installed package, away from the checkout: it applies the migrations it carries
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    env.pop("PRODLOOP_CONFIG", None)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import collector.clickhouse as c, sys; print(c.MIGRATIONS_DIR); "
+            "from collector.cli import main; sys.argv = ['prodloop', 'schema', 'apply', "
+            f"'--store', 'chdb://{tmp_path / 'store'}']; main()",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[0] == str(shipped / "clickhouse")
+    assert "0006_tickets" in run.stdout + run.stderr
 
 
 # -- Grafana dashboards, executed ---------------------------------------------------------------
