@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 
 class Metrics:
@@ -70,3 +74,81 @@ class Metrics:
     def value(self, name: str, **labels: str) -> float:
         v = self.registry.get_sample_value(name, labels or None)
         return float(v) if v is not None else 0.0
+
+
+class ReceiverStatsCollector(Collector):
+    """The OTLP receivers' counters, read at scrape time (nothing added to the request path).
+
+    ``sink`` is the receivers' ingress: the direct pipeline (``stats``: a
+    :class:`collector.direct.DirectStats`) or the gateway (``records_produced``).
+    """
+
+    def __init__(self, sink: object) -> None:
+        self._sink = sink
+
+    def collect(self) -> Iterator[Metric]:
+        s = getattr(self._sink, "stats", None)
+        if s is not None:
+            counters = (
+                (
+                    "prodloop_receiver_requests",
+                    "OTLP trace requests taken into the direct pipeline",
+                    s.requests,
+                ),
+                (
+                    "prodloop_receiver_requests_refused",
+                    "OTLP trace requests refused with 429/503 or RESOURCE_EXHAUSTED (queue full, store failing)",
+                    s.requests_refused_busy,
+                ),
+                (
+                    "prodloop_receiver_spans_accepted",
+                    "Spans accepted into the direct pipeline",
+                    s.spans_accepted,
+                ),
+                (
+                    "prodloop_receiver_spans_rejected",
+                    "Invalid spans rejected (partial success)",
+                    s.spans_rejected,
+                ),
+                (
+                    "prodloop_direct_spans_aggregated",
+                    "Spans aggregated by the direct pipeline",
+                    s.spans_aggregated,
+                ),
+                ("prodloop_direct_spans_attributed", "Spans attributed to a module", s.spans_attributed),
+                ("prodloop_direct_spans_overflow", "Spans past the cardinality cap", s.overflow_spans),
+                ("prodloop_direct_flushes", "Flushes of the aggregates to the store", s.flushes),
+                ("prodloop_direct_flush_failures", "Flushes that failed (retried)", s.flush_failures),
+                ("prodloop_direct_rows_written", "Aggregate rows written", s.rows_written),
+                (
+                    "prodloop_direct_spans_lost_at_stop",
+                    "Spans not flushed when the grace period ran out at stop",
+                    s.spans_lost_at_stop,
+                ),
+            )
+            for name, doc, value in counters:
+                yield CounterMetricFamily(name, doc, value=value)
+            unattributed = CounterMetricFamily(
+                "prodloop_direct_spans_unattributed", "Spans not attributed, by reason", labels=["reason"]
+            )
+            for reason, n in sorted(dict(s.unattributed_by_reason).items()):
+                unattributed.add_metric([reason], n)
+            yield unattributed
+            queued = getattr(self._sink, "_queued_spans", None)
+            if queued is not None:
+                yield GaugeMetricFamily(
+                    "prodloop_direct_queued_spans", "Spans accepted and not yet aggregated", value=queued
+                )
+            if s.last_flush_unix_nano:
+                yield GaugeMetricFamily(
+                    "prodloop_direct_last_flush_timestamp_seconds",
+                    "Unix time of the last successful flush (a crash loses what came after it)",
+                    value=s.last_flush_unix_nano / 1e9,
+                )
+        produced = getattr(self._sink, "records_produced", None)
+        if produced is not None:
+            yield CounterMetricFamily(
+                "prodloop_gateway_records_produced",
+                "Records the broker acknowledged on the traces, deploys and incidents topics",
+                value=produced,
+            )

@@ -27,7 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from collector.clickhouse import ClickHouseStore, default_dsn
 from collector.config import load_attribution_from
 from collector.errors import ConfigError
-from collector.metrics import Metrics
+from collector.metrics import Metrics, ReceiverStatsCollector
 from collector.settings import Settings
 
 log = logging.getLogger("prodloop.service")
@@ -277,7 +277,12 @@ def run(settings: Settings) -> int:
             alert_loop[0].tick()
 
         try:
-            run_receivers_forever(settings, stop, on_ready=lambda _r: ready.set(), on_tick=on_tick)
+
+            def on_ready(receivers: Any) -> None:
+                metrics.registry.register(ReceiverStatsCollector(receivers.sink))
+                ready.set()
+
+            run_receivers_forever(settings, stop, on_ready=on_ready, on_tick=on_tick)
         finally:
             for loop in alert_loop:
                 loop.close()

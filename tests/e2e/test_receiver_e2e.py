@@ -130,3 +130,65 @@ def test_a_crash_keeps_what_was_flushed(service: Service) -> None:
     rows = _wait_for(service, sum(t.spans for t in truth.values()))
     assert service.close(signal.SIGKILL) == -signal.SIGKILL
     assert service.query() == rows  # flushed before the crash: all there
+
+
+def test_prodloop_run_without_kafka_exports_the_receiver_counters(tmp_path: Path) -> None:
+    """`prodloop run` with nothing configured: /metrics shows what the receivers took in."""
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    from tests.support.streaming import RunProcess
+
+    modules, codeowners = receiver_app.write_config(tmp_path)
+    run = RunProcess(
+        {
+            "PRODLOOP_STORE__DSN": f"chdb://{tmp_path / 'store'}",
+            "PRODLOOP_ATTRIBUTION__MODULES": str(modules),
+            "PRODLOOP_ATTRIBUTION__CODEOWNERS": str(codeowners),
+            "PRODLOOP_RECEIVER__GRPC_PORT": "0",
+            "PRODLOOP_RECEIVER__HTTP_PORT": "0",
+            "PRODLOOP_RECEIVER__FLUSH_INTERVAL_SECONDS": "0.5",
+        },
+        REPO,
+        tmp_path / "run.log",
+    )
+    try:
+        info_file = tmp_path / "store.prodloop-service.json"
+        deadline = time.monotonic() + 60
+        while not info_file.exists():
+            assert run.alive(), run.log_tail()
+            assert time.monotonic() < deadline, run.log_tail()
+            time.sleep(0.1)
+        grpc_addr = json.loads(info_file.read_text())["grpc"]
+        truth = receiver_app.run_app(
+            lambda: OTLPSpanExporter(endpoint=f"http://{grpc_addr}", insecure=True), requests=60
+        )
+        total = sum(t.spans for t in truth.values())
+        deadline = time.monotonic() + 60
+        while run.metrics().get("prodloop_direct_rows_written_total", 0) == 0 or (
+            run.metrics().get("prodloop_direct_spans_aggregated_total", 0) < total
+        ):
+            assert time.monotonic() < deadline, run.log_tail()
+            time.sleep(0.2)
+        m = run.metrics()
+        assert m["prodloop_receiver_spans_accepted_total"] == total
+        assert m["prodloop_direct_spans_aggregated_total"] == total
+        assert m["prodloop_receiver_requests_total"] > 0
+        assert m["prodloop_receiver_spans_rejected_total"] == 0
+        assert m["prodloop_receiver_requests_refused_total"] == 0
+        assert m["prodloop_direct_flushes_total"] >= 1
+        assert abs(m["prodloop_direct_last_flush_timestamp_seconds"] - time.time()) < 60
+        attributed = m["prodloop_direct_spans_attributed_total"]
+        unattributed = sum(
+            v for k, v in m.items() if k.startswith("prodloop_direct_spans_unattributed_total{")
+        )
+        assert attributed + unattributed == total
+        assert (
+            unattributed
+            == sum(t.spans for key, t in truth.items() if key[2] == receiver_app.UNATTRIBUTED)
+            > 0
+        )
+        assert attributed == sum(t.spans for key, t in truth.items() if key[2] != receiver_app.UNATTRIBUTED)
+        assert run.terminate() == 0
+    finally:
+        if run.alive():
+            run.proc.kill()
