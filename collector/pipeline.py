@@ -439,8 +439,9 @@ class StreamPipeline:
             self.update_lag()
 
     def update_lag(self) -> None:
-        """Set ``prodloop_consumer_lag`` (end offset - committed offset) per partition (every few seconds, also while a store
-        outage holds the loop in its retry: that is when lag matters)."""
+        """Set ``prodloop_consumer_lag`` (end offset - committed offset) per partition.  Runs
+        every few seconds, also while a store outage holds the loop in its retry: that is when
+        lag matters."""
         self._last_lag = time.monotonic()
         try:
             for p, end in self.consumer.ends().items():
