@@ -732,6 +732,38 @@ def schema_apply(
     default=None,
     help="/metrics, /healthz, /readyz [default: 9464].",
 )
+@click.option(
+    "--receiver-mode",
+    type=click.Choice(["auto", "direct", "gateway"]),
+    envvar="PRODLOOP_RECEIVER__MODE",
+    show_envvar=True,
+    default=None,
+    help="OTLP receivers: direct (aggregate here), gateway (produce to Kafka) [default: auto, "
+    "gateway when Kafka is configured].",
+)
+@click.option(
+    "--grpc-port",
+    type=click.IntRange(0, 65535),
+    envvar="PRODLOOP_RECEIVER__GRPC_PORT",
+    show_envvar=True,
+    default=None,
+    help="OTLP/gRPC port [default: 4317; 0: any free port].",
+)
+@click.option(
+    "--http-port",
+    type=click.IntRange(0, 65535),
+    envvar="PRODLOOP_RECEIVER__HTTP_PORT",
+    show_envvar=True,
+    default=None,
+    help="OTLP/HTTP and events API port [default: 4318; 0: any free port].",
+)
+@click.option(
+    "--listen",
+    default=None,
+    metavar="HOST",
+    help="Address both receivers listen on (receiver.grpc_host and receiver.http_host) "
+    "[default: 127.0.0.1; 0.0.0.0: every interface].",
+)
 def run(
     config_file: Path | None,
     store_dsn: str | None,
@@ -745,11 +777,16 @@ def run(
     traces_encoding: str | None,
     group_id: str | None,
     metrics_port: int | None,
+    receiver_mode: str | None,
+    grpc_port: int | None,
+    http_port: int | None,
+    listen: str | None,
 ) -> None:
     """Run the service: consume Kafka (or receive OTLP), attribute, aggregate, write.
 
     All settings can come from --config prodloop.yaml and PRODLOOP_* variables (nested
-    keys joined by __, e.g. PRODLOOP_STREAM__BATCH_RECORDS); see docs/configuration.md.
+    keys joined by __, e.g. PRODLOOP_STREAM__BATCH_RECORDS); `prodloop config` prints every
+    key with its effective value.
     """
     from collector.service import run as run_service
 
@@ -765,6 +802,17 @@ def run(
     extra: dict[str, Any] = {"kafka": kafka}
     if metrics_port is not None:
         extra["service"] = {"metrics_port": metrics_port}
+    receiver: dict[str, Any] = {}
+    if receiver_mode:
+        receiver["mode"] = receiver_mode
+    if grpc_port is not None:
+        receiver["grpc_port"] = grpc_port
+    if http_port is not None:
+        receiver["http_port"] = http_port
+    if listen:
+        receiver["grpc_host"] = receiver["http_host"] = listen
+    if receiver:
+        extra["receiver"] = receiver
     settings = _settings(
         config_file,
         store_dsn=store_dsn,

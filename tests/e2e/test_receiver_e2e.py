@@ -133,7 +133,8 @@ def test_a_crash_keeps_what_was_flushed(service: Service) -> None:
 
 
 def test_prodloop_run_without_kafka_exports_the_receiver_counters(tmp_path: Path) -> None:
-    """`prodloop run` with nothing configured: /metrics shows what the receivers took in."""
+    """`prodloop run` with nothing configured but its receiver flags: /metrics shows what the
+    receivers took in."""
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
     from tests.support.streaming import RunProcess
@@ -144,12 +145,11 @@ def test_prodloop_run_without_kafka_exports_the_receiver_counters(tmp_path: Path
             "PRODLOOP_STORE__DSN": f"chdb://{tmp_path / 'store'}",
             "PRODLOOP_ATTRIBUTION__MODULES": str(modules),
             "PRODLOOP_ATTRIBUTION__CODEOWNERS": str(codeowners),
-            "PRODLOOP_RECEIVER__GRPC_PORT": "0",
-            "PRODLOOP_RECEIVER__HTTP_PORT": "0",
             "PRODLOOP_RECEIVER__FLUSH_INTERVAL_SECONDS": "0.5",
         },
         REPO,
         tmp_path / "run.log",
+        args=["--receiver-mode", "direct", "--grpc-port", "0", "--http-port", "0", "--listen", "127.0.0.1"],
     )
     try:
         info_file = tmp_path / "store.prodloop-service.json"
@@ -158,7 +158,10 @@ def test_prodloop_run_without_kafka_exports_the_receiver_counters(tmp_path: Path
             assert run.alive(), run.log_tail()
             assert time.monotonic() < deadline, run.log_tail()
             time.sleep(0.1)
-        grpc_addr = json.loads(info_file.read_text())["grpc"]
+        info = json.loads(info_file.read_text())
+        grpc_addr = info["grpc"]
+        host, port = grpc_addr.rsplit(":", 1)
+        assert host == "127.0.0.1" and int(port) not in (0, 4317)  # --listen, --grpc-port 0
         truth = receiver_app.run_app(
             lambda: OTLPSpanExporter(endpoint=f"http://{grpc_addr}", insecure=True), requests=60
         )

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -450,8 +451,15 @@ def test_dockerfile_installs_the_cli() -> None:
 
 def test_the_wheel_carries_its_migrations_and_event_schemas(tmp_path: Path) -> None:
     """`pip install prodloop` (the Docker image does it) must be able to `schema apply`."""
+    src = tmp_path / "src"  # build from a copy: no build/ left in the checkout, nothing stale in it
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "attribution", "collector", "schemas"):
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(REPO / name, src / name)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(src)],
         check=True,
         capture_output=True,
         timeout=600,

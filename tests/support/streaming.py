@@ -100,7 +100,7 @@ def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
 class RunProcess:
     """`prodloop run` in a subprocess, with its metrics endpoint."""
 
-    def __init__(self, env: dict[str, str], cwd: Path, log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], cwd: Path, log_path: Path, args: Sequence[str] = ()) -> None:
         self.port = free_port()
         full = {k: v for k, v in os.environ.items() if not k.startswith("PRODLOOP_")}
         full.update(env)
@@ -108,7 +108,7 @@ class RunProcess:
         self.log_path = log_path
         self._log = log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "collector.cli", "run"],
+            [sys.executable, "-m", "collector.cli", "run", *args],
             cwd=cwd,
             env=full,
             stdout=self._log,
