@@ -215,11 +215,7 @@ def main() -> None:
                     first = now
                     cpu_first = _cpu_by_thread(run.proc.pid)
                     machine_first = _machine_cpu()
-                committed = {
-                    int(k.split('"')[1]): int(v)
-                    for k, v in m.items()
-                    if k.startswith("prodloop_committed_offset{")
-                }
+                committed = run.committed(m)
                 try:
                     status = Path(f"/proc/{run.proc.pid}/status").read_text()
                     hwm_kb = max(

@@ -140,6 +140,11 @@ class DirectPipeline:
             )
         return d
 
+    @property
+    def queued_spans(self) -> int:
+        """Spans accepted and not aggregated yet (read without the lock: approximate)."""
+        return self._queued_spans
+
     def export_traces(self, payload: bytes, encoding: str) -> Accepted:
         """Decode and enqueue.  Raises DecodeError (bad request), IngressBusy, IngressUnavailable."""
         if self._closing:

@@ -290,9 +290,6 @@ class TraceConsumer:
     def seek(self, partition: int, offset: int) -> None:
         self._c.seek(TopicPartition(self.topic, partition), offset)
 
-    def position(self, partition: int) -> int:
-        return int(self._c.position(TopicPartition(self.topic, partition)))
-
     def commit(self, offsets: Mapping[int, int]) -> None:
         """Commit ``partition -> next offset to read``.  Raises BrokerError on failure."""
         if not offsets:

@@ -134,7 +134,7 @@ class ReceiverStatsCollector(Collector):
             for reason, n in sorted(dict(s.unattributed_by_reason).items()):
                 unattributed.add_metric([reason], n)
             yield unattributed
-            queued = getattr(self._sink, "_queued_spans", None)
+            queued = getattr(self._sink, "queued_spans", None)
             if queued is not None:
                 yield GaugeMetricFamily(
                     "prodloop_direct_queued_spans", "Spans accepted and not yet aggregated", value=queued

@@ -435,7 +435,10 @@ class StreamPipeline:
                 if self._buffered_bytes <= self.cfg.max_buffered_bytes // 2:
                     break
                 self._maybe_flush(st, now, force=True)
-        if now - self._last_lag > _LAG_INTERVAL_S:
+        self._maybe_update_lag()
+
+    def _maybe_update_lag(self) -> None:
+        if time.monotonic() - self._last_lag > _LAG_INTERVAL_S:
             self.update_lag()
 
     def update_lag(self) -> None:
@@ -664,8 +667,7 @@ class StreamPipeline:
                             st.buffer.append(r)
                             self._buffered_bytes += len(r.value)
                             self.metrics.records_in.inc()
-                if time.monotonic() - self._last_lag > _LAG_INTERVAL_S:
-                    self.update_lag()
+                self._maybe_update_lag()
                 if partition is not None and partition not in self.partitions:
                     return _ABORTED
                 if self.stopping and time.monotonic() > self._stop_deadline:

@@ -167,12 +167,13 @@ def test_prodloop_run_without_kafka_exports_the_receiver_counters(tmp_path: Path
         )
         total = sum(t.spans for t in truth.values())
         deadline = time.monotonic() + 60
-        while run.metrics().get("prodloop_direct_rows_written_total", 0) == 0 or (
-            run.metrics().get("prodloop_direct_spans_aggregated_total", 0) < total
+        m = run.metrics()
+        while m.get("prodloop_direct_rows_written_total", 0) == 0 or (
+            m.get("prodloop_direct_spans_aggregated_total", 0) < total
         ):
             assert time.monotonic() < deadline, run.log_tail()
             time.sleep(0.2)
-        m = run.metrics()
+            m = run.metrics()
         assert m["prodloop_receiver_spans_accepted_total"] == total
         assert m["prodloop_direct_spans_aggregated_total"] == total
         assert m["prodloop_receiver_requests_total"] > 0

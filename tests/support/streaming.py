@@ -130,9 +130,10 @@ class RunProcess:
                 out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
         return out
 
-    def committed(self) -> dict[int, int]:
+    def committed(self, metrics: dict[str, float] | None = None) -> dict[int, int]:
+        """Committed offset per partition, from ``metrics`` if already scraped."""
         out = {}
-        for k, v in self.metrics().items():
+        for k, v in (self.metrics() if metrics is None else metrics).items():
             m = re.match(r'prodloop_committed_offset\{partition="(\d+)"\}', k)
             if m:
                 out[int(m.group(1))] = int(v)
