@@ -39,7 +39,7 @@ import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 __all__ = [
     "GlobDialect",
@@ -376,6 +376,10 @@ class GlobMatcher:
     def __repr__(self) -> str:
         return f"GlobMatcher({self.pattern!r}, dialect={self.dialect!r})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # the compiled tests are closures: pickle (for worker processes) the recipe instead
+        return (compile_glob, (self.pattern, self.dialect))
+
 
 def _anchored_literal(literal: str, dir_only: bool) -> _Test:
     below = literal + "/"
@@ -439,6 +443,9 @@ class GlobSet:
         "_unindexed",
         "matchers",
     )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (GlobSet, (self.matchers,))
 
     def __init__(self, patterns: Iterable[str | GlobMatcher], dialect: GlobDialect = "gitignore") -> None:
         self.matchers: tuple[GlobMatcher, ...] = tuple(

@@ -48,7 +48,7 @@ from attribution.deploys import DeployTimeline
 from attribution.model import DeployEvent
 from attribution.modules import ModuleConfig
 from collector.otlp import OtlpDecoder, iter_length_prefixed
-from collector.service import tune_gc
+from collector.runtime import tune_gc
 
 SERVICES = ["frontend", "checkout", "payments", "inventory", "search"]
 N_MODULES = 50

@@ -97,17 +97,49 @@ def _records(n_spans: int, seed: int) -> tuple[list[bytes], int]:
     return out, total
 
 
+def _children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (prodloop run's workers), by pid."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(d.name))
+            except (OSError, ValueError):
+                continue
+    return sorted(out)
+
+
 def _cpu_by_thread(pid: int) -> dict[str, float]:
-    """CPU seconds (user + system) of each thread of ``pid``, by thread name."""
+    """CPU seconds (user + system) of each thread of ``pid`` and its child processes, by
+    thread name (children's prefixed with ``worker<i>:``)."""
     tick = os.sysconf("SC_CLK_TCK")
     out: dict[str, float] = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
+    for i, proc in enumerate([pid, *_children(pid)]):
+        prefix = "" if i == 0 else f"worker{i - 1}:"
         try:
-            name = (task / "comm").read_text().strip()
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            tasks = list(Path(f"/proc/{proc}/task").iterdir())
         except OSError:
             continue
-        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        for task in tasks:
+            try:
+                name = prefix + (task / "comm").read_text().strip()
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def _status_kb(pid: int, *keys: str) -> dict[str, int]:
+    out = dict.fromkeys(keys, 0)
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            k = line.split(":", 1)[0]
+            if k in out:
+                out[k] = int(line.split()[1])
+    except OSError:
+        pass
     return out
 
 
@@ -204,6 +236,9 @@ def main() -> None:
             cpu_last: dict[str, float] = {}
             machine_first = machine_last = (0.0, 0.0)
             hwm_kb = 0
+            worker_hwm_kb: dict[int, int] = {}
+            tree_rss_kb = 0
+            main_split = (0, 0)
             deadline = time.monotonic() + 1800
             total_end = sum(ends.values())
             while time.monotonic() < deadline:
@@ -216,13 +251,14 @@ def main() -> None:
                     cpu_first = _cpu_by_thread(run.proc.pid)
                     machine_first = _machine_cpu()
                 committed = run.committed(m)
-                try:
-                    status = Path(f"/proc/{run.proc.pid}/status").read_text()
-                    hwm_kb = max(
-                        hwm_kb, int(next(x for x in status.splitlines() if x.startswith("VmHWM")).split()[1])
-                    )
-                except (OSError, StopIteration):
-                    pass
+                main_kb = _status_kb(run.proc.pid, "VmHWM", "VmRSS", "RssAnon", "RssFile")
+                hwm_kb = max(hwm_kb, main_kb["VmHWM"])
+                tree = [main_kb] + [_status_kb(c, "VmHWM", "VmRSS") for c in _children(run.proc.pid)]
+                for c, st in enumerate(tree[1:]):
+                    worker_hwm_kb[c] = max(worker_hwm_kb.get(c, 0), st["VmHWM"])
+                if sum(x["VmRSS"] for x in tree) > tree_rss_kb:
+                    tree_rss_kb = sum(x["VmRSS"] for x in tree)
+                    main_split = (main_kb["RssAnon"], main_kb["RssFile"])
                 if sum(committed.get(p, 0) for p in ends) >= total_end:
                     last = m["prodloop_last_commit_timestamp_seconds"]
                     cpu_last = _cpu_by_thread(run.proc.pid)
@@ -258,6 +294,14 @@ def main() -> None:
                 f"prodloop run: {n_spans:,} spans from first fetch to last commit in {elapsed:.1f}s "
                 f"= {n_spans / elapsed:,.0f} spans/s; peak RSS {hwm_kb / 1024:.0f} MB"
             )
+            if worker_hwm_kb:
+                print(
+                    f"  with {len(worker_hwm_kb)} worker processes: their peak RSS "
+                    + ", ".join(f"{v / 1024:.0f}" for v in worker_hwm_kb.values())
+                    + f" MB; largest sampled RSS of all processes together {tree_rss_kb / 1024:.0f} MB "
+                    f"(the consumer process then {main_split[0] / 1024:.0f} MB anonymous + "
+                    f"{main_split[1] / 1024:.0f} MB file-backed)"
+                )
             cpu = {k: v - cpu_first.get(k, 0.0) for k, v in cpu_last.items()}
             print(
                 f"CPU of prodloop run over that time: {sum(cpu.values()):.1f}s ("

@@ -263,7 +263,7 @@ def ingest(
     loaded = _load_attribution(settings)
     _warn_problems(loaded)
     store = _open_store(settings)
-    from collector.service import tune_gc
+    from collector.runtime import tune_gc
 
     tune_gc()
     try:

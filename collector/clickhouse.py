@@ -28,11 +28,19 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import clickhouse_connect
+from clickhouse_connect.driver import options as _cc_options
 
 from attribution.aggregate import AggregateRow
 from attribution.model import DeployEvent, IncidentEvent
 from attribution.sketch import GAMMA
 from collector.errors import ConfigError, SinkError, StoreError, StoreLockedError
+
+# We insert lists of rows and read rows, never DataFrames or arrays.  Without this, the first
+# insert checks its data against pandas.DataFrame and so imports pandas (installed as a chDB
+# dependency): about 80 MB of RSS and a second of start-up, for nothing.
+_cc_options.pd = None
+_cc_options.pd_time_test = None
+_cc_options.np = None
 
 DEFAULT_DATABASE = "prodloop"
 DEFAULT_STORE_DIR = ".prodloop/store"

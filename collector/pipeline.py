@@ -46,15 +46,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from attribution.aggregate import Aggregator, BatchStats
-from attribution.attribute import Attributor, Repository
-from attribution.deploys import DeployTimeline
+from attribution.attribute import Repository
 from attribution.events import EventValidationError, parse_deploy_event, parse_incident_event
-from attribution.model import DeployEvent, Span
-from collector.errors import BrokerError, DecodeError, StoreError
+from attribution.model import DeployEvent
+from collector.errors import BrokerError, StoreError
 from collector.kafka import Record
 from collector.metrics import Metrics
-from collector.otlp import OtlpDecoder
+from collector.workers import BatchOutcome, InlineWorkers, ProcessorConfig, ProcessWorkers
 
 log = logging.getLogger("prodloop.pipeline")
 
@@ -104,50 +102,41 @@ class StreamConfig:
     write_chunk_rows: int = 5000
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 10.0
+    workers: int = 0  # worker processes for decode..aggregate; 0 = in this process
+    max_inflight_batches: int = 2  # per partition, handed to the workers and not yet committed
     crash_at: str = ""  # testing aid: "before_write:N", "mid_write:N", "after_write:N", "after_commit:N"
     idempotent: bool = True  # testing aid: False disables intents and tokens (the negative control)
 
 
-class DedupWindow:
-    """Which spans of a partition repeat one seen within ``horizon`` offsets before."""
+@dataclass
+class Pending:
+    """A batch handed to the workers, to be written and committed in offset order."""
 
-    def __init__(self, horizon: int) -> None:
-        self.horizon = horizon
-        self._seen: dict[bytes, int] = {}
-        self._order: deque[tuple[int, list[bytes]]] = deque()
-
-    def _evict(self, offset: int) -> None:
-        floor = offset - self.horizon
-        order = self._order
-        seen = self._seen
-        while order and order[0][0] < floor:
-            off, keys = order.popleft()
-            for k in keys:
-                if seen.get(k) == off:
-                    del seen[k]
-
-    def observe(self, offset: int, keys: list[bytes]) -> list[bool]:
-        """Mark ``keys`` seen at ``offset``; True where a key was seen within the horizon."""
-        self._evict(offset)
-        seen = self._seen
-        out = []
-        for k in keys:
-            out.append(k in seen)
-            seen[k] = offset
-        self._order.append((offset, keys))
-        return out
+    batch: list[Record]
+    start: int
+    end: int
+    bound: int
+    positions: dict[int, int]
+    replay: dict[str, Any] | None  # the intent this batch reproduces, if any
+    nbytes: int
+    outcome: BatchOutcome | None = None
 
 
 @dataclass
 class PartitionState:
     partition: int
-    start: int  # committed offset: the next batch starts here
+    start: int  # committed offset: the next batch to write starts here
     history_until: int  # records before this offset only feed the dedup window
-    dedup: DedupWindow
     buffer: list[Record] = field(default_factory=list)
+    fetched_to: int = 0  # one past the last record taken into the buffer
+    next_start: int = 0  # where the next batch handed to the workers starts
+    inflight: deque[Pending] = field(default_factory=deque)
     first_at: float = 0.0  # monotonic time the oldest buffered record arrived
     replay: dict[str, Any] | None = None  # an intent to reproduce exactly
     paused: bool = False
+
+    def __post_init__(self) -> None:
+        self.fetched_to = self.next_start = self.start
 
 
 class _Crash:
@@ -190,11 +179,20 @@ class StreamPipeline:
         self.clock_ns = clock_ns
         self.partitions: dict[int, PartitionState] = {}
         self._crash = _Crash(cfg.crash_at) if cfg.crash_at else None
-        self._attributors: dict[tuple[str, ...], Attributor] = {}
-        self._decoder = OtlpDecoder(
-            wanted_attributes=Attributor(repositories).wanted_attributes,
-            sample_rate_attribute=cfg.sample_rate_attribute or None,
+        pcfg = ProcessorConfig(
+            encoding=cfg.encoding,
+            dedup_horizon=cfg.dedup_horizon,
+            window_ns=cfg.window_ns,
+            max_groups_per_window=cfg.max_groups_per_window,
+            sample_rate_attribute=cfg.sample_rate_attribute,
         )
+        self.workers: InlineWorkers | ProcessWorkers = (
+            ProcessWorkers(cfg.workers, pcfg, repositories)
+            if cfg.workers > 0
+            else InlineWorkers(pcfg, repositories)
+        )
+        # ticket of a batch handed to the workers -> its partition's state and the batch
+        self._tickets: dict[int, tuple[PartitionState, Pending]] = {}
         # deploy events from the topic: (timestamp ms, partition, offset, event); and without provenance
         self._topic_deploys: list[tuple[int, int, int, DeployEvent]] = []
         self._static_deploys: list[DeployEvent] = []
@@ -301,29 +299,27 @@ class StreamPipeline:
             return True
         return False
 
-    def _attributor_for(self, bound_ms: int, positions: dict[int, int]) -> Attributor:
+    def _deploy_events(
+        self, bound_ms: int, positions: dict[int, int]
+    ) -> tuple[tuple[str, ...], list[DeployEvent]]:
+        """The deploy events a batch is tagged with, and a signature that names the set."""
         events = list(self._static_deploys)
         events += [ev for ts, p, o, ev in self._topic_deploys if ts <= bound_ms and o < positions.get(p, 0)]
-        signature = tuple(sorted(repr(e) for e in events))
-        att = self._attributors.get(signature)
-        if att is None:
-            if len(self._attributors) >= 8:
-                self._attributors.pop(next(iter(self._attributors)))
-            att = Attributor(self.repositories, DeployTimeline(events))
-            self._attributors[signature] = att
-        return att
+        return tuple(sorted(repr(e) for e in events)), events
 
     # -- assignment --------------------------------------------------------------------
 
     def _on_assigned(self, partitions: list[int]) -> None:
         for p in partitions:
+            self._drop_partition(p)  # reassigned without a revocation: start over
             committed = self.consumer.committed(p)
             start = committed if committed is not None else self.consumer.beginning(p)
             begin = self.consumer.beginning(p)
             history_from = max(begin, start - self.cfg.dedup_horizon)
-            st = PartitionState(p, start, start, DedupWindow(self.cfg.dedup_horizon))
+            st = PartitionState(p, start, start)
             st.replay = self._read_intent(p, start) if self.cfg.idempotent else None
             self.partitions[p] = st
+            self.workers.reset(p)
             self.consumer.seek(p, history_from)
             log.info(
                 "assigned %s[%d]: start %d, dedup history from %d%s",
@@ -352,17 +348,25 @@ class StreamPipeline:
 
     def _on_revoked(self, partitions: list[int]) -> None:
         for p in partitions:
-            st = self.partitions.pop(p, None)
-            if st is not None:
-                self._buffered_bytes -= sum(len(r.value) for r in st.buffer)
-            if st is not None and st.buffer:
+            st = self._drop_partition(p)
+            if st is not None and (st.buffer or st.inflight):
                 log.info(
                     "revoked %s[%d] with %d uncommitted records (the next owner replays them)",
                     self.topic,
                     p,
-                    len(st.buffer),
+                    len(st.buffer) + sum(len(x.batch) for x in st.inflight),
                 )
         self.metrics.partitions.set(len(self.partitions))
+
+    def _drop_partition(self, p: int) -> PartitionState | None:
+        """Forget a partition: its buffers, its batches at the workers, its dedup window."""
+        st = self.partitions.pop(p, None)
+        if st is not None:
+            self._buffered_bytes -= sum(len(r.value) for r in st.buffer) + sum(x.nbytes for x in st.inflight)
+            for t in [t for t, (owner, _) in self._tickets.items() if owner is st]:
+                del self._tickets[t]
+            self.workers.drop(p)
+        return st
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -402,25 +406,7 @@ class StreamPipeline:
         records = self.consumer.poll(0 if busy else poll_timeout_ms, max_records=2000)
         fresh = self._apply_rebalance()
         now = time.monotonic()
-        for r in records:
-            if r.partition in fresh:
-                continue  # fetched before the seek to the dedup history: it comes again
-            st = self.partitions.get(r.partition)
-            if st is None:
-                continue
-            if r.offset < st.history_until:
-                self._observe_history(st, r)
-                continue
-            if r.offset < st.start:
-                continue
-            if not st.buffer:
-                st.first_at = now
-            st.buffer.append(r)
-            self._buffered_bytes += len(r.value)
-            self.metrics.records_in.inc()
-            if len(st.buffer) >= self.cfg.max_buffered_records and not st.paused:
-                self.consumer.pause([st.partition])
-                st.paused = True
+        self._take(records, fresh, now)
         if self._buffered_bytes > self.cfg.max_buffered_bytes:
             # memory stays bounded: stop fetching everywhere until batches drain the buffers
             for st in self.partitions.values():
@@ -435,7 +421,36 @@ class StreamPipeline:
                 if self._buffered_bytes <= self.cfg.max_buffered_bytes // 2:
                     break
                 self._maybe_flush(st, now, force=True)
+        if self._tickets and not records:
+            # batches are at the workers and nothing new came: wait for a result, not in a spin
+            self.workers.wait(_WORKER_WAIT_S)
         self._maybe_update_lag()
+
+    def _take(self, records: list[Record], fresh: set[int], now: float) -> None:
+        """Sort fetched records into dedup history and partition buffers."""
+        history: dict[int, list[tuple[int, bytes]]] = {}
+        for r in records:
+            if r.partition in fresh:
+                continue  # fetched before the seek to the dedup history: it comes again
+            st = self.partitions.get(r.partition)
+            if st is None:
+                continue
+            if r.offset < st.history_until:
+                history.setdefault(r.partition, []).append((r.offset, r.value))
+                continue
+            if r.offset < st.fetched_to:
+                continue  # fetched again (before a pause or seek took effect)
+            if not st.buffer:
+                st.first_at = now
+            st.buffer.append(r)
+            st.fetched_to = r.offset + 1
+            self._buffered_bytes += len(r.value)
+            self.metrics.records_in.inc()
+            if len(st.buffer) >= self.cfg.max_buffered_records and not st.paused:
+                self.consumer.pause([st.partition])
+                st.paused = True
+        for p, recs in history.items():
+            self.workers.history(self.topic, p, recs)
 
     def _maybe_update_lag(self) -> None:
         if time.monotonic() - self._last_lag > _LAG_INTERVAL_S:
@@ -454,102 +469,127 @@ class StreamPipeline:
         except Exception as exc:
             log.debug("lag unavailable: %s", exc)
 
-    def _observe_history(self, st: PartitionState, r: Record) -> None:
-        try:
-            spans = self._decode(r).spans
-        except DecodeError:
-            return
-        st.dedup.observe(r.offset, [s.trace_id + s.span_id for s in spans])
-
-    def _maybe_flush(self, st: PartitionState, now: float, force: bool = False) -> None:
-        while st.buffer and st.partition in self.partitions:
-            if st.replay is not None:
-                end = st.replay["end_offset"]
-                n = sum(1 for r in st.buffer if r.offset < end)
-                if n == len(st.buffer) and st.buffer[-1].offset < end - 1:
-                    return  # the replayed batch is not complete yet
-                batch = st.buffer[:n]
-            else:
-                ready = (
-                    force
-                    or len(st.buffer) >= self.cfg.batch_records
-                    or (now - st.first_at >= self.cfg.linger_ms / 1000)
-                )
-                if not ready:
-                    return
-                batch = st.buffer[: self.cfg.batch_records]
-            if not self._process(st, batch):
-                return
-            del st.buffer[: len(batch)]
-            self._buffered_bytes -= sum(len(r.value) for r in batch)
-            st.first_at = now
+    def _maybe_flush(self, st: PartitionState, now: float, force: bool = False) -> bool:
+        """Write what the workers finished, hand them what is ready; True if anything moved."""
+        moved = False
+        while self.partitions.get(st.partition) is st:
+            step = self._complete(st)
+            if self.partitions.get(st.partition) is not st:
+                break
             if (
-                st.paused
-                and len(st.buffer) < self.cfg.max_buffered_records // 2
-                and self._buffered_bytes < self.cfg.max_buffered_bytes // 2
+                st.buffer
+                and len(st.inflight) < self.cfg.max_inflight_batches
+                and self._dispatch(st, now, force)
             ):
-                self.consumer.resume([st.partition])
-                st.paused = False
-        if self._buffered_bytes < self.cfg.max_buffered_bytes // 2:
+                step = True
+            if not step:
+                break
+            moved = True
+        if (
+            st.paused
+            and self.partitions.get(st.partition) is st
+            and len(st.buffer) < self.cfg.max_buffered_records // 2
+            and self._buffered_bytes < self.cfg.max_buffered_bytes // 2
+        ):
+            self.consumer.resume([st.partition])
+            st.paused = False
+        if moved and self._buffered_bytes < self.cfg.max_buffered_bytes // 2:
             for other in self.partitions.values():
                 if other.paused and len(other.buffer) < self.cfg.max_buffered_records // 2:
                     self.consumer.resume([other.partition])
                     other.paused = False
+        return moved
 
-    def _decode(self, r: Record) -> Any:
-        enc = self.cfg.encoding
-        if enc == "auto":
-            head = r.value.lstrip()[:1]
-            enc = "otlp_json" if head in (b"{", b"[") else "otlp_proto"
-            self.metrics.encoding_detected.labels(encoding=enc).inc()
-        return self._decoder.decode(r.value, enc, f"{r.topic}[{r.partition}]@{r.offset}")
-
-    def _process(self, st: PartitionState, batch: list[Record]) -> bool:
-        """Aggregate, write and commit one batch.  False if it must be tried again later."""
-        if st.replay is not None:
-            positions = st.replay["deploy_positions"]
-            bound = st.replay["deploy_bound_ms"]
+    def _dispatch(self, st: PartitionState, now: float, force: bool) -> bool:
+        """Hand the partition's next batch to the workers, if it is complete and its deploys known."""
+        replay = st.replay
+        if replay is not None:
+            end = replay["end_offset"]
+            n = sum(1 for r in st.buffer if r.offset < end)
+            if n == len(st.buffer) and st.buffer[-1].offset < end - 1:
+                return False  # the replayed batch is not complete yet
+            if n == 0:  # no record of the intent's range exists (a gap in the log): nothing was written
+                st.replay = None
+                return True
+            positions = replay["deploy_positions"]
+            bound = replay["deploy_bound_ms"]
             if self.deploys is not None and any(
                 self.deploys.positions().get(p, 0) < o for p, o in positions.items()
             ):
                 return False  # the deploys reader has not caught up with the original run yet
         else:
-            bound = max(r.timestamp_ms for r in batch) + self.cfg.deploy_skew_ms
+            ready = (
+                force
+                or len(st.buffer) >= self.cfg.batch_records
+                or (now - st.first_at >= self.cfg.linger_ms / 1000)
+            )
+            if not ready:
+                return False
+            n = min(len(st.buffer), self.cfg.batch_records)
+            bound = max(r.timestamp_ms for r in st.buffer[:n]) + self.cfg.deploy_skew_ms
             if not self._deploys_ready(bound):
                 return False
             positions = self.deploys.positions() if self.deploys is not None else {}
-        attributor = self._attributor_for(bound, positions)
-        aggregator = Aggregator(
-            attributor, window_ns=self.cfg.window_ns, max_groups_per_window=self.cfg.max_groups_per_window
+        batch = st.buffer[:n]
+        del st.buffer[:n]
+        signature, events = self._deploy_events(bound, positions)
+        pend = Pending(
+            batch,
+            st.next_start,
+            batch[-1].offset + 1,
+            bound,
+            positions,
+            replay,
+            sum(len(r.value) for r in batch),
         )
-        stats = BatchStats()
-        spans_in = 0
-        duplicates = 0
-        for r in batch:
-            try:
-                decoded = self._decode(r)
-            except DecodeError as exc:
-                self.metrics.rejected.labels(reason=exc.reason).inc()
-                self._dead_letter(r, exc.reason, str(exc))
-                st.dedup.observe(r.offset, [])
-                continue
-            for rej in decoded.rejected:
-                self.metrics.rejected.labels(reason=rej.reason).inc()
-            spans: list[Span] = decoded.spans
-            spans_in += len(spans)
-            dup = st.dedup.observe(r.offset, [s.trace_id + s.span_id for s in spans])
-            if any(dup):
-                duplicates += sum(dup)
-                spans = [s for s, d in zip(spans, dup, strict=True) if not d]
-            aggregator.add(spans, stats)
-        rows = aggregator.drain()
-        start, end = st.start, batch[-1].offset + 1
+        ticket = self.workers.submit(
+            self.topic, st.partition, [(r.offset, r.value) for r in batch], signature, events
+        )
+        self._tickets[ticket] = (st, pend)
+        st.inflight.append(pend)
+        st.next_start = pend.end
+        st.replay = None
+        st.first_at = now
+        self._max_bound_used = max(self._max_bound_used, bound)
+        return True
+
+    def _collect(self) -> None:
+        """Attach the workers' finished outcomes to their batches."""
+        for ticket, outcome in self.workers.results():
+            entry = self._tickets.pop(ticket, None)
+            if entry is not None:  # else its partition was dropped meanwhile
+                entry[1].outcome = outcome
+
+    def _complete(self, st: PartitionState) -> bool:
+        """Write and commit the partition's finished batches, in order; True if any was."""
+        self._collect()
+        wrote = False
+        while st.inflight and st.inflight[0].outcome is not None and self.partitions.get(st.partition) is st:
+            if not self._write(st, st.inflight[0]):
+                break
+            st.inflight.popleft()
+            wrote = True
+        return wrote
+
+    def _write(self, st: PartitionState, pend: Pending) -> bool:
+        """Write one batch's aggregates and commit its end.  False if it must be tried again later."""
+        out = pend.outcome
+        assert out is not None
+        m = self.metrics
+        if out.errors:
+            by_offset = {r.offset: r for r in pend.batch}
+            for offset, reason, message in out.errors:
+                m.rejected.labels(reason=reason).inc()
+                self._dead_letter(by_offset[offset], reason, message)
+        rows = out.rows
+        start, end, bound, positions = st.start, pend.end, pend.bound, pend.positions
+        assert start == pend.start, (start, pend.start)
         token = self._token(st.partition, start, end)
         crash = self._crash
         if crash is not None:
             crash.batches += 1
             crash.hit("before_write")
-        if st.replay is None:
+        if pend.replay is None:
             ok = self._retry(
                 lambda: self.store.write_intent(
                     self.cfg.group_id,
@@ -571,7 +611,7 @@ class StreamPipeline:
         t0 = time.monotonic()
 
         # the chunking is part of the tokens: a replay must chunk as the original write did
-        chunk = st.replay["chunk_rows"] if st.replay is not None else self.cfg.write_chunk_rows
+        chunk = pend.replay["chunk_rows"] if pend.replay is not None else self.cfg.write_chunk_rows
 
         def on_chunk(i: int) -> None:
             if crash is not None and i == 0 and chunk and len(rows) > chunk:
@@ -586,7 +626,7 @@ class StreamPipeline:
         )
         if ok is _ABORTED:
             return False
-        self.metrics.write_seconds.observe(time.monotonic() - t0)
+        m.write_seconds.observe(time.monotonic() - t0)
         if crash is not None:
             crash.hit("after_write")
         if self.dead_letters is not None:
@@ -596,18 +636,21 @@ class StreamPipeline:
         except BrokerError as exc:
             # typically a rebalance: the next owner replays this batch from its intent
             log.warning("commit of %s[%d]@%d failed: %s", self.topic, st.partition, end, exc)
-            self.metrics.commit_failures.inc()
-            self.partitions.pop(st.partition, None)
+            m.commit_failures.inc()
+            self._drop_partition(st.partition)
             return False
         if crash is not None:
             crash.hit("after_commit")
         st.start = end
-        st.replay = None
-        self._max_bound_used = max(self._max_bound_used, bound)
-        m = self.metrics
-        m.spans_in.inc(spans_in)
+        self._buffered_bytes -= pend.nbytes
+        for reason, n in out.rejected.items():
+            m.rejected.labels(reason=reason).inc(n)
+        for enc, n in out.detected.items():
+            m.encoding_detected.labels(encoding=enc).inc(n)
+        stats = out.stats
+        m.spans_in.inc(out.spans_in)
         m.spans_attributed.inc(stats.attributed)
-        m.duplicates.inc(duplicates)
+        m.duplicates.inc(out.duplicates)
         m.overflow.inc(stats.overflow)
         for reason, n in stats.unattributed_by_reason.items():
             m.unattributed.labels(reason=reason).inc(n)
@@ -634,14 +677,21 @@ class StreamPipeline:
     def _retry(self, fn: Callable[[], Any], what: str, partition: int | None = None) -> Any:
         """Run ``fn`` until it succeeds, backing off; keep polling (paused) so the group keeps us.
 
-        Returns ``_ABORTED`` if ``partition`` was revoked meanwhile, or if stopping ran out of time.
+        Returns ``_ABORTED`` if ``partition`` was revoked (or revoked and assigned again)
+        meanwhile, or if stopping ran out of time.
         """
         delay = self.cfg.backoff_initial_s
         paused_here: list[int] = []
+        # a rebalance during the retry may revoke the partition, or revoke and assign it
+        # again (a fresh state that reads the intents anew): either way this batch is not ours
+        owner = self.partitions.get(partition) if partition is not None else None
         try:
             while True:
                 try:
-                    return fn()
+                    result = fn()
+                    if partition is not None and self.partitions.get(partition) is not owner:
+                        return _ABORTED
+                    return result
                 except (StoreError, BrokerError) as exc:
                     self.metrics.store_errors.labels(operation=what).inc()
                     log.warning("%s failed (%s); retrying in %.1fs", what, str(exc)[:300], delay)
@@ -657,18 +707,9 @@ class StreamPipeline:
                     if fresh:
                         self.consumer.pause(list(fresh))
                         paused_here.extend(fresh)
-                    for r in polled:
-                        st = self.partitions.get(r.partition)
-                        if st is None or r.partition in fresh:
-                            continue
-                        if r.offset < st.history_until:  # fetched before the pause took effect
-                            self._observe_history(st, r)
-                        elif r.offset >= st.start and (not st.buffer or r.offset > st.buffer[-1].offset):
-                            st.buffer.append(r)
-                            self._buffered_bytes += len(r.value)
-                            self.metrics.records_in.inc()
+                    self._take(polled, fresh, time.monotonic())  # fetched before the pause took effect
                 self._maybe_update_lag()
-                if partition is not None and partition not in self.partitions:
+                if partition is not None and self.partitions.get(partition) is not owner:
                     return _ABORTED
                 if self.stopping and time.monotonic() > self._stop_deadline:
                     return _ABORTED
@@ -686,14 +727,28 @@ class StreamPipeline:
         """Write and commit everything buffered (on SIGTERM), within ``grace_s``."""
         self.stopping = True
         self._stop_deadline = time.monotonic() + grace_s
-        now = time.monotonic()
-        for st in list(self.partitions.values()):
-            if time.monotonic() > self._stop_deadline:
-                break
-            self._maybe_flush(st, now, force=True)
+        while time.monotonic() < self._stop_deadline:
+            moved = False
+            for st in list(self.partitions.values()):
+                if time.monotonic() > self._stop_deadline:
+                    break
+                moved |= self._maybe_flush(st, time.monotonic(), force=True)
+            if not self._tickets:
+                if not moved:
+                    break  # all written, or waiting for deploys that will not come in time
+            else:
+                self.workers.wait(_WORKER_WAIT_S)
+
+    def close(self) -> None:
+        """Stop the workers and leave the group."""
+        try:
+            self.workers.close()
+        finally:
+            self.consumer.close()  # type: ignore[attr-defined]
 
 
 _ABORTED = object()
 _END_CHECK_INTERVAL_S = 0.1
 _LAG_INTERVAL_S = 5.0
 _EVENTS_POLL_INTERVAL_S = 0.05
+_WORKER_WAIT_S = 0.01

@@ -103,6 +103,11 @@ class StreamSettings(_Section):
         10_000, ge=0, description="a batch is tagged with deploys up to its last record time + this"
     )
     write_chunk_rows: int = Field(5000, ge=1, description="aggregate rows per insert")
+    workers: Annotated[int, Field(ge=0, le=256)] | Literal["auto"] = Field(
+        "auto",
+        description="processes that decode, deduplicate, attribute and aggregate (0: in the consumer "
+        "process; auto: one per core of the CPU affinity and cgroup limit, at most 8, when two or more)",
+    )
     backoff_max_seconds: float = Field(10.0, gt=0, description="cap of the store retry backoff")
 
 

@@ -157,7 +157,7 @@ def test_gateway_produces_one_record_per_trace_and_consuming_equals_direct_mode(
             assert time.monotonic() < deadline, "prodloop's pipeline did not consume the topic in time"
             pipeline.step(100)
     finally:
-        pipeline.consumer.close()  # type: ignore[attr-defined]
+        pipeline.close()
     assert pipeline.metrics.value("prodloop_spans_in_total") == total
     via_kafka = store.query_modules()
     assert_rows_equal_truth(via_kafka, truth)

@@ -359,21 +359,22 @@ def pipeline_runner() -> Iterator[Callable[[Any, Callable[[], bool], float], Non
 
     yield run
     for p in pipelines:
-        p.consumer.close()
+        p.close()
         if p.deploys is not None:
             p.deploys.close()
         if p.dead_letters is not None:
             p.dead_letters.close()
 
 
+@pytest.mark.parametrize("workers", [0, 2], ids=["in-process", "2-workers"])
 def test_a_clickhouse_outage_in_the_middle_loses_nothing(
-    setup: Setup, traffic: Traffic, store: Any, pipeline_runner: Any
+    setup: Setup, traffic: Traffic, store: Any, pipeline_runner: Any, workers: int
 ) -> None:
     from collector.testing import FaultyStore
 
     _feed(setup, traffic)
     faulty = FaultyStore(store)
-    p = _in_process_pipeline(setup, faulty, batch_records=5)
+    p = _in_process_pipeline(setup, faulty, batch_records=5, workers=workers)
     ends = setup.ends()
     total = sum(ends.values())
 
@@ -427,13 +428,14 @@ def test_a_clickhouse_outage_in_the_middle_loses_nothing(
     assert_matches_truth(store.query_modules(), traffic)
 
 
+@pytest.mark.parametrize("workers", [0, 2], ids=["in-process", "2-workers"])
 def test_a_broker_restart_is_survived(
-    setup: Setup, traffic: Traffic, store: Any, kafka_broker: Any, pipeline_runner: Any
+    setup: Setup, traffic: Traffic, store: Any, kafka_broker: Any, pipeline_runner: Any, workers: int
 ) -> None:
     if not kafka_broker.can_restart:
         pytest.skip("external broker: cannot restart it")  # only with PRODLOOP_KAFKA_BOOTSTRAP set
     _feed(setup, traffic)
-    p = _in_process_pipeline(setup, store, batch_records=5)
+    p = _in_process_pipeline(setup, store, batch_records=5, workers=workers)
     total = sum(setup.ends().values())
 
     def committed() -> int:

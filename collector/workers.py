@@ -1,0 +1,430 @@
+"""The CPU-bound half of the streaming pipeline, in worker processes.
+
+One Python process runs on one core at a time (the GIL), and decoding, deduplicating,
+attributing and aggregating spans is most of the pipeline's work.  So the consumer process
+keeps what must stay in one place (the Kafka consumer, the write-ahead intents, the
+ClickHouse writes and the offset commits) and hands each batch's *records* to a worker
+process, which sends back the batch's *aggregates*: a few rows per module and window instead
+of hundreds of spans per record.
+
+**Partition affinity.**  Partition ``p`` always goes to worker ``p % n``, which owns the
+partition's dedup window.  The jobs of one worker travel through one pipe, in order, so the
+window sees a partition's history and batches in offset order, exactly as in one process:
+the results are the same (and so are the insert-deduplication tokens on a replay).
+
+**Failures.**  A worker that dies takes the service down with a clear error (the intents make
+the restart exactly-once).  A worker whose consumer process dies sees the end of its job pipe
+and exits: no orphans after a ``kill -9``.
+
+:class:`InlineWorkers` runs the same :class:`BatchProcessor` in the calling process
+(``stream.workers: 0``), with the same interface.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import math
+import multiprocessing
+import os
+import queue
+import signal
+import threading
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+from attribution.aggregate import AggregateRow, Aggregator, BatchStats
+from attribution.attribute import Attributor, Repository
+from attribution.deploys import DeployTimeline
+from attribution.model import DeployEvent
+from collector.errors import DecodeError
+from collector.otlp import OtlpDecoder
+from collector.runtime import tune_gc
+
+log = logging.getLogger("prodloop.workers")
+
+# (offset, value) of one Kafka record
+RawRecord = tuple[int, bytes]
+
+
+@dataclass(frozen=True)
+class ProcessorConfig:
+    encoding: str = "otlp_proto"  # otlp_proto | otlp_json | auto
+    dedup_horizon: int = 1000
+    window_ns: int = 60_000_000_000
+    max_groups_per_window: int = 10_000
+    sample_rate_attribute: str = ""
+
+
+@dataclass
+class BatchOutcome:
+    """What one batch of records aggregates to, and what went wrong on the way."""
+
+    rows: list[AggregateRow]
+    stats: BatchStats
+    spans_in: int = 0
+    duplicates: int = 0
+    errors: list[tuple[int, str, str]] = field(default_factory=list)  # offset, reason, message
+    rejected: dict[str, int] = field(default_factory=dict)  # invalid spans by reason
+    detected: dict[str, int] = field(default_factory=dict)  # encoding auto-detections
+
+
+class DedupWindow:
+    """Which spans of a partition repeat one seen within ``horizon`` offsets before.
+
+    Keys are trace id + span id, compared exactly: ids are not always random (test
+    generators, some SDKs), so a shorter hash could merge two real spans.
+    """
+
+    def __init__(self, horizon: int) -> None:
+        self.horizon = horizon
+        self._seen: dict[bytes, int] = {}
+        self._order: deque[tuple[int, list[bytes]]] = deque()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def _evict(self, offset: int) -> None:
+        floor = offset - self.horizon
+        order = self._order
+        seen = self._seen
+        while order and order[0][0] < floor:
+            off, keys = order.popleft()
+            for k in keys:
+                if seen.get(k) == off:
+                    del seen[k]
+
+    def observe(self, offset: int, keys: list[bytes]) -> list[bool]:
+        """Mark ``keys`` seen at ``offset``; True where a key was seen within the horizon."""
+        self._evict(offset)
+        seen = self._seen
+        out = [k in seen for k in keys]
+        for k in keys:
+            seen[k] = offset
+        self._order.append((offset, keys))
+        return out
+
+
+class BatchProcessor:
+    """Decode, deduplicate, attribute and aggregate batches of trace records, per partition."""
+
+    def __init__(self, cfg: ProcessorConfig, repositories: Sequence[Repository]) -> None:
+        self.cfg = cfg
+        self.repositories = list(repositories)
+        self.decoder = OtlpDecoder(
+            wanted_attributes=Attributor(self.repositories).wanted_attributes,
+            sample_rate_attribute=cfg.sample_rate_attribute or None,
+        )
+        self.windows: dict[int, DedupWindow] = {}
+        self._attributors: dict[tuple[str, ...], Attributor] = {}
+
+    def reset(self, partition: int) -> None:
+        self.windows[partition] = DedupWindow(self.cfg.dedup_horizon)
+
+    def drop(self, partition: int) -> None:
+        self.windows.pop(partition, None)
+
+    def _window(self, partition: int) -> DedupWindow:
+        w = self.windows.get(partition)
+        if w is None:
+            w = self.windows[partition] = DedupWindow(self.cfg.dedup_horizon)
+        return w
+
+    def _decode(self, topic: str, partition: int, offset: int, value: bytes, detected: dict[str, int]) -> Any:
+        enc = self.cfg.encoding
+        if enc == "auto":
+            head = value.lstrip()[:1]
+            enc = "otlp_json" if head in (b"{", b"[") else "otlp_proto"
+            detected[enc] = detected.get(enc, 0) + 1
+        return self.decoder.decode(value, enc, f"{topic}[{partition}]@{offset}")
+
+    def history(self, topic: str, partition: int, records: Sequence[RawRecord]) -> None:
+        """Feed records before the committed offset to the dedup window only."""
+        window = self._window(partition)
+        detected: dict[str, int] = {}
+        for offset, value in records:
+            try:
+                spans = self._decode(topic, partition, offset, value, detected).spans
+            except DecodeError:
+                continue
+            window.observe(offset, [s.trace_id + s.span_id for s in spans])
+
+    def attributor(self, signature: tuple[str, ...], events: Sequence[DeployEvent]) -> Attributor:
+        att = self._attributors.get(signature)
+        if att is None:
+            if len(self._attributors) >= 8:
+                self._attributors.pop(next(iter(self._attributors)))
+            att = Attributor(self.repositories, DeployTimeline(list(events)))
+            self._attributors[signature] = att
+        return att
+
+    def process(
+        self,
+        topic: str,
+        partition: int,
+        records: Sequence[RawRecord],
+        signature: tuple[str, ...],
+        events: Sequence[DeployEvent],
+    ) -> BatchOutcome:
+        cfg = self.cfg
+        aggregator = Aggregator(
+            self.attributor(signature, events),
+            window_ns=cfg.window_ns,
+            max_groups_per_window=cfg.max_groups_per_window,
+        )
+        window = self._window(partition)
+        out = BatchOutcome(rows=[], stats=BatchStats())
+        for offset, value in records:
+            try:
+                decoded = self._decode(topic, partition, offset, value, out.detected)
+            except DecodeError as exc:
+                out.errors.append((offset, exc.reason, str(exc)))
+                window.observe(offset, [])
+                continue
+            for rej in decoded.rejected:
+                out.rejected[rej.reason] = out.rejected.get(rej.reason, 0) + 1
+            spans = decoded.spans
+            out.spans_in += len(spans)
+            dup = window.observe(offset, [s.trace_id + s.span_id for s in spans])
+            if True in dup:
+                out.duplicates += sum(dup)
+                spans = [s for s, d in zip(spans, dup, strict=True) if not d]
+            aggregator.add(spans, out.stats)
+        out.rows = aggregator.drain()
+        return out
+
+
+class WorkerDied(RuntimeError):
+    pass
+
+
+class InlineWorkers:
+    """The batch work in this process: each job is done when submitted."""
+
+    def __init__(self, cfg: ProcessorConfig, repositories: Sequence[Repository]) -> None:
+        self.processor = BatchProcessor(cfg, repositories)
+        self._done: list[tuple[int, BatchOutcome]] = []
+        self._ticket = 0
+
+    def reset(self, partition: int) -> None:
+        self.processor.reset(partition)
+
+    def drop(self, partition: int) -> None:
+        self.processor.drop(partition)
+
+    def history(self, topic: str, partition: int, records: Sequence[RawRecord]) -> None:
+        self.processor.history(topic, partition, records)
+
+    def submit(
+        self,
+        topic: str,
+        partition: int,
+        records: Sequence[RawRecord],
+        signature: tuple[str, ...],
+        events: Sequence[DeployEvent],
+    ) -> int:
+        self._ticket += 1
+        self._done.append(
+            (self._ticket, self.processor.process(topic, partition, records, signature, events))
+        )
+        return self._ticket
+
+    def results(self) -> list[tuple[int, BatchOutcome]]:
+        done, self._done = self._done, []
+        return done
+
+    def wait(self, timeout_s: float) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _worker_main(
+    jobs: Connection, results: Connection, cfg: ProcessorConfig, repositories: list[Repository]
+) -> None:
+    # the consumer process handles signals and tells us to stop by closing the pipe
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    processor = BatchProcessor(cfg, repositories)
+    tune_gc()
+    while True:
+        try:
+            job = jobs.recv()
+        except (EOFError, OSError):
+            return  # the consumer process is gone
+        kind = job[0]
+        try:
+            if kind == "batch":
+                _, ticket, topic, partition, records, signature, events = job
+                outcome = processor.process(topic, partition, records, signature, events)
+                results.send((ticket, outcome))
+            elif kind == "history":
+                processor.history(job[1], job[2], job[3])
+            elif kind == "reset":
+                processor.reset(job[1])
+            elif kind == "drop":
+                processor.drop(job[1])
+            elif kind == "stop":
+                return
+        except (BrokenPipeError, EOFError):
+            return
+        except BaseException as exc:  # a bug: report it, then die
+            try:
+                results.send((-1, f"{type(exc).__name__}: {exc}"))
+            finally:
+                os._exit(70)
+
+
+def _widen(conn: Connection) -> None:
+    """Grow a pipe from 64 KiB to the largest size allowed (1 MiB by default): a batch is
+    megabytes, and at 64 KiB a time its transfer costs a context switch per chunk, which took
+    a third of a worker's CPU time."""
+    try:
+        limit = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+        fcntl.fcntl(conn.fileno(), fcntl.F_SETPIPE_SZ, min(limit, 16 * 1024 * 1024))
+    except (OSError, ValueError, AttributeError):
+        pass  # not Linux, or not allowed: the default size works, only slower
+
+
+class _Worker:
+    def __init__(self, ctx: Any, index: int, cfg: ProcessorConfig, repositories: list[Repository]) -> None:
+        jobs_r, self.jobs = ctx.Pipe(duplex=False)
+        self.results, results_w = ctx.Pipe(duplex=False)
+        _widen(jobs_r)
+        _widen(self.results)
+        self.process = ctx.Process(
+            target=_worker_main,
+            args=(jobs_r, results_w, cfg, repositories),
+            name=f"prodloop-worker-{index}",
+            daemon=True,
+        )
+        self.process.start()
+        jobs_r.close()
+        results_w.close()
+        # sends can block while the worker is busy: a thread does them, so the loop never waits
+        self._outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._sender = threading.Thread(
+            target=self._send_loop, name=f"prodloop-worker-{index}-send", daemon=True
+        )
+        self._sender.start()
+        self.index = index
+
+    def _send_loop(self) -> None:
+        while True:
+            job = self._outbox.get()
+            if job is None:
+                return
+            try:
+                self.jobs.send(job)
+            except (BrokenPipeError, OSError):
+                return  # the worker died; the loop sees its exit code
+
+    def send(self, job: tuple[Any, ...]) -> None:
+        self._outbox.put(job)
+
+    def check(self) -> None:
+        code = self.process.exitcode
+        if code is not None:
+            raise WorkerDied(
+                f"worker process {self.index} (pid {self.process.pid}) died with exit code {code}"
+            )
+
+    def close(self, timeout_s: float) -> None:
+        self._outbox.put(("stop",))
+        self._outbox.put(None)
+        self._sender.join(timeout_s)
+        self.process.join(timeout_s)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(1)
+        self.jobs.close()
+        self.results.close()
+
+
+class ProcessWorkers:
+    """``n`` worker processes; partition ``p`` goes to worker ``p % n``."""
+
+    def __init__(self, n: int, cfg: ProcessorConfig, repositories: Sequence[Repository]) -> None:
+        if n < 1:
+            raise ValueError("ProcessWorkers needs at least one worker")
+        # spawn, not fork: the consumer process has threads (kafka-python's, the HTTP server's)
+        # and the embedded ClickHouse engine, none of which survive a fork
+        ctx = multiprocessing.get_context("spawn")
+        self._workers = [_Worker(ctx, i, cfg, list(repositories)) for i in range(n)]
+        self._ticket = 0
+        self._by_conn = {w.results: w for w in self._workers}
+
+    def _of(self, partition: int) -> _Worker:
+        return self._workers[partition % len(self._workers)]
+
+    def reset(self, partition: int) -> None:
+        self._of(partition).send(("reset", partition))
+
+    def drop(self, partition: int) -> None:
+        self._of(partition).send(("drop", partition))
+
+    def history(self, topic: str, partition: int, records: Sequence[RawRecord]) -> None:
+        self._of(partition).send(("history", topic, partition, list(records)))
+
+    def submit(
+        self,
+        topic: str,
+        partition: int,
+        records: Sequence[RawRecord],
+        signature: tuple[str, ...],
+        events: Sequence[DeployEvent],
+    ) -> int:
+        self._ticket += 1
+        self._of(partition).send(
+            ("batch", self._ticket, topic, partition, list(records), signature, list(events))
+        )
+        return self._ticket
+
+    def results(self) -> list[tuple[int, BatchOutcome]]:
+        out: list[tuple[int, BatchOutcome]] = []
+        for w in self._workers:
+            while w.results.poll():
+                try:
+                    ticket, outcome = w.results.recv()
+                except (EOFError, OSError):
+                    w.process.join(5)
+                    w.check()
+                    raise WorkerDied(f"worker process {w.index} closed its pipe") from None
+                if ticket < 0:
+                    raise WorkerDied(f"worker process {w.index} failed: {outcome}")
+                out.append((ticket, outcome))
+            w.check()
+        return out
+
+    def wait(self, timeout_s: float) -> None:
+        """Block until a result is ready, a worker exits, or ``timeout_s`` passes."""
+        wait([w.results for w in self._workers] + [w.process.sentinel for w in self._workers], timeout_s)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        for w in self._workers:
+            w.close(timeout_s)
+
+
+def resolve_workers(setting: int | str, cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """``stream.workers``: a count, or ``auto``: one per core this process may use (its CPU
+    affinity, and its container's CPU limit, rounded up), at most 8, when that is two or
+    more (on one core, handing batches to another process only adds copies)."""
+    if setting != "auto":
+        return int(setting)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = cgroup_cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 limit to honour
+    cores = min(cores, 8)
+    return cores if cores >= 2 else 0

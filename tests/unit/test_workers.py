@@ -1,0 +1,212 @@
+"""The worker processes of the streaming pipeline: same answers as in one process, and no
+orphans or silent deaths.  Traffic is the demo shop's, made with the real OpenTelemetry SDK."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from attribution.attribute import Attributor
+from attribution.events import parse_deploy_event
+from collector.config import load_attribution
+from collector.demo.shop import SAMPLE_RATE_ATTRIBUTE, Traffic, demo_dir, generate
+from collector.workers import (
+    BatchOutcome,
+    InlineWorkers,
+    ProcessorConfig,
+    ProcessWorkers,
+    WorkerDied,
+    resolve_workers,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def traffic() -> Traffic:
+    return generate(seed=11, minutes=2)
+
+
+@pytest.fixture(scope="module")
+def repositories() -> list[Any]:
+    d = demo_dir()
+    return load_attribution(codeowners=d / "CODEOWNERS", modules=d / "modules.yaml").repositories
+
+
+def _jobs(traffic: Traffic) -> list[tuple[Any, ...]]:
+    """A job sequence with history, retried (duplicate) records, a bad record and two deploy sets."""
+    reqs = traffic.requests
+    events = [parse_deploy_event(e) for e in traffic.deploys]
+    half = len(events) // 2
+    jobs: list[tuple[Any, ...]] = []
+    for p in (0, 1):
+        mine = reqs[p::2]
+        records = list(enumerate(mine))
+        jobs.append(("reset", p))
+        jobs.append(("history", p, records[:5]))
+        n = len(records)
+        assert n >= 30
+        a, b = n // 2, 3 * n // 4
+        # a batch with a resent record (an exporter retry) and an undecodable one, then the rest
+        batch = (
+            records[5:a]
+            + [(a, records[a - 3][1]), (a + 1, b"\x0a\xff garbage")]
+            + [(o + 2, v) for o, v in records[a:b]]
+        )
+        jobs.append(("batch", p, batch, tuple(repr(e) for e in events[:half]), events[:half]))
+        jobs.append(
+            ("batch", p, [(o + 2, v) for o, v in records[b:]], tuple(repr(e) for e in events), events)
+        )
+    return jobs
+
+
+def _run(workers: Any, jobs: list[tuple[Any, ...]]) -> dict[int, BatchOutcome]:
+    tickets = []
+    for job in jobs:
+        if job[0] == "reset":
+            workers.reset(job[1])
+        elif job[0] == "history":
+            workers.history("spans", job[1], job[2])
+        else:
+            tickets.append(workers.submit("spans", *job[1:]))
+    got: dict[int, BatchOutcome] = {}
+    deadline = time.monotonic() + 60
+    while len(got) < len(tickets):
+        assert time.monotonic() < deadline, "workers did not answer"
+        workers.wait(0.5)
+        got.update(workers.results())
+    assert sorted(got) == sorted(tickets)
+    return got
+
+
+CFG = ProcessorConfig(sample_rate_attribute=SAMPLE_RATE_ATTRIBUTE, dedup_horizon=100)
+
+
+def test_repositories_survive_pickling_with_identical_attribution(
+    repositories: Any, traffic: Traffic
+) -> None:
+    copy = pickle.loads(pickle.dumps(repositories))
+    a, b = Attributor(repositories), Attributor(copy)
+    assert a.wanted_attributes == b.wanted_attributes
+    from collector.otlp import OtlpDecoder
+
+    spans = [s for r in traffic.requests[:50] for s in OtlpDecoder().decode_proto(r).spans]
+    assert len(spans) > 500
+    assert [a.attribute(s) for s in spans] == [b.attribute(s) for s in spans]
+
+
+def test_worker_processes_give_exactly_what_one_process_gives(repositories: Any, traffic: Traffic) -> None:
+    jobs = _jobs(traffic)
+    inline = _run(InlineWorkers(CFG, repositories), jobs)
+    pool = ProcessWorkers(2, CFG, repositories)
+    try:
+        spread = _run(pool, jobs)
+    finally:
+        pool.close()
+    assert [spread[t] for t in sorted(spread)] == [inline[t] for t in sorted(inline)]
+    outcomes = list(inline.values())
+    # the job sequence exercises what it should: duplicates, a dead letter, attributed spans
+    assert sum(o.duplicates for o in outcomes) > 0
+    assert [len(o.errors) for o in outcomes] == [1, 0, 1, 0]
+    assert all(o.stats.attributed > 0 and o.rows for o in outcomes)
+    assert sum(o.spans_in for o in outcomes) - sum(o.duplicates for o in outcomes) == sum(
+        r.spans for o in outcomes for r in o.rows
+    )
+
+
+def test_a_worker_that_dies_is_reported_not_waited_for(repositories: Any) -> None:
+    pool = ProcessWorkers(2, CFG, repositories)
+    try:
+        victim = pool._workers[1].process
+        os.kill(victim.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        victim.join(10)
+        pool.wait(1)
+        with pytest.raises(WorkerDied, match=r"worker process 1 \(pid \d+\) died with exit code -9"):
+            pool.results()
+    finally:
+        pool.close()
+
+
+_PARENT = """
+import sys, time
+from collector.config import load_attribution
+from collector.demo.shop import demo_dir
+from collector.workers import ProcessorConfig, ProcessWorkers
+d = demo_dir()
+repos = load_attribution(codeowners=d / "CODEOWNERS", modules=d / "modules.yaml").repositories
+pool = ProcessWorkers(2, ProcessorConfig(), repos)
+print(" ".join(str(w.process.pid) for w in pool._workers), flush=True)
+time.sleep(600)
+"""
+
+
+def test_workers_exit_when_their_consumer_process_is_killed() -> None:
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        pids = [int(x) for x in parent.stdout.readline().split()]
+        assert len(pids) == 2
+        for pid in pids:
+            os.kill(pid, 0)  # alive
+        parent.kill()
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        alive = pids
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.1)
+            alive = [pid for pid in pids if _alive(pid)]
+        assert alive == [], f"orphaned workers {alive}"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(10)
+        if parent.stdout is not None:
+            parent.stdout.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not reaped by init yet) is gone for our purpose
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_setting(tmp_path: Path) -> None:
+    assert resolve_workers(0) == 0
+    assert resolve_workers(3) == 3
+    cores = min(8, len(os.sched_getaffinity(0)))
+    unlimited = tmp_path / "cpu.max"
+    unlimited.write_text("max 100000\n")
+    assert resolve_workers("auto", unlimited) == (cores if cores >= 2 else 0)
+    assert resolve_workers("auto", tmp_path / "absent") == (cores if cores >= 2 else 0)
+    # a container limited to 1.5 CPUs gets 2 workers (if it may run on 2 cores); to 1 CPU, none
+    limited = tmp_path / "limited"
+    limited.write_text("150000 100000\n")
+    assert resolve_workers("auto", limited) == (2 if cores >= 2 else 0)
+    limited.write_text("100000 100000\n")
+    assert resolve_workers("auto", limited) == 0
+
+
+def test_kafka_python_checks_crcs_in_c() -> None:
+    import importlib
+
+    import crc32c
+
+    import collector.kafka  # noqa: F401  (imports kafka-python, minding its deprecation warnings)
+
+    util = importlib.import_module("kafka.record.util")
+
+    # the consumers check fetched batches' CRC-32C; in pure Python that costs ~0.2 s per MB
+    assert util._crc32c is crc32c.crc32c
