@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import bench.ingest as workload  # noqa: E402
+from bench.ingest import ExportTraceServiceRequest  # noqa: E402
 from tests.support.streaming import (  # noqa: E402
     RunProcess,
     create_topics,
@@ -70,31 +71,71 @@ def _config_files(tmp: Path) -> dict[str, str]:
     }
 
 
-def _records(n_spans: int, seed: int) -> tuple[list[bytes], int]:
+def _time_fields(data: bytes) -> tuple[int, list[int]]:
+    """The earliest span start of a request, and where every span start and end is in it."""
+    req = ExportTraceServiceRequest.FromString(data)
+    values = [
+        v
+        for rs in req.resource_spans
+        for ss in rs.scope_spans
+        for sp in ss.spans
+        for v in (sp.start_time_unix_nano, sp.end_time_unix_nano)
+    ]
+    positions = []
+    for v in values:
+        raw = v.to_bytes(8, "little")
+        pos = data.find(raw)
+        assert pos >= 0 and data.find(raw, pos + 1) < 0, "template times must be unique"
+        positions.append(pos)
+    return min(values), positions
+
+
+def _records(n_spans: int, seed: int, time_order: str = "stream") -> tuple[list[bytes], int]:
+    """Requests of 100-500 spans, ``n_spans`` in all, over 30 minutes of span time.
+
+    ``time_order``: ``stream`` (the default) moves each request's spans to a base time that
+    grows with its position, as a Collector exporting live traffic does; ``shuffled`` keeps
+    bench/ingest.py's workload, where every request starts anywhere in the 30 minutes, so
+    each batch touches every window (many more aggregate rows per span).
+    """
     rng = random.Random(seed)
-    out: list[bytes] = []
+    chosen: list[tuple[int, int]] = []
     total = 0
-    templates: dict[int, list[tuple[bytes, list[int]]]] = {}
     sizes = [100, 200, 300, 400, 500]
-    for size in sizes:
-        workload.SPANS_PER_REQUEST = size
-        templates[size] = workload.build_templates(seed + size, 20)
     counters = dict.fromkeys(sizes, 0)
     while total < n_spans:
         size = rng.choice(sizes)
-        i = counters[size]
+        chosen.append((size, counters[size]))
         counters[size] += 1
-        data = next(workload.stream([templates[size][i % 20]], 1)) if i < 20 else None
-        if data is None:
-            t, offsets = templates[size][i % 20]
+        total += size
+    templates: dict[int, list[tuple[bytes, list[int]]]] = {}
+    times: dict[tuple[int, int], tuple[int, list[int]]] = {}
+    for size in sizes:
+        workload.SPANS_PER_REQUEST = size
+        templates[size] = workload.build_templates(seed + size, 20)
+        if time_order == "stream":
+            for j, (t, _) in enumerate(templates[size]):
+                times[(size, j)] = _time_fields(t)
+    out: list[bytes] = []
+    for k, (size, i) in enumerate(chosen):
+        t, offsets = templates[size][i % 20]
+        buf = bytearray(t)
+        if i >= 20:  # copy 0 is the template; later copies get their own ids
             copy = (i // 20).to_bytes(4, "big")
-            buf = bytearray(t)
             for pos in offsets:
                 buf[pos : pos + 4] = copy
-            data = bytes(buf)
-        out.append(data)
-        total += size
+        if time_order == "stream":
+            base, positions = times[(size, i % 20)]
+            delta = workload.T0 + k * _SPAN_TIME_NS // len(chosen) - base
+            for pos in positions:
+                buf[pos : pos + 8] = (int.from_bytes(buf[pos : pos + 8], "little") + delta).to_bytes(
+                    8, "little"
+                )
+        out.append(bytes(buf))
     return out, total
+
+
+_SPAN_TIME_NS = 1800 * 10**9
 
 
 def _children(pid: int) -> list[int]:
@@ -158,6 +199,13 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="run the service under cProfile")
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument(
+        "--time-order",
+        choices=["stream", "shuffled"],
+        default="stream",
+        help="stream: span times grow with the record order, as live traffic's do; shuffled: every "
+        "record anywhere in 30 minutes (bench/ingest.py's workload; every batch touches every window)",
+    )
+    ap.add_argument(
         "--env",
         action="append",
         default=[],
@@ -178,7 +226,7 @@ def main() -> None:
                 f"bench-dlq-{sfx}": 1,
             }
             create_topics(bootstrap, topics)
-            records, n_spans = _records(args.spans, args.seed)
+            records, n_spans = _records(args.spans, args.seed, args.time_order)
             t0 = time.monotonic()
             produce(
                 bootstrap,
@@ -267,7 +315,10 @@ def main() -> None:
                 if not run.alive():
                     raise SystemExit(f"prodloop run exited: {run.log_tail()}")
                 time.sleep(0.05 if first is None else 0.5)
-            spans_in = run.metrics().get("prodloop_spans_in_total", 0)
+            final = run.metrics()
+            spans_in = final.get("prodloop_spans_in_total", 0)
+            batches = final.get("prodloop_batches_written_total", 0)
+            rows = final.get("prodloop_rows_written_total", 0)
             run.terminate()
             if first is None or last is None:
                 raise SystemExit(f"did not finish: {run.log_tail()}")
@@ -313,6 +364,10 @@ def main() -> None:
             print(
                 f"machine: {100 * busy / max(total, 1):.0f}% of its {os.cpu_count()} cores busy "
                 "(prodloop run, the broker, this harness)"
+            )
+            print(
+                f"batches written {batches:,.0f} ({total_end / max(batches, 1):.0f} records, "
+                f"{n_spans / max(batches, 1):,.0f} spans each on average), aggregate rows written {rows:,.0f}"
             )
             print(f"check: spans decoded {spans_in:,.0f}, spans stored {stored:,} (produced {n_spans:,})")
             if stored != n_spans:

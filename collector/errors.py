@@ -11,7 +11,9 @@
     │   ├── StoreLockedError      the embedded store is held by another process
     │   └── SinkError             a write was not acknowledged (retryable)
     ├── BrokerError               Kafka failed
-    └── TicketError               a ticket sink failed
+    ├── TicketError               a ticket sink failed
+    └── WorkerError               a stream worker process died (the replica stops; intents make
+                                  the restart exact)
 
 Bad input is a value in the hot path (rejections are counted and dead-lettered); these
 exceptions cross module boundaries only where one record, file or command as a whole fails.
@@ -70,3 +72,7 @@ class BrokerError(ProdloopError):
 
 class TicketError(ProdloopError):
     """A ticket sink failed."""
+
+
+class WorkerError(ProdloopError):
+    """A worker process of the stream pipeline died or failed."""

@@ -30,7 +30,17 @@ than that is counted as late and not applied retroactively.
 
 **Backpressure.**  When ClickHouse fails, fetching is paused, the write is retried with
 capped exponential backoff, and the consumer keeps polling so the group keeps us.
-Buffers are bounded per partition (a full partition is paused).
+Buffers are bounded per partition (a full partition is paused) and in bytes over all
+partitions, counting the batches at the workers until they are committed.
+
+**Workers.**  Decoding, deduplication, attribution and aggregation run in
+``stream.workers`` processes (:mod:`collector.workers`; 0 runs them in this process).
+Everything above stays here: batch boundaries, deploy tagging, intents, writes and commits.
+A partition's batches go to one worker in offset order (its dedup window lives there), up to
+``max_inflight_batches`` of them at a time, and are written and committed in that order as
+their aggregates come back.  Dropping a partition (revocation, failed commit) discards its
+batches at the workers and their dedup window; the next assignment rebuilds it from the
+horizon, as at start-up.
 """
 
 from __future__ import annotations
@@ -212,6 +222,7 @@ class StreamPipeline:
         self.topic = self.consumer.topic
         self._last_lag = 0.0
         self._buffered_bytes = 0
+        self._avg_record_bytes = 16 * 1024  # moving average of the records' sizes
         self.stopping = False
 
     # -- deploys -----------------------------------------------------------------------
@@ -403,7 +414,11 @@ class StreamPipeline:
         # with work buffered, do not wait for the network (kafka-python even sleeps when
         # every partition is paused): fetch what is there and get on with the batches
         busy = self._buffered_bytes > 0
-        records = self.consumer.poll(0 if busy else poll_timeout_ms, max_records=2000)
+        # take no more than the byte budget has room for (at the average record size so far):
+        # one poll can otherwise hand over everything kafka-python has prefetched
+        room = self.cfg.max_buffered_bytes - self._buffered_bytes
+        max_records = max(1, min(2000, room // max(1, self._avg_record_bytes)))
+        records = self.consumer.poll(0 if busy else poll_timeout_ms, max_records=max_records)
         fresh = self._apply_rebalance()
         now = time.monotonic()
         self._take(records, fresh, now)
@@ -445,6 +460,7 @@ class StreamPipeline:
             st.buffer.append(r)
             st.fetched_to = r.offset + 1
             self._buffered_bytes += len(r.value)
+            self._avg_record_bytes += (len(r.value) - self._avg_record_bytes) // 16
             self.metrics.records_in.inc()
             if len(st.buffer) >= self.cfg.max_buffered_records and not st.paused:
                 self.consumer.pause([st.partition])

@@ -22,13 +22,15 @@ and exits: no orphans after a ``kill -9``.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import math
-import multiprocessing
 import os
 import queue
 import signal
+import subprocess
+import sys
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -41,7 +43,7 @@ from attribution.aggregate import AggregateRow, Aggregator, BatchStats
 from attribution.attribute import Attributor, Repository
 from attribution.deploys import DeployTimeline
 from attribution.model import DeployEvent
-from collector.errors import DecodeError
+from collector.errors import DecodeError, WorkerError
 from collector.otlp import OtlpDecoder
 from collector.runtime import tune_gc
 
@@ -198,8 +200,8 @@ class BatchProcessor:
         return out
 
 
-class WorkerDied(RuntimeError):
-    pass
+class WorkerDied(WorkerError):
+    """A worker process died or failed: the replica stops (prodloop run exits 1)."""
 
 
 class InlineWorkers:
@@ -244,12 +246,15 @@ class InlineWorkers:
         pass
 
 
-def _worker_main(
-    jobs: Connection, results: Connection, cfg: ProcessorConfig, repositories: list[Repository]
-) -> None:
+def _worker_main(jobs: Connection, results: Connection) -> None:
     # the consumer process handles signals and tells us to stop by closing the pipe
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        kind, cfg, repositories = jobs.recv()
+    except (EOFError, OSError):
+        return
+    assert kind == "init", kind
     processor = BatchProcessor(cfg, repositories)
     tune_gc()
     while True:
@@ -260,11 +265,14 @@ def _worker_main(
         kind = job[0]
         try:
             if kind == "batch":
-                _, ticket, topic, partition, records, signature, events = job
+                _, ticket, topic, partition, signature, events, offsets = job
+                records = [(o, jobs.recv_bytes()) for o in offsets]
                 outcome = processor.process(topic, partition, records, signature, events)
+                del records
                 results.send((ticket, outcome))
             elif kind == "history":
-                processor.history(job[1], job[2], job[3])
+                _, topic, partition, offsets = job
+                processor.history(topic, partition, [(o, jobs.recv_bytes()) for o in offsets])
             elif kind == "reset":
                 processor.reset(job[1])
             elif kind == "drop":
@@ -280,32 +288,41 @@ def _worker_main(
                 os._exit(70)
 
 
-def _widen(conn: Connection) -> None:
+def _widen(fd: int) -> None:
     """Grow a pipe from 64 KiB to the largest size allowed (1 MiB by default): a batch is
     megabytes, and at 64 KiB a time its transfer costs a context switch per chunk, which took
     a third of a worker's CPU time."""
     try:
         limit = int(Path("/proc/sys/fs/pipe-max-size").read_text())
-        fcntl.fcntl(conn.fileno(), fcntl.F_SETPIPE_SZ, min(limit, 16 * 1024 * 1024))
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, min(limit, 16 * 1024 * 1024))
     except (OSError, ValueError, AttributeError):
         pass  # not Linux, or not allowed: the default size works, only slower
 
 
 class _Worker:
-    def __init__(self, ctx: Any, index: int, cfg: ProcessorConfig, repositories: list[Repository]) -> None:
-        jobs_r, self.jobs = ctx.Pipe(duplex=False)
-        self.results, results_w = ctx.Pipe(duplex=False)
-        _widen(jobs_r)
-        _widen(self.results)
-        self.process = ctx.Process(
-            target=_worker_main,
-            args=(jobs_r, results_w, cfg, repositories),
-            name=f"prodloop-worker-{index}",
-            daemon=True,
-        )
-        self.process.start()
-        jobs_r.close()
-        results_w.close()
+    def __init__(self, index: int, cfg: ProcessorConfig, repositories: list[Repository]) -> None:
+        # A plain ``python -m collector.workers`` child, not multiprocessing: fork does not
+        # survive the consumer process's threads and embedded ClickHouse engine, and spawn
+        # re-imports the caller's main module (which breaks scripts without a main guard).
+        jobs_r, jobs_w = os.pipe()
+        results_r, results_w = os.pipe()
+        for fd in (jobs_r, results_r):
+            _widen(fd)
+        env = dict(os.environ)
+        here = str(Path(__file__).resolve().parent.parent)  # where ``collector`` is importable from
+        env["PYTHONPATH"] = os.pathsep.join([here, *filter(None, [env.get("PYTHONPATH")])])
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "collector.workers", str(jobs_r), str(results_w)],
+                pass_fds=(jobs_r, results_w),
+                env=env,
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            os.close(jobs_r)
+            os.close(results_w)
+        self.jobs = Connection(jobs_w, readable=False)
+        self.results = Connection(results_r, writable=False)
         # sends can block while the worker is busy: a thread does them, so the loop never waits
         self._outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._sender = threading.Thread(
@@ -313,6 +330,7 @@ class _Worker:
         )
         self._sender.start()
         self.index = index
+        self.send(("init", cfg, repositories))
 
     def _send_loop(self) -> None:
         while True:
@@ -320,15 +338,27 @@ class _Worker:
             if job is None:
                 return
             try:
-                self.jobs.send(job)
+                self._send(job)
             except (BrokenPipeError, OSError):
                 return  # the worker died; the loop sees its exit code
+            job = None  # not kept alive (a batch is megabytes) while waiting for the next one
+
+    def _send(self, job: tuple[Any, ...]) -> None:
+        if job[0] in ("batch", "history"):
+            # the records go as they are, one message each: pickling them into one buffer
+            # would copy the batch again, and hold that copy until it is sent
+            *head, records = job
+            self.jobs.send((*head, [o for o, _ in records]))
+            for _, value in records:
+                self.jobs.send_bytes(value)
+        else:
+            self.jobs.send(job)
 
     def send(self, job: tuple[Any, ...]) -> None:
         self._outbox.put(job)
 
     def check(self) -> None:
-        code = self.process.exitcode
+        code = self.process.poll()
         if code is not None:
             raise WorkerDied(
                 f"worker process {self.index} (pid {self.process.pid}) died with exit code {code}"
@@ -338,10 +368,11 @@ class _Worker:
         self._outbox.put(("stop",))
         self._outbox.put(None)
         self._sender.join(timeout_s)
-        self.process.join(timeout_s)
-        if self.process.is_alive():
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
             self.process.kill()
-            self.process.join(1)
+            self.process.wait(5)
         self.jobs.close()
         self.results.close()
 
@@ -352,12 +383,14 @@ class ProcessWorkers:
     def __init__(self, n: int, cfg: ProcessorConfig, repositories: Sequence[Repository]) -> None:
         if n < 1:
             raise ValueError("ProcessWorkers needs at least one worker")
-        # spawn, not fork: the consumer process has threads (kafka-python's, the HTTP server's)
-        # and the embedded ClickHouse engine, none of which survive a fork
-        ctx = multiprocessing.get_context("spawn")
-        self._workers = [_Worker(ctx, i, cfg, list(repositories)) for i in range(n)]
+        self._workers: list[_Worker] = []
+        try:
+            for i in range(n):
+                self._workers.append(_Worker(i, cfg, list(repositories)))
+        except BaseException:
+            self.close()
+            raise
         self._ticket = 0
-        self._by_conn = {w.results: w for w in self._workers}
 
     def _of(self, partition: int) -> _Worker:
         return self._workers[partition % len(self._workers)]
@@ -381,7 +414,7 @@ class ProcessWorkers:
     ) -> int:
         self._ticket += 1
         self._of(partition).send(
-            ("batch", self._ticket, topic, partition, list(records), signature, list(events))
+            ("batch", self._ticket, topic, partition, signature, list(events), list(records))
         )
         return self._ticket
 
@@ -392,7 +425,8 @@ class ProcessWorkers:
                 try:
                     ticket, outcome = w.results.recv()
                 except (EOFError, OSError):
-                    w.process.join(5)
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        w.process.wait(5)
                     w.check()
                     raise WorkerDied(f"worker process {w.index} closed its pipe") from None
                 if ticket < 0:
@@ -403,7 +437,7 @@ class ProcessWorkers:
 
     def wait(self, timeout_s: float) -> None:
         """Block until a result is ready, a worker exits, or ``timeout_s`` passes."""
-        wait([w.results for w in self._workers] + [w.process.sentinel for w in self._workers], timeout_s)
+        wait([w.results for w in self._workers], timeout_s)  # a worker's exit closes its pipe: readable
 
     def close(self, timeout_s: float = 5.0) -> None:
         for w in self._workers:
@@ -428,3 +462,12 @@ def resolve_workers(setting: int | str, cgroup_cpu_max: Path = Path("/sys/fs/cgr
         pass  # no cgroup v2 limit to honour
     cores = min(cores, 8)
     return cores if cores >= 2 else 0
+
+
+if __name__ == "__main__":  # a worker: python -m collector.workers JOBS_FD RESULTS_FD
+    # run the imported module's loop, so that what it pickles is collector.workers.*, not __main__.*
+    from collector import workers as _module
+
+    _module._worker_main(
+        Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False)
+    )

@@ -7,7 +7,10 @@ attributor to compute expectations.
 from __future__ import annotations
 
 import json
+import os
 import random
+import re
+import signal
 import subprocess
 import sys
 import threading
@@ -226,6 +229,52 @@ def test_kill_minus_nine_at_random_moments(setup: Setup) -> None:
     setup.wait([final], timeout=300)
     assert final.terminate() == 0, final.log_tail()
     assert_matches_truth(setup.query(), big, quantiles=False)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(d.name))
+            except (OSError, ValueError):
+                continue
+    return out
+
+
+def test_a_killed_worker_stops_the_replica_and_the_restart_is_exact(setup: Setup) -> None:
+    big = generate(seed=21, minutes=12)
+    _feed(setup, big)
+    total = sum(setup.ends().values())
+    run = setup.start("workers", PRODLOOP_STREAM__BATCH_RECORDS="3", PRODLOOP_STREAM__WORKERS="2")
+    deadline = time.monotonic() + 60
+    while sum(run.committed().values()) == 0:
+        assert run.alive() and time.monotonic() < deadline, run.log_tail()
+        time.sleep(0.05)
+    workers = _children(run.proc.pid)
+    assert len(workers) == 2, workers
+    os.kill(workers[0], signal.SIGKILL)  # as the OOM killer would
+    assert run.wait(60) == 1
+    log = run.log_path.read_text()
+    assert re.search(rf"worker process \d \(pid {workers[0]}\) died with exit code -9", log), log[-2000:]
+    deadline = time.monotonic() + 10
+    while _children(run.proc.pid) or any(Path(f"/proc/{w}").exists() and _running(w) for w in workers[1:]):
+        assert time.monotonic() < deadline, "the other worker outlived its replica"
+        time.sleep(0.1)
+    committed = committed_group_offsets(setup.bootstrap, setup.group, setup.traces)
+    assert sum(committed.values()) < total, "the kill must interrupt the stream"
+    final = setup.start("final")
+    setup.wait([final], timeout=300)
+    assert final.terminate() == 0, final.log_tail()
+    assert_matches_truth(setup.query(), big, quantiles=False)
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def test_two_replicas_with_a_rebalance_in_the_middle(setup: Setup) -> None:

@@ -126,8 +126,8 @@ def test_a_worker_that_dies_is_reported_not_waited_for(repositories: Any) -> Non
     pool = ProcessWorkers(2, CFG, repositories)
     try:
         victim = pool._workers[1].process
-        os.kill(victim.pid, signal.SIGKILL)  # type: ignore[arg-type]
-        victim.join(10)
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait(10)
         pool.wait(1)
         with pytest.raises(WorkerDied, match=r"worker process 1 \(pid \d+\) died with exit code -9"):
             pool.results()
