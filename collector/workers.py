@@ -32,6 +32,7 @@ import signal
 import subprocess
 import sys
 import threading
+import traceback
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -281,9 +282,10 @@ def _worker_main(jobs: Connection, results: Connection) -> None:
                 return
         except (BrokenPipeError, EOFError):
             return
-        except BaseException as exc:  # a bug: report it, then die
+        except BaseException as exc:  # a bug: report it (with where it happened), then die
             try:
-                results.send((-1, f"{type(exc).__name__}: {exc}"))
+                tb = "".join(traceback.format_exception(exc)[-6:]).rstrip()
+                results.send((-1, f"{type(exc).__name__}: {exc}\n{tb}"))
             finally:
                 os._exit(70)
 

@@ -135,6 +135,22 @@ def test_a_worker_that_dies_is_reported_not_waited_for(repositories: Any) -> Non
         pool.close()
 
 
+def test_a_failing_worker_reports_what_failed_and_where(repositories: Any, traffic: Traffic) -> None:
+    pool = ProcessWorkers(1, CFG, repositories)
+    try:
+        pool.reset(0)
+        # not a deploy event: building the deploy timeline fails in the worker (a bug, not bad input)
+        pool.submit("spans", 0, [(0, traffic.requests[0])], ("x",), ["not a deploy event"])  # type: ignore[list-item]
+        deadline = time.monotonic() + 30
+        with pytest.raises(WorkerDied, match=r"(?s)worker process 0 failed: AttributeError: .*deploys\.py"):
+            while time.monotonic() < deadline:
+                pool.wait(0.5)
+                pool.results()
+        assert pool._workers[0].process.wait(10) == 70
+    finally:
+        pool.close()
+
+
 _PARENT = """
 import sys, time
 from collector.config import load_attribution
