@@ -121,6 +121,12 @@ except ImportError:  # pragma: no cover
 
 log = logging.getLogger("prodloop.kafka")
 
+# Blocking calls of the traces consumer (committed offsets, commits, list offsets) give up after
+# this, rather than kafka-python's request timeout (305 s for consumers): while one blocks, the
+# loop does not poll, and a rebalance waits for this member's join.  A timeout is a BrokerError,
+# which the pipeline waits out and retries.
+_CALL_TIMEOUT_MS = 15_000
+
 
 @dataclass(frozen=True, slots=True)
 class Record:
@@ -267,7 +273,7 @@ class TraceConsumer:
 
     def committed(self, partition: int) -> int | None:
         try:
-            off = self._c.committed(TopicPartition(self.topic, partition))
+            off = self._c.committed(TopicPartition(self.topic, partition), timeout_ms=_CALL_TIMEOUT_MS)
         except KafkaError as exc:
             raise BrokerError(
                 f"cannot read the committed offset of {self.topic}[{partition}]: {exc}"
@@ -277,7 +283,7 @@ class TraceConsumer:
     def beginning(self, partition: int) -> int:
         tp = TopicPartition(self.topic, partition)
         try:
-            return int(self._c.beginning_offsets([tp])[tp])
+            return int(self._c.beginning_offsets([tp], timeout_ms=_CALL_TIMEOUT_MS)[tp])
         except KafkaError as exc:
             raise BrokerError(f"cannot read the beginning of {self.topic}[{partition}]: {exc}") from exc
 
@@ -286,7 +292,10 @@ class TraceConsumer:
         if not tps:
             return {}
         try:
-            return {tp.partition: int(o) for tp, o in self._c.end_offsets(tps).items()}
+            return {
+                tp.partition: int(o)
+                for tp, o in self._c.end_offsets(tps, timeout_ms=_CALL_TIMEOUT_MS).items()
+            }
         except KafkaError as exc:
             raise BrokerError(f"cannot read the end offsets of {self.topic!r}: {exc}") from exc
 
@@ -299,7 +308,8 @@ class TraceConsumer:
             return
         try:
             self._c.commit(
-                {TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items()}
+                {TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items()},
+                timeout_ms=_CALL_TIMEOUT_MS,
             )
         except KafkaError as exc:
             raise BrokerError(f"commit failed on {self.topic!r}: {exc}") from exc

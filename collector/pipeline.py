@@ -390,7 +390,13 @@ class StreamPipeline:
                 self._on_revoked(parts)
                 fresh -= set(parts)
             else:
-                self._on_assigned(parts)
+                try:
+                    self._on_assigned(parts)
+                except BrokerError:
+                    # not initialised (a committed offset could not be read): set the partitions up
+                    # again on the next step, after step()'s pause, rather than lose the assignment
+                    self._rebalance_events.appendleft(("assigned", parts))
+                    raise
                 fresh |= set(parts)
         return fresh
 
