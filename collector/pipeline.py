@@ -377,6 +377,7 @@ class StreamPipeline:
             for t in [t for t, (owner, _) in self._tickets.items() if owner is st]:
                 del self._tickets[t]
             self.workers.drop(p)
+            self.metrics.partitions.set(len(self.partitions))
         return st
 
     # -- the loop ------------------------------------------------------------------------
@@ -390,12 +391,15 @@ class StreamPipeline:
                 self._on_revoked(parts)
                 fresh -= set(parts)
             else:
+                if kind == "reinit":
+                    owned = set(self.consumer.assignment())
+                    parts = [p for p in parts if p in owned and p not in self.partitions]
                 try:
                     self._on_assigned(parts)
                 except BrokerError:
                     # not initialised (a committed offset could not be read): set the partitions up
                     # again on the next step, after step()'s pause, rather than lose the assignment
-                    self._rebalance_events.appendleft(("assigned", parts))
+                    self._rebalance_events.appendleft((kind, parts))
                     raise
                 fresh |= set(parts)
         return fresh
@@ -660,6 +664,9 @@ class StreamPipeline:
             log.warning("commit of %s[%d]@%d failed: %s", self.topic, st.partition, end, exc)
             m.commit_failures.inc()
             self._drop_partition(st.partition)
+            # if it is still ours (not a rebalance: a timeout, a coordinator move), start it over
+            # from its committed offset and intent, as a new assignment would
+            self._rebalance_events.append(("reinit", [st.partition]))
             return False
         if crash is not None:
             crash.hit("after_commit")
