@@ -450,8 +450,11 @@ def test_overload_answers_429_and_retry_info_and_the_retry_gets_through(
             flusher = threading.Thread(target=sink.flush, args=(60,))
             flusher.start()  # the worker takes the 15 spans, then waits for the store
             deadline = time.monotonic() + 10
-            while sink._queued_spans and time.monotonic() < deadline:
+            # once the worker has taken the flush request it is bound for the store write, which
+            # blocks: only then is what comes next sure to stay queued
+            while (sink._queued_spans or sink._flush_requested) and time.monotonic() < deadline:
                 time.sleep(0.01)
+            assert not sink._queued_spans and not sink._flush_requested
             assert _post_traces(r, _request(15, seed=2))[0] == 200  # queued: 15 of 20
             status, headers, body = _post_traces(r, _request(10, seed=3))
             assert status == 429 and headers["retry-after"] == "1"
