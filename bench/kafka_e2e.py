@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 
 import bench.ingest as workload  # noqa: E402
 from bench.ingest import ExportTraceServiceRequest  # noqa: E402
+from tests.support.procs import child_pids  # noqa: E402
 from tests.support.streaming import (  # noqa: E402
     RunProcess,
     create_topics,
@@ -138,25 +139,12 @@ def _records(n_spans: int, seed: int, time_order: str = "stream") -> tuple[list[
 _SPAN_TIME_NS = 1800 * 10**9
 
 
-def _children(pid: int) -> list[int]:
-    """The child processes of ``pid`` (prodloop run's workers), by pid."""
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    out.append(int(d.name))
-            except (OSError, ValueError):
-                continue
-    return sorted(out)
-
-
 def _cpu_by_thread(pid: int) -> dict[str, float]:
     """CPU seconds (user + system) of each thread of ``pid`` and its child processes, by
     thread name (children's prefixed with ``worker<i>:``)."""
     tick = os.sysconf("SC_CLK_TCK")
     out: dict[str, float] = {}
-    for i, proc in enumerate([pid, *_children(pid)]):
+    for i, proc in enumerate([pid, *child_pids(pid)]):
         prefix = "" if i == 0 else f"worker{i - 1}:"
         try:
             tasks = list(Path(f"/proc/{proc}/task").iterdir())
@@ -301,7 +289,7 @@ def main() -> None:
                 committed = run.committed(m)
                 main_kb = _status_kb(run.proc.pid, "VmHWM", "VmRSS", "RssAnon", "RssFile")
                 hwm_kb = max(hwm_kb, main_kb["VmHWM"])
-                tree = [main_kb] + [_status_kb(c, "VmHWM", "VmRSS") for c in _children(run.proc.pid)]
+                tree = [main_kb] + [_status_kb(c, "VmHWM", "VmRSS") for c in child_pids(run.proc.pid)]
                 for c, st in enumerate(tree[1:]):
                     worker_hwm_kb[c] = max(worker_hwm_kb.get(c, 0), st["VmHWM"])
                 if sum(x["VmRSS"] for x in tree) > tree_rss_kb:

@@ -181,7 +181,6 @@ class StreamPipeline:
     ) -> None:
         self.cfg = cfg
         self.store = store
-        self.repositories = repositories
         self.deploys = deploys
         self.incidents = incidents
         self.dead_letters = dead_letters
@@ -367,7 +366,6 @@ class StreamPipeline:
                     p,
                     len(st.buffer) + sum(len(x.batch) for x in st.inflight),
                 )
-        self.metrics.partitions.set(len(self.partitions))
 
     def _drop_partition(self, p: int) -> PartitionState | None:
         """Forget a partition: its buffers, its batches at the workers, its dedup window."""

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import logging
 import math
 import os
 import queue
@@ -47,8 +46,6 @@ from attribution.model import DeployEvent
 from collector.errors import DecodeError, WorkerError
 from collector.otlp import OtlpDecoder
 from collector.runtime import tune_gc
-
-log = logging.getLogger("prodloop.workers")
 
 # (offset, value) of one Kafka record
 RawRecord = tuple[int, bytes]
@@ -87,9 +84,6 @@ class DedupWindow:
         self.horizon = horizon
         self._seen: dict[bytes, int] = {}
         self._order: deque[tuple[int, list[bytes]]] = deque()
-
-    def __len__(self) -> int:
-        return len(self._seen)
 
     def _evict(self, offset: int) -> None:
         floor = offset - self.horizon

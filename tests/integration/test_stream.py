@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from collector.demo.shop import SAMPLE_RATE_ATTRIBUTE, Traffic, demo_dir, generate
+from tests.support.procs import child_pids, running
 from tests.support.streaming import (
     RunProcess,
     committed_group_offsets,
@@ -231,18 +232,6 @@ def test_kill_minus_nine_at_random_moments(setup: Setup) -> None:
     assert_matches_truth(setup.query(), big, quantiles=False)
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    out.append(int(d.name))
-            except (OSError, ValueError):
-                continue
-    return out
-
-
 def test_a_killed_worker_stops_the_replica_and_the_restart_is_exact(setup: Setup) -> None:
     big = generate(seed=21, minutes=12)
     _feed(setup, big)
@@ -252,14 +241,14 @@ def test_a_killed_worker_stops_the_replica_and_the_restart_is_exact(setup: Setup
     while sum(run.committed().values()) == 0:
         assert run.alive() and time.monotonic() < deadline, run.log_tail()
         time.sleep(0.05)
-    workers = _children(run.proc.pid)
+    workers = child_pids(run.proc.pid)
     assert len(workers) == 2, workers
     os.kill(workers[0], signal.SIGKILL)  # as the OOM killer would
     assert run.wait(60) == 1
     log = run.log_path.read_text()
     assert re.search(rf"worker process \d \(pid {workers[0]}\) died with exit code -9", log), log[-2000:]
     deadline = time.monotonic() + 10
-    while _children(run.proc.pid) or any(Path(f"/proc/{w}").exists() and _running(w) for w in workers[1:]):
+    while any(running(w) for w in workers):
         assert time.monotonic() < deadline, "the other worker outlived its replica"
         time.sleep(0.1)
     committed = committed_group_offsets(setup.bootstrap, setup.group, setup.traces)
@@ -268,13 +257,6 @@ def test_a_killed_worker_stops_the_replica_and_the_restart_is_exact(setup: Setup
     setup.wait([final], timeout=300)
     assert final.terminate() == 0, final.log_tail()
     assert_matches_truth(setup.query(), big, quantiles=False)
-
-
-def _running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_two_replicas_with_a_rebalance_in_the_middle(setup: Setup) -> None:

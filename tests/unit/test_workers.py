@@ -26,6 +26,7 @@ from collector.workers import (
     WorkerDied,
     resolve_workers,
 )
+from tests.support.procs import running
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -178,7 +179,7 @@ def test_workers_exit_when_their_consumer_process_is_killed() -> None:
         alive = pids
         while alive and time.monotonic() < deadline:
             time.sleep(0.1)
-            alive = [pid for pid in pids if _alive(pid)]
+            alive = [pid for pid in pids if running(pid)]
         assert alive == [], f"orphaned workers {alive}"
     finally:
         if parent.poll() is None:
@@ -186,17 +187,6 @@ def test_workers_exit_when_their_consumer_process_is_killed() -> None:
             parent.wait(10)
         if parent.stdout is not None:
             parent.stdout.close()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie (exited, not reaped by init yet) is gone for our purpose
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_workers_setting(tmp_path: Path) -> None:
