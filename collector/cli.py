@@ -788,6 +788,9 @@ def run(
     keys joined by __, e.g. PRODLOOP_STREAM__BATCH_RECORDS); `prodloop config` prints every
     key with its effective value.
     """
+    from collector.runtime import catch_stop_signals
+
+    stop = catch_stop_signals()  # first: a SIGTERM while starting up still exits cleanly
     from collector.service import run as run_service
 
     kafka: dict[str, Any] = {}
@@ -823,7 +826,7 @@ def run(
         source_roots=source_roots,
         extra=extra,
     )
-    sys.exit(run_service(settings))
+    sys.exit(run_service(settings, stop))
 
 
 @main.command("config")

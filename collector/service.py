@@ -15,7 +15,6 @@ import gc
 import importlib
 import json
 import logging
-import signal
 import sys
 import threading
 import time
@@ -28,7 +27,7 @@ from collector.clickhouse import ClickHouseStore, default_dsn
 from collector.config import load_attribution_from
 from collector.errors import ConfigError
 from collector.metrics import Metrics, ReceiverStatsCollector
-from collector.runtime import tune_gc
+from collector.runtime import catch_stop_signals, tune_gc
 from collector.settings import Settings
 
 log = logging.getLogger("prodloop.service")
@@ -242,19 +241,17 @@ def run_stream(settings: Settings, stop: threading.Event, metrics: Metrics, read
     return 0
 
 
-def run(settings: Settings) -> int:
+def run(settings: Settings, stop: threading.Event | None = None) -> int:
+    """Run until SIGTERM/SIGINT (or ``stop``, when the caller caught them already)."""
+    if stop is None:
+        stop = catch_stop_signals()
     setup_logging(settings.service.log_format, settings.service.log_level)
+    if stop.is_set():
+        log.info("stopped during start-up, before consuming anything")
+        return 0
     tune_gc()
-    stop = threading.Event()
     ready = threading.Event()
     metrics = Metrics()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        log.info("received %s", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     ops = OpsServer(settings.service.metrics_host, settings.service.metrics_port, metrics, ready)
     log.info("metrics and health on http://%s:%d", settings.service.metrics_host, ops.port)
     try:

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from collector.demo.shop import SAMPLE_RATE_ATTRIBUTE, Traffic, demo_dir, generate
-from tests.support.procs import child_pids, running
+from tests.support.procs import catches, child_pids, running
 from tests.support.streaming import (
     RunProcess,
     committed_group_offsets,
@@ -282,6 +282,12 @@ def test_two_replicas_with_a_rebalance_in_the_middle(setup: Setup) -> None:
     assert b.terminate() == 0, b.log_tail()  # leaves the group: a gets all four partitions
     time.sleep(2)
     b2 = setup.start("b2", PRODLOOP_STORE__DSN=f"chdb://{setup.store_dir}-b", **slow)  # comes back
+    # a may finish the stream before b2 has started; b2 still joins and takes its share
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and b2.metrics().get("prodloop_partitions_assigned", 0) < 1:
+        assert b2.alive(), b2.log_tail()
+        time.sleep(0.2)
+    assert b2.metrics().get("prodloop_partitions_assigned", 0) >= 1, b2.log_tail()
     setup.wait([a, b2], timeout=240)
     assert a.terminate() == 0 and b2.terminate() == 0
     rows = setup.query()
@@ -296,6 +302,19 @@ def test_two_replicas_with_a_rebalance_in_the_middle(setup: Setup) -> None:
         else:
             merged[k] = dict(r)
     assert_matches_truth(list(merged.values()), big, quantiles=False)
+
+
+def test_a_sigterm_during_start_up_exits_cleanly(setup: Setup) -> None:
+    run = setup.start("early")
+    deadline = time.monotonic() + 30
+    while not catches(run.proc.pid, signal.SIGTERM):  # the earliest moment a handler exists
+        assert time.monotonic() < deadline and run.alive(), run.log_tail()
+        time.sleep(0.002)
+    run.proc.send_signal(signal.SIGTERM)  # while the service is still being imported and set up
+    assert run.wait(60) == 0, run.log_tail()
+    log = run.log_path.read_text()
+    assert "stopped during start-up, before consuming anything" in log, log
+    assert committed_group_offsets(setup.bootstrap, setup.group, setup.traces) == {}
 
 
 def test_bad_records_are_dead_lettered_and_the_rest_is_exact(setup: Setup, traffic: Traffic) -> None:
