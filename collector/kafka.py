@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
+import threading
+import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from collector.errors import BrokerError
+from collector.errors import BrokerError, ConfigError
 
 # kafka-python 3.0.12 loads its protocol schemas with importlib.resources.read_text, which is
 # deprecated since Python 3.11; the warnings are the library's, not ours.
@@ -22,6 +25,7 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", "read_text is deprecated", DeprecationWarning)
     warnings.filterwarnings("ignore", "open_text is deprecated", DeprecationWarning)
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.cluster import collect_hosts
     from kafka.consumer.subscription_state import ConsumerRebalanceListener
     from kafka.errors import KafkaError
     from kafka.structs import OffsetAndMetadata
@@ -191,6 +195,49 @@ class KafkaOptions:
             if self.ssl_keyfile:
                 cfg["ssl_keyfile"] = self.ssl_keyfile
         return cfg
+
+
+def wait_for_brokers(
+    servers: Sequence[str],
+    stop: threading.Event,
+    timeout_s: float,
+    *,
+    connect_timeout_s: float = 2.0,
+    max_delay_s: float = 5.0,
+) -> bool:
+    """Wait until one bootstrap server accepts a TCP connection.
+
+    kafka-python's clients block in their constructors (about 60 s) while no broker answers,
+    deaf to SIGTERM, and then fail with an error about whichever client came first.  This
+    waits in the open instead: a warning every 10 s names each server and why it failed,
+    ``stop`` ends the wait (returns False), and after ``timeout_s`` it fails naming them all.
+    """
+    try:
+        hosts = [(h, p) for h, p, _ in collect_hosts(list(servers), randomize=False)]
+    except ValueError as exc:
+        raise ConfigError(f"kafka.bootstrap_servers: bad host:port in {list(servers)}: {exc}") from exc
+    deadline = time.monotonic() + timeout_s
+    delay, warned_at = 0.2, float("-inf")
+    while True:
+        problems = []
+        for host, port in hosts:
+            try:
+                socket.create_connection((host, port), timeout=connect_timeout_s).close()
+                return True
+            except OSError as exc:
+                problems.append(f"{host}:{port}: {exc.strerror or exc}")
+        now = time.monotonic()
+        if now >= deadline:
+            raise BrokerError(
+                f"no Kafka broker reachable within {timeout_s:g} s (kafka.startup_timeout_seconds): "
+                + "; ".join(problems)
+            )
+        if now - warned_at >= 10:
+            log.warning("waiting for Kafka (%s)", "; ".join(problems))
+            warned_at = now
+        if stop.wait(min(delay, deadline - now)):
+            return False
+        delay = min(delay * 2, max_delay_s)
 
 
 def _record(r: Any) -> Record:

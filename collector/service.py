@@ -152,7 +152,7 @@ class AlertLoop:
 
 def run_stream(settings: Settings, stop: threading.Event, metrics: Metrics, ready: threading.Event) -> int:
     """The Kafka streaming service; returns the exit code."""
-    from collector.kafka import DeadLetters, EventReader, TraceConsumer
+    from collector.kafka import DeadLetters, EventReader, TraceConsumer, wait_for_brokers
     from collector.pipeline import StreamConfig, StreamPipeline
     from collector.workers import resolve_workers
 
@@ -165,6 +165,10 @@ def run_stream(settings: Settings, stop: threading.Event, metrics: Metrics, read
     store.apply_migrations()
     options = _kafka_options(settings)
     k = settings.kafka
+    if not wait_for_brokers(k.bootstrap_servers, stop, k.startup_timeout_seconds):
+        log.info("stopped while waiting for Kafka, before consuming anything")
+        store.close()
+        return 0
     dead = DeadLetters(options, k.dead_letter_topic)
     deploys = EventReader(options, k.deploys_topic)
     incidents = EventReader(options, k.incidents_topic)

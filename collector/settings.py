@@ -85,6 +85,9 @@ class KafkaSettings(_Section):
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
     ssl_check_hostname: bool = True
+    startup_timeout_seconds: float = Field(
+        300.0, gt=0, description="prodloop run waits this long for a reachable broker at start, then fails"
+    )
 
     _split = field_validator("bootstrap_servers", mode="before")(_split_list)
 

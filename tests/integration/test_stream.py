@@ -11,6 +11,7 @@ import os
 import random
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -314,7 +315,33 @@ def test_a_sigterm_during_start_up_exits_cleanly(setup: Setup) -> None:
     assert run.wait(60) == 0, run.log_tail()
     log = run.log_path.read_text()
     assert "stopped during start-up, before consuming anything" in log, log
-    assert committed_group_offsets(setup.bootstrap, setup.group, setup.traces) == {}
+
+
+def test_with_no_broker_reachable_it_waits_and_a_sigterm_still_exits_cleanly(setup: Setup) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        nobody = f"127.0.0.1:{s.getsockname()[1]}"
+    run = setup.start("nobroker", PRODLOOP_KAFKA__BOOTSTRAP_SERVERS=nobody)
+    deadline = time.monotonic() + 60
+    while "waiting for Kafka" not in run.log_path.read_text():
+        assert time.monotonic() < deadline and run.alive(), run.log_tail()
+        time.sleep(0.1)
+    assert run.metrics(), "/metrics answers while it waits"
+    t0 = time.monotonic()
+    assert run.terminate() == 0, run.log_tail()
+    assert time.monotonic() - t0 < 10
+    log = run.log_path.read_text()
+    assert f"{nobody}: Connection refused" in log and "stopped while waiting for Kafka" in log, log
+    # and with a short start-up timeout it fails, naming the server
+    failed = setup.start(
+        "nobroker-timeout",
+        PRODLOOP_KAFKA__BOOTSTRAP_SERVERS=nobody,
+        PRODLOOP_KAFKA__STARTUP_TIMEOUT_SECONDS="1",
+    )
+    assert failed.wait(60) != 0
+    assert f"no Kafka broker reachable within 1 s (kafka.startup_timeout_seconds): {nobody}" in (
+        failed.log_path.read_text()
+    )
 
 
 def test_bad_records_are_dead_lettered_and_the_rest_is_exact(setup: Setup, traffic: Traffic) -> None:
