@@ -280,11 +280,11 @@ class Attributor:
         lo, hi, commit, deploy_id = self._deploy_cache.get(key, _NO_DEPLOY)
         if lo <= t < hi:
             return commit, deploy_id
-        for start, until, ev in self.timeline.intervals(service, environment):
-            if start <= t < until:
-                self._deploy_cache[key] = (start, until, ev.commit_sha, ev.deploy_id)
-                return ev.commit_sha, ev.deploy_id
-        return "", ""
+        start, until, ev = self.timeline.interval_at(service, environment, t)
+        if ev is None:
+            return "", ""
+        self._deploy_cache[key] = (start, until, ev.commit_sha, ev.deploy_id)
+        return ev.commit_sha, ev.deploy_id
 
     def commit_of(self, span: Span) -> tuple[str, str]:
         res = span.resource
@@ -403,24 +403,10 @@ class Attributor:
             self._dep_by_res.clear()
             self._dep_version = self.timeline.version
         static = self.static_commit(res)
-        lo, hi = -(1 << 63), 1 << 63
+        lo, hi, ev = self.timeline.interval_at(res.service, res.environment, t)
         commit, deploy_id = static, ""
-        prev_until = None
-        found = False
-        for start, until, ev in self.timeline.intervals(res.service, res.environment):
-            if prev_until is None and t < start:
-                hi = start
-                found = True
-                break
-            if start <= t < until:
-                lo, hi = start, until
-                if not static or ev.commit_sha == static:
-                    commit, deploy_id = ev.commit_sha, ev.deploy_id
-                found = True
-                break
-            prev_until = until
-        if not found and prev_until is not None:
-            lo = prev_until
+        if ev is not None and (not static or ev.commit_sha == static):
+            commit, deploy_id = ev.commit_sha, ev.deploy_id
         pair = (commit, deploy_id)
         slot = self._commit_slots.get(pair)
         if slot is None:

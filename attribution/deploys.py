@@ -16,6 +16,10 @@ from collections.abc import Iterable
 
 from attribution.model import DeployEvent
 
+_MIN_T = -(1 << 63)
+_END = (1 << 63) - 1  # the last deploy stays live until here
+_PAST_END = 1 << 63
+
 
 class DeployTimeline:
     def __init__(self, events: Iterable[DeployEvent] = ()) -> None:
@@ -69,6 +73,27 @@ class DeployTimeline:
         ev = self.deploy_at(service, environment, t_unix_nano)
         return ev.commit_sha if ev is not None else ""
 
+    def interval_at(
+        self, service: str, environment: str, t_unix_nano: int
+    ) -> tuple[int, int, DeployEvent | None]:
+        """``(lo, hi, deploy)``: the half-open interval around ``t_unix_nano`` in which the live
+        deploy of (service, environment) stays the same, and that deploy (None before the first
+        one, or with none).  O(log n): attribution asks once per new interval it sees, and a
+        long deploy history must not make that a scan.  Agrees with :meth:`intervals`."""
+        index = self._index if self._index is not None else self._build()
+        entry = index.get((service, environment))
+        if entry is None:
+            return _MIN_T, _PAST_END, None
+        times, evs = entry
+        i = bisect_right(times, t_unix_nano)
+        if i == 0:
+            return _MIN_T, times[0], None
+        if i == len(times):
+            if t_unix_nano >= _END:
+                return _END, _PAST_END, None
+            return times[-1], _END, evs[-1]
+        return times[i - 1], times[i], evs[i - 1]
+
     def intervals(self, service: str, environment: str) -> list[tuple[int, int, DeployEvent]]:
         """``(live_from, live_until, deploy)`` for each live deploy; the last runs to 2**63-1."""
         index = self._index if self._index is not None else self._build()
@@ -78,7 +103,7 @@ class DeployTimeline:
         times, evs = entry
         out = []
         for i, ev in enumerate(evs):
-            until = times[i + 1] if i + 1 < len(times) else (1 << 63) - 1
+            until = times[i + 1] if i + 1 < len(times) else _END
             out.append((times[i], until, ev))
         return out
 

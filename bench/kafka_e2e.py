@@ -38,6 +38,7 @@ from tests.support.streaming import (  # noqa: E402
     create_topics,
     end_offsets,
     produce,
+    produce_deploys,
 )
 
 
@@ -139,6 +140,26 @@ def _records(n_spans: int, seed: int, time_order: str = "stream") -> tuple[list[
 _SPAN_TIME_NS = 1800 * 10**9
 
 
+def _deploys(n: int, seed: int) -> list[dict[str, str]]:
+    """``n`` deploy events, one a minute, the last 20 within the spans' 30 minutes."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        at_s = workload.T0 // 1_000_000_000 + (i - n + 20) * 60
+        out.append(
+            {
+                "deploy_id": f"bench-{i}",
+                "service": workload.SERVICES[i % len(workload.SERVICES)],
+                "environment": "prod",
+                "commit_sha": f"{rng.getrandbits(160):040x}",
+                "deployed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at_s)),
+                "repository": "github.com/acme/shop",
+                "url": f"https://ci.example.com/deploys/{i}",
+            }
+        )
+    return out
+
+
 def _cpu_by_thread(pid: int) -> dict[str, float]:
     """CPU seconds (user + system) of each thread of ``pid`` and its child processes, by
     thread name (children's prefixed with ``worker<i>:``)."""
@@ -194,6 +215,13 @@ def main() -> None:
         "record anywhere in 30 minutes (bench/ingest.py's workload; every batch touches every window)",
     )
     ap.add_argument(
+        "--deploys",
+        type=int,
+        default=0,
+        help="deploy events on the deploys topic before the spans (a deploy history: one a minute "
+        "over the workload's services, the last ones within the spans' 30 minutes)",
+    )
+    ap.add_argument(
         "--env",
         action="append",
         default=[],
@@ -214,6 +242,8 @@ def main() -> None:
                 f"bench-dlq-{sfx}": 1,
             }
             create_topics(bootstrap, topics)
+            if args.deploys:
+                produce_deploys(bootstrap, f"bench-deploys-{sfx}", _deploys(args.deploys, args.seed))
             records, n_spans = _records(args.spans, args.seed, args.time_order)
             t0 = time.monotonic()
             produce(
@@ -360,6 +390,11 @@ def main() -> None:
             print(f"check: spans decoded {spans_in:,.0f}, spans stored {stored:,} (produced {n_spans:,})")
             if stored != n_spans:
                 raise SystemExit("MISMATCH: stored aggregates do not equal what was produced")
+            if args.deploys:
+                deploys_in = final.get("prodloop_deploys_in_total", 0)
+                print(f"check: deploy events read {deploys_in:,.0f} (produced {args.deploys:,})")
+                if deploys_in != args.deploys:
+                    raise SystemExit("MISMATCH: deploy events read do not equal what was produced")
             if args.profile:
                 print("\nwhere the time goes (cProfile, top 25 by internal time):")
                 stats = pstats.Stats(str(tmp / "profile.out"))

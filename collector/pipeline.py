@@ -59,6 +59,7 @@ from typing import Any, Protocol
 from attribution.attribute import Repository
 from attribution.events import EventValidationError, parse_deploy_event, parse_incident_event
 from attribution.model import DeployEvent
+from collector.deploy_sets import DeployLog, TopicDeploy
 from collector.errors import BrokerError, StoreError
 from collector.kafka import Record
 from collector.metrics import Metrics
@@ -203,9 +204,8 @@ class StreamPipeline:
         # ticket of a batch handed to the workers -> its partition's state and the batch
         self._tickets: dict[int, tuple[PartitionState, Pending]] = {}
         # deploy events from the topic: (timestamp ms, partition, offset, event); and without provenance
-        self._topic_deploys: list[tuple[int, int, int, DeployEvent]] = []
-        self._static_deploys: list[DeployEvent] = []
-        self._deploy_max_ts = -1
+        # deploy events, mirrored in every worker (collector/deploy_sets.py)
+        self._deploys = DeployLog()
         self._deploys_at_end_ms = -1  # wall clock (ms) at which the deploys reader was last at the end
         self._deploys_checked_at = -float("inf")  # monotonic time of the last end-offsets request
         self._events_polled_at = -float("inf")
@@ -228,16 +228,21 @@ class StreamPipeline:
 
     def _load_deploys_from_store(self) -> None:
         positions: dict[int, int] = {}
+        static: list[DeployEvent] = []
+        topic: list[TopicDeploy] = []
         for ev, part, off, ts in self.store.load_deploy_sources():
             if part >= 0:
-                self._topic_deploys.append((ts, part, off, ev))
+                topic.append((ts, part, off, ev))
                 positions[part] = max(positions.get(part, 0), off + 1)
-                self._deploy_max_ts = max(self._deploy_max_ts, ts)
             else:
-                self._static_deploys.append(ev)
-        self._topic_deploys.sort(key=lambda x: (x[0], x[1], x[2]))
+                static.append(ev)
+        self._add_deploys(static, topic)
         if self.deploys is not None and positions:
             self.deploys.seek(positions)
+
+    def _add_deploys(self, static: list[DeployEvent], topic: list[TopicDeploy]) -> None:
+        if self._deploys.add(static, topic):
+            self.workers.add_deploys(static, topic)  # ahead of every batch cut from now on
 
     def poll_events(self) -> None:
         """Read new deploy and incident events (non-blocking) and persist them."""
@@ -270,10 +275,7 @@ class StreamPipeline:
                 )
         if events:
             self._retry(lambda: self.store.write_deploys(events, self.clock_ns(), sources), "store deploys")
-            for ev, (p, o, ts) in zip(events, sources, strict=True):
-                self._topic_deploys.append((ts, p, o, ev))
-                self._deploy_max_ts = max(self._deploy_max_ts, ts)
-            self._topic_deploys.sort(key=lambda x: (x[0], x[1], x[2]))
+            self._add_deploys([], [(ts, p, o, ev) for ev, (p, o, ts) in zip(events, sources, strict=True)])
             self.metrics.deploys_in.inc(len(events))
 
     def _take_incidents(self, records: list[Record]) -> None:
@@ -290,7 +292,7 @@ class StreamPipeline:
     def _deploys_ready(self, bound_ms: int) -> bool:
         if self.deploys is None:
             return True
-        if self._deploy_max_ts > bound_ms:
+        if self._deploys.max_time_ms > bound_ms:
             return True
         # "At the end while the clock is past the bound" holds for every bound below the last
         # time the reader was seen at the end, so one round trip to the broker (ListOffsets, on
@@ -308,14 +310,6 @@ class StreamPipeline:
             self._deploys_at_end_ms = now_ms
             return True
         return False
-
-    def _deploy_events(
-        self, bound_ms: int, positions: dict[int, int]
-    ) -> tuple[tuple[str, ...], list[DeployEvent]]:
-        """The deploy events a batch is tagged with, and a signature that names the set."""
-        events = list(self._static_deploys)
-        events += [ev for ts, p, o, ev in self._topic_deploys if ts <= bound_ms and o < positions.get(p, 0)]
-        return tuple(sorted(repr(e) for e in events)), events
 
     # -- assignment --------------------------------------------------------------------
 
@@ -556,7 +550,7 @@ class StreamPipeline:
             positions = self.deploys.positions() if self.deploys is not None else {}
         batch = st.buffer[:n]
         del st.buffer[:n]
-        signature, events = self._deploy_events(bound, positions)
+        selection = self._deploys.select(bound, positions)
         pend = Pending(
             batch,
             st.next_start,
@@ -567,7 +561,7 @@ class StreamPipeline:
             sum(len(r.value) for r in batch),
         )
         ticket = self.workers.submit(
-            self.topic, st.partition, [(r.offset, r.value) for r in batch], signature, events
+            self.topic, st.partition, [(r.offset, r.value) for r in batch], selection
         )
         self._tickets[ticket] = (st, pend)
         st.inflight.append(pend)

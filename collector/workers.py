@@ -43,6 +43,7 @@ from attribution.aggregate import AggregateRow, Aggregator, BatchStats
 from attribution.attribute import Attributor, Repository
 from attribution.deploys import DeployTimeline
 from attribution.model import DeployEvent
+from collector.deploy_sets import DeployLog, Selection, TopicDeploy
 from collector.errors import DecodeError, WorkerError
 from collector.otlp import OtlpDecoder
 from collector.runtime import tune_gc
@@ -117,7 +118,8 @@ class BatchProcessor:
             sample_rate_attribute=cfg.sample_rate_attribute or None,
         )
         self.windows: dict[int, DedupWindow] = {}
-        self._attributors: dict[tuple[str, ...], Attributor] = {}
+        self.deploys = DeployLog()
+        self._attributors: dict[Selection, Attributor] = {}  # of the log's current version
 
     def reset(self, partition: int) -> None:
         self.windows[partition] = DedupWindow(self.cfg.dedup_horizon)
@@ -150,13 +152,18 @@ class BatchProcessor:
                 continue
             window.observe(offset, [s.trace_id + s.span_id for s in spans])
 
-    def attributor(self, signature: tuple[str, ...], events: Sequence[DeployEvent]) -> Attributor:
-        att = self._attributors.get(signature)
+    def add_deploys(self, static: Sequence[DeployEvent], topic: Sequence[TopicDeploy]) -> None:
+        if self.deploys.add(static, topic):
+            self._attributors.clear()
+
+    def attributor(self, selection: Selection) -> Attributor:
+        att = self._attributors.get(selection)
         if att is None:
+            events = self.deploys.events(selection)
             if len(self._attributors) >= 8:
                 self._attributors.pop(next(iter(self._attributors)))
-            att = Attributor(self.repositories, DeployTimeline(list(events)))
-            self._attributors[signature] = att
+            att = Attributor(self.repositories, DeployTimeline(events))
+            self._attributors[selection] = att
         return att
 
     def process(
@@ -164,12 +171,11 @@ class BatchProcessor:
         topic: str,
         partition: int,
         records: Sequence[RawRecord],
-        signature: tuple[str, ...],
-        events: Sequence[DeployEvent],
+        selection: Selection,
     ) -> BatchOutcome:
         cfg = self.cfg
         aggregator = Aggregator(
-            self.attributor(signature, events),
+            self.attributor(selection),
             window_ns=cfg.window_ns,
             max_groups_per_window=cfg.max_groups_per_window,
         )
@@ -216,18 +222,12 @@ class InlineWorkers:
     def history(self, topic: str, partition: int, records: Sequence[RawRecord]) -> None:
         self.processor.history(topic, partition, records)
 
-    def submit(
-        self,
-        topic: str,
-        partition: int,
-        records: Sequence[RawRecord],
-        signature: tuple[str, ...],
-        events: Sequence[DeployEvent],
-    ) -> int:
+    def add_deploys(self, static: Sequence[DeployEvent], topic: Sequence[TopicDeploy]) -> None:
+        self.processor.add_deploys(static, topic)
+
+    def submit(self, topic: str, partition: int, records: Sequence[RawRecord], selection: Selection) -> int:
         self._ticket += 1
-        self._done.append(
-            (self._ticket, self.processor.process(topic, partition, records, signature, events))
-        )
+        self._done.append((self._ticket, self.processor.process(topic, partition, records, selection)))
         return self._ticket
 
     def results(self) -> list[tuple[int, BatchOutcome]]:
@@ -260,14 +260,16 @@ def _worker_main(jobs: Connection, results: Connection) -> None:
         kind = job[0]
         try:
             if kind == "batch":
-                _, ticket, topic, partition, signature, events, offsets = job
+                _, ticket, topic, partition, selection, offsets = job
                 records = [(o, jobs.recv_bytes()) for o in offsets]
-                outcome = processor.process(topic, partition, records, signature, events)
+                outcome = processor.process(topic, partition, records, selection)
                 del records
                 results.send((ticket, outcome))
             elif kind == "history":
                 _, topic, partition, offsets = job
                 processor.history(topic, partition, [(o, jobs.recv_bytes()) for o in offsets])
+            elif kind == "deploys":
+                processor.add_deploys(job[1], job[2])
             elif kind == "reset":
                 processor.reset(job[1])
             elif kind == "drop":
@@ -400,18 +402,13 @@ class ProcessWorkers:
     def history(self, topic: str, partition: int, records: Sequence[RawRecord]) -> None:
         self._of(partition).send(("history", topic, partition, list(records)))
 
-    def submit(
-        self,
-        topic: str,
-        partition: int,
-        records: Sequence[RawRecord],
-        signature: tuple[str, ...],
-        events: Sequence[DeployEvent],
-    ) -> int:
+    def add_deploys(self, static: Sequence[DeployEvent], topic: Sequence[TopicDeploy]) -> None:
+        for w in self._workers:  # every worker, ahead of the batches that select from them
+            w.send(("deploys", list(static), list(topic)))
+
+    def submit(self, topic: str, partition: int, records: Sequence[RawRecord], selection: Selection) -> int:
         self._ticket += 1
-        self._of(partition).send(
-            ("batch", self._ticket, topic, partition, signature, list(events), list(records))
-        )
+        self._of(partition).send(("batch", self._ticket, topic, partition, selection, list(records)))
         return self._ticket
 
     def results(self) -> list[tuple[int, BatchOutcome]]:

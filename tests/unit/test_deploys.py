@@ -262,3 +262,34 @@ def test_version_bumps_on_every_change() -> None:
 def test_live_property(status: str) -> None:
     assert ev("d", sha(1), T0, status=status).live
     assert not ev("d", sha(1), T0, status="failed").live
+
+
+def test_interval_at_agrees_with_intervals_everywhere() -> None:
+    """The binary search attribution uses (interval_at) against the list (intervals)."""
+    rng = random.Random(5)
+    events = [
+        ev(
+            f"d{i}",
+            sha(i),
+            T0 + rng.randrange(0, 50) * SECOND,
+            service=rng.choice(["checkout", "cart"]),
+            status=rng.choice(["succeeded", "succeeded", "failed"]),
+        )
+        for i in range(60)
+    ]
+    tl = DeployTimeline(events)
+    for service in ("checkout", "cart", "nobody"):
+        spans = tl.intervals(service, "prod")
+        probes = [T0 + x * SECOND // 2 for x in range(-4, 110)] + [-(1 << 63), END_OF_TIME]
+        probes += [start for start, _, _ in spans] + [until - 1 for _, until, _ in spans]
+        for t in probes:
+            lo, hi, got = tl.interval_at(service, "prod", t)
+            assert lo <= t < hi, (service, t, lo, hi)
+            inside = [e for start, until, e in spans if start <= t < until]
+            assert got == (inside[0] if inside else None), (service, t)
+            if got is None and spans and t < spans[0][0]:
+                assert (lo, hi) == (-(1 << 63), spans[0][0])
+            if t < END_OF_TIME:  # (intervals end there; deploy_at does not care)
+                # the deploy live at both ends of the interval is the one live at t
+                assert lo == -(1 << 63) or tl.deploy_at(service, "prod", lo) == got
+                assert tl.deploy_at(service, "prod", hi - 1) == got

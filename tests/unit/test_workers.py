@@ -18,6 +18,7 @@ from attribution.attribute import Attributor
 from attribution.events import parse_deploy_event
 from collector.config import load_attribution
 from collector.demo.shop import SAMPLE_RATE_ATTRIBUTE, Traffic, demo_dir, generate
+from collector.deploy_sets import DeployLog
 from collector.workers import (
     BatchOutcome,
     InlineWorkers,
@@ -47,7 +48,17 @@ def _jobs(traffic: Traffic) -> list[tuple[Any, ...]]:
     reqs = traffic.requests
     events = [parse_deploy_event(e) for e in traffic.deploys]
     half = len(events) // 2
-    jobs: list[tuple[Any, ...]] = []
+    assert half >= 2
+    # deploys as read from a one-partition topic: record time i s, offset i
+    topic = [(i * 1000, 0, i, ev) for i, ev in enumerate(events)]
+    log = DeployLog()
+    log.add([], topic)
+    first_half = log.select(half * 1000 - 1, {0: len(events)})
+    every = log.select(10**15, {0: len(events)})
+    replayed = log.select(10**15, {0: half + 1})  # a replay whose reader had read less: excluded
+    assert first_half[1:] == (half, ()) and every[1:] == (len(events), ())
+    assert replayed[2] == tuple(range(half + 1, len(events)))
+    jobs: list[tuple[Any, ...]] = [("deploys", [], topic)]
     for p in (0, 1):
         mine = reqs[p::2]
         records = list(enumerate(mine))
@@ -62,10 +73,8 @@ def _jobs(traffic: Traffic) -> list[tuple[Any, ...]]:
             + [(a, records[a - 3][1]), (a + 1, b"\x0a\xff garbage")]
             + [(o + 2, v) for o, v in records[a:b]]
         )
-        jobs.append(("batch", p, batch, tuple(repr(e) for e in events[:half]), events[:half]))
-        jobs.append(
-            ("batch", p, [(o + 2, v) for o, v in records[b:]], tuple(repr(e) for e in events), events)
-        )
+        jobs.append(("batch", p, batch, first_half))
+        jobs.append(("batch", p, [(o + 2, v) for o, v in records[b:]], every if p == 0 else replayed))
     return jobs
 
 
@@ -76,6 +85,8 @@ def _run(workers: Any, jobs: list[tuple[Any, ...]]) -> dict[int, BatchOutcome]:
             workers.reset(job[1])
         elif job[0] == "history":
             workers.history("spans", job[1], job[2])
+        elif job[0] == "deploys":
+            workers.add_deploys(job[1], job[2])
         else:
             tickets.append(workers.submit("spans", *job[1:]))
     got: dict[int, BatchOutcome] = {}
@@ -118,6 +129,12 @@ def test_worker_processes_give_exactly_what_one_process_gives(repositories: Any,
     assert sum(o.duplicates for o in outcomes) > 0
     assert [len(o.errors) for o in outcomes] == [1, 0, 1, 0]
     assert all(o.stats.attributed > 0 and o.rows for o in outcomes)
+    # the deploy selections tag spans, each with its own set: the last deploys only in the one
+    # batch that selects every deploy (partition 0's second)
+    ids = [{r.deploy_id for r in o.rows} - {""} for o in outcomes]
+    events = [parse_deploy_event(e) for e in traffic.deploys]
+    last = {e.deploy_id for e in events[len(events) // 2 + 1 :]}
+    assert all(ids) and ids[1] & last and not (ids[0] | ids[2] | ids[3]) & last
     assert sum(o.spans_in for o in outcomes) - sum(o.duplicates for o in outcomes) == sum(
         r.spans for o in outcomes for r in o.rows
     )
@@ -140,10 +157,13 @@ def test_a_failing_worker_reports_what_failed_and_where(repositories: Any, traff
     pool = ProcessWorkers(1, CFG, repositories)
     try:
         pool.reset(0)
-        # not a deploy event: building the deploy timeline fails in the worker (a bug, not bad input)
-        pool.submit("spans", 0, [(0, traffic.requests[0])], ("x",), ["not a deploy event"])  # type: ignore[list-item]
+        # a selection from deploys the worker was never sent (a bug, not bad input)
+        pool.submit("spans", 0, [(0, traffic.requests[0])], (99, 0, ()))
         deadline = time.monotonic() + 30
-        with pytest.raises(WorkerDied, match=r"(?s)worker process 0 failed: AttributeError: .*deploys\.py"):
+        with pytest.raises(
+            WorkerDied,
+            match=r"(?s)worker process 0 failed: ValueError: deploy selection of version 99.*deploy_sets\.py",
+        ):
             while time.monotonic() < deadline:
                 pool.wait(0.5)
                 pool.results()
