@@ -11,8 +11,9 @@ carries a :data:`Selection`, ``(version, k, excluded)``: the first ``k`` topic d
 
 Before, each batch carried the events themselves, with a signature of their sorted ``repr``
 strings: with 10,000 deploys kept that cost about 100 ms of CPU and 5 MB of pipe per batch.
-A selection costs a binary search, and ``excluded`` is empty unless the batch is a replay
-whose recorded positions are behind what the reader has read since.
+A selection costs a binary search; ``excluded`` is empty unless the positions are behind
+what the log holds (a replay of a batch cut earlier, or no deploys reader at all), and then
+costs a scan of the selected events, as the rule did before.
 """
 
 from __future__ import annotations
