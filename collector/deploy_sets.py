@@ -43,6 +43,11 @@ class DeployLog:
         return len(self._static) + len(self._topic)
 
     @property
+    def read_to(self) -> dict[int, int]:
+        """Per partition of the deploys topic, one past the highest offset held."""
+        return dict(self._read_to)
+
+    @property
     def max_time_ms(self) -> int:
         """The latest record time of a topic deploy, -1 without any."""
         return self._times[-1] if self._times else -1

@@ -203,7 +203,6 @@ class StreamPipeline:
         )
         # ticket of a batch handed to the workers -> its partition's state and the batch
         self._tickets: dict[int, tuple[PartitionState, Pending]] = {}
-        # deploy events from the topic: (timestamp ms, partition, offset, event); and without provenance
         # deploy events, mirrored in every worker (collector/deploy_sets.py)
         self._deploys = DeployLog()
         self._deploys_at_end_ms = -1  # wall clock (ms) at which the deploys reader was last at the end
@@ -227,18 +226,16 @@ class StreamPipeline:
     # -- deploys -----------------------------------------------------------------------
 
     def _load_deploys_from_store(self) -> None:
-        positions: dict[int, int] = {}
         static: list[DeployEvent] = []
         topic: list[TopicDeploy] = []
         for ev, part, off, ts in self.store.load_deploy_sources():
             if part >= 0:
                 topic.append((ts, part, off, ev))
-                positions[part] = max(positions.get(part, 0), off + 1)
             else:
                 static.append(ev)
         self._add_deploys(static, topic)
-        if self.deploys is not None and positions:
-            self.deploys.seek(positions)
+        if self.deploys is not None and self._deploys.read_to:
+            self.deploys.seek(self._deploys.read_to)  # past what the store holds
 
     def _add_deploys(self, static: list[DeployEvent], topic: list[TopicDeploy]) -> None:
         if self._deploys.add(static, topic):
