@@ -11,7 +11,6 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ from tests.support.streaming import (
     RunProcess,
     committed_group_offsets,
     end_offsets,
+    free_port,
     produce,
     produce_deploys,
     wait_consumed,
@@ -318,9 +318,7 @@ def test_a_sigterm_during_start_up_exits_cleanly(setup: Setup) -> None:
 
 
 def test_with_no_broker_reachable_it_waits_and_a_sigterm_still_exits_cleanly(setup: Setup) -> None:
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        nobody = f"127.0.0.1:{s.getsockname()[1]}"
+    nobody = f"127.0.0.1:{free_port()}"  # a port nobody listens on
     run = setup.start("nobroker", PRODLOOP_KAFKA__BOOTSTRAP_SERVERS=nobody)
     deadline = time.monotonic() + 60
     while "waiting for Kafka" not in run.log_path.read_text():

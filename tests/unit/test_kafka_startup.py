@@ -10,24 +10,19 @@ import pytest
 
 from collector.errors import BrokerError, ConfigError
 from collector.kafka import wait_for_brokers
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support.streaming import free_port  # a port nobody listens on
 
 
 def test_a_listening_server_ends_the_wait_at_once() -> None:
     with socket.create_server(("127.0.0.1", 0)) as srv:
         port = srv.getsockname()[1]
         t0 = time.monotonic()
-        assert wait_for_brokers([f"127.0.0.1:{_closed_port()}", f"127.0.0.1:{port}"], threading.Event(), 30)
+        assert wait_for_brokers([f"127.0.0.1:{free_port()}", f"127.0.0.1:{port}"], threading.Event(), 30)
         assert time.monotonic() - t0 < 2
 
 
 def test_it_waits_until_a_broker_comes_up() -> None:
-    port = _closed_port()
+    port = free_port()
     ready = threading.Event()
 
     def listen_later() -> None:
@@ -46,12 +41,12 @@ def test_stop_ends_the_wait_without_an_error() -> None:
     stop = threading.Event()
     threading.Timer(0.5, stop.set).start()
     t0 = time.monotonic()
-    assert wait_for_brokers([f"127.0.0.1:{_closed_port()}"], stop, 60) is False
+    assert wait_for_brokers([f"127.0.0.1:{free_port()}"], stop, 60) is False
     assert time.monotonic() - t0 < 3
 
 
 def test_the_timeout_names_every_server_and_why() -> None:
-    a, b = _closed_port(), _closed_port()
+    a, b = free_port(), free_port()
     with pytest.raises(BrokerError) as e:
         wait_for_brokers([f"127.0.0.1:{a}", f"127.0.0.1:{b}"], threading.Event(), 0.5)
     msg = str(e.value)
