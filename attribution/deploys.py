@@ -3,8 +3,11 @@
 * A deploy becomes live at ``deployed_at`` and stays live until the next live deploy of the
   same (service, environment).  Rollbacks are simply later deploys of an older SHA.
 * ``failed`` deploys never become live.
-* Events with the same ``deploy_id`` are one deploy: the last one added wins (a corrected
-  event replaces the first).
+* Events with the same ``deploy_id`` are one deploy.  The one with the highest
+  ``status_order`` (the status's own time, then its id at the source) wins, whatever the
+  arrival order, so a replayed or late older status never revives or replaces a newer one.
+  Between equal orders (events that give none) the last one added wins: a corrected event
+  replaces the first.
 * Ties on ``deployed_at`` are broken by ``deploy_id`` so that the answer never depends on
   arrival order: two replicas, or a replay, that saw the same events agree.
 """
@@ -32,9 +35,12 @@ class DeployTimeline:
         return len(self._by_id)
 
     def add(self, event: DeployEvent) -> bool:
-        """Add or replace a deploy.  Returns True if the timeline changed."""
+        """Add or replace a deploy.  Returns True if the timeline changed; False also for an
+        event older (by ``status_order``) than the one held for its ``deploy_id``."""
         old = self._by_id.get(event.deploy_id)
         if old == event:
+            return False
+        if old is not None and event.status_order < old.status_order:
             return False
         self._by_id[event.deploy_id] = event
         self._index = None

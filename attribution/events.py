@@ -91,6 +91,32 @@ def _sha(value: str, field: str) -> str:
     return sha
 
 
+_MAX_STATUS_ID = (1 << 63) - 1
+
+
+def _status_at(obj: Mapping[str, Any]) -> int:
+    v = obj.get("status_at")
+    if v is None:
+        return 0
+    t = parse_rfc3339(v, "status_at")
+    if not 0 < t < 1 << 63:
+        raise EventValidationError("status_at", f"{v!r} is not within 1970-01-01 and 2262-04-11")
+    return t
+
+
+def _status_id(obj: Mapping[str, Any]) -> int:
+    v = obj.get("status_id")
+    if v is None:
+        return 0
+    if isinstance(v, float) and v.is_integer():  # JSON 7.0: an integer to the schema too
+        v = int(v)
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise EventValidationError("status_id", f"must be an integer, got {type(v).__name__}")
+    if not 0 <= v <= _MAX_STATUS_ID:
+        raise EventValidationError("status_id", f"{v} is not within 0 and 2**63-1")
+    return v
+
+
 def parse_deploy_event(obj: Any) -> DeployEvent:
     if not isinstance(obj, Mapping):
         raise EventValidationError(
@@ -110,6 +136,8 @@ def parse_deploy_event(obj: Any) -> DeployEvent:
         previous_sha=_sha(prev, "previous_sha") if prev else "",
         status=status,
         url=_opt_str(obj, "url"),
+        status_at_unix_nano=_status_at(obj),
+        status_id=_status_id(obj),
     )
 
 
@@ -125,6 +153,10 @@ def deploy_event_to_json(ev: DeployEvent) -> dict[str, Any]:
     for k, v in (("repository", ev.repository), ("previous_sha", ev.previous_sha), ("url", ev.url)):
         if v:
             out[k] = v
+    if ev.status_at_unix_nano:
+        out["status_at"] = format_rfc3339(ev.status_at_unix_nano)
+    if ev.status_id:
+        out["status_id"] = ev.status_id
     return out
 
 

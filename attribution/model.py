@@ -198,10 +198,18 @@ class DeployEvent:
     previous_sha: str = ""
     status: str = "succeeded"
     url: str = ""
+    status_at_unix_nano: int = 0  # when this status was set at its source; 0: not given
+    status_id: int = 0  # the source's id of this status (GitHub: deployment_status.id); 0: not given
 
     @property
     def live(self) -> bool:
         return self.status != "failed"
+
+    @property
+    def status_order(self) -> tuple[int, int]:
+        """Orders the events of one ``deploy_id``: one with a lower order never replaces one
+        with a higher order; between equal orders the last one received wins."""
+        return (self.status_at_unix_nano, self.status_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,3 +226,33 @@ class IncidentEvent:
     modules: tuple[str, ...] = ()
     postmortem_url: str = ""
     title: str = ""
+
+
+# The last instant ClickHouse's ``DateTime`` (the aggregates' ``window_start``) holds: 2106-02-07T06:28:15Z.
+STORE_MAX_UNIX_NANO: Final = 2**32 * 1_000_000_000 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class TimeBounds:
+    """Which span times are plausible around a reference time: the Kafka record's timestamp,
+    or the request's arrival.  Spans outside are rejected as ``time_out_of_range``.
+
+    ``None`` turns a side off.  Without a reference (files) only the store's own range holds:
+    1970-01-01 up to :data:`STORE_MAX_UNIX_NANO`.
+    """
+
+    max_future_ns: int | None = 86_400 * 1_000_000_000
+    max_age_ns: int | None = None
+
+    def window(self, reference_unix_nano: int | None) -> tuple[int, int]:
+        """``(lo, hi)``: a span is accepted when ``lo <= start <= end <= hi``."""
+        lo, hi = 0, STORE_MAX_UNIX_NANO
+        if reference_unix_nano is not None:
+            if self.max_age_ns is not None:
+                lo = max(lo, reference_unix_nano - self.max_age_ns)
+            if self.max_future_ns is not None:
+                hi = min(hi, reference_unix_nano + self.max_future_ns)
+        return lo, hi
+
+
+DEFAULT_TIME_BOUNDS: Final = TimeBounds()

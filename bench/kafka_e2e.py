@@ -270,6 +270,9 @@ def main() -> None:
                 "PRODLOOP_STORE__DSN": f"chdb://{tmp / 'store'}",
                 "PRODLOOP_STREAM__DEPLOY_SKEW_MS": "0",
                 "PRODLOOP_SERVICE__LOG_LEVEL": "WARNING",
+                # the pipeline alone is measured: no gateway receivers beside it
+                "PRODLOOP_RECEIVER__GRPC_ENABLED": "false",
+                "PRODLOOP_RECEIVER__HTTP_ENABLED": "false",
                 **_config_files(tmp),
                 **dict(kv.split("=", 1) for kv in args.env),
             }

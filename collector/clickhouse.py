@@ -3,7 +3,8 @@
 DSNs:
 
 * ``chdb:///abs/path/to/dir`` - the embedded engine (chDB), the default, under ``./.prodloop/``;
-* ``http(s)://user:pass@host:8123/database`` - a ClickHouse server.
+* ``http(s)://user:pass@host:8123/database?option=value`` - a ClickHouse server; the
+  options and percent-encoding are described in :func:`http_client_args`.
 
 The SQL is the same for both.  Values are always bound as query parameters, never
 formatted into SQL text.  Tables live in one database (``prodloop`` unless configured); the
@@ -18,22 +19,26 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from inspect import signature
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import clickhouse_connect
+from clickhouse_connect.driver import exceptions as cc_exceptions
 from clickhouse_connect.driver import options as _cc_options
+from clickhouse_connect.driver.httpclient import HttpClient
 
 from attribution.aggregate import AggregateRow
 from attribution.model import DeployEvent, IncidentEvent
 from attribution.sketch import GAMMA
-from collector.errors import ConfigError, SinkError, StoreError, StoreLockedError
+from collector.errors import ConfigError, SinkError, StoreError, StoreLockedError, StoreRejectedError
 
 # We insert lists of rows and read rows, never DataFrames or arrays.  Without this, the first
 # insert checks its data against pandas.DataFrame and so imports pandas (installed as a chDB
@@ -41,6 +46,9 @@ from collector.errors import ConfigError, SinkError, StoreError, StoreLockedErro
 _cc_options.pd = None
 _cc_options.pd_time_test = None
 _cc_options.np = None
+# clickhouse-connect logs a traceback for every value it cannot encode; prodloop raises that as
+# StoreRejectedError (with the column) and isolates the row, so the log would only repeat it.
+logging.getLogger("clickhouse_connect.driver.transform").setLevel(logging.CRITICAL)
 
 DEFAULT_DATABASE = "prodloop"
 DEFAULT_STORE_DIR = ".prodloop/store"
@@ -175,8 +183,124 @@ def _wrap(exc: Exception, what: str, dsn: str) -> StoreError:
     return StoreError(f"{what} failed on {dsn}: {text.strip()[:2000]}")
 
 
+# ClickHouse error codes that mean "these values cannot go in", the same way on every retry:
+# CANNOT_PARSE_TEXT, CANNOT_PARSE_INPUT_ASSERTION_FAILED, CANNOT_PARSE_DATE, CANNOT_PARSE_DATETIME,
+# TYPE_MISMATCH, ARGUMENT_OUT_OF_BOUND, CANNOT_CONVERT_TYPE, CANNOT_PARSE_NUMBER, INCORRECT_DATA,
+# TOO_LARGE_STRING_SIZE, SIZES_OF_ARRAYS_DONT_MATCH, VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE,
+# DECIMAL_OVERFLOW.  Everything else (network, memory, too many parts, ...) is retryable.
+_REFUSED_CODES = frozenset({6, 27, 38, 41, 53, 69, 70, 72, 117, 131, 190, 321, 407})
+_TOO_MANY_PARTS = 252
+
+
+def _refused(exc: Exception) -> bool:
+    """Did the store refuse the rows themselves (so that retrying them cannot succeed)?"""
+    if isinstance(exc, cc_exceptions.DataError | TypeError | ValueError | OverflowError):
+        return True  # the client could not encode a value for its column: nothing was sent
+    if not isinstance(exc, cc_exceptions.DatabaseError) or isinstance(exc, cc_exceptions.OperationalError):
+        return False
+    text = str(exc)
+    code = exc.code
+    if code is None:
+        m = re.search(r"\bCode:\s*(\d+)", text)
+        code = int(m.group(1)) if m else None
+    if code == _TOO_MANY_PARTS:
+        # one insert spanning more partitions (days) than max_partitions_per_insert_block: smaller
+        # inserts go in; "too many parts" from merges falling behind is load, and retryable
+        return "partitions for a single INSERT block" in text or "partitions for single INSERT block" in text
+    return code in _REFUSED_CODES
+
+
 def _ts(unix_nano: int) -> datetime:
     return datetime.fromtimestamp(unix_nano / 1e9, tz=UTC)
+
+
+# HttpClient arguments a DSN's query may not set: the URL's parts give them, or they are objects.
+_DSN_RESERVED = frozenset(
+    {"self", "interface", "host", "port", "username", "password", "database"}
+    | {"settings", "headers", "pool_mgr", "token_provider"}
+)
+_DSN_OPTIONS = frozenset(signature(HttpClient).parameters) - _DSN_RESERVED
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def http_client_args(dsn: str, password: str | None = None) -> dict[str, Any]:
+    """``clickhouse_connect.get_client`` keyword arguments for an ``http(s)://`` DSN.
+
+    Built from the parsed URL, never by editing the string: host (IPv6 without brackets),
+    port (default 8123, or 8443 with TLS), percent-decoded user and password, and
+    ``database`` when the path names one.  In the query, ``secure`` selects TLS,
+    ``user``/``user_name`` the user, ``compression`` is ``compress``, ``ch_NAME`` the
+    ClickHouse setting NAME; any other key must be a clickhouse-connect HTTP client option
+    (``verify``, ``ca_cert``, ``connect_timeout``, ...).  ``password``, when given, is used
+    instead of the DSN's.  Errors show the DSN without user, password or query.
+    """
+    parts = urlsplit(dsn)
+    if "@" in parts.path + parts.query + parts.fragment:
+        # A raw / ? or # in the user or password moved it past the host: show none of it.
+        raise ConfigError(
+            f"store DSN {parts.scheme}://...: percent-encode / ? # @ : in its user and password"
+        )
+    shown = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError(f"store DSN {shown}: scheme must be http:// or https://")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ConfigError(f"store DSN {shown}: the port must be a number within 1-65535")
+    host = parts.hostname
+    if not host:
+        raise ConfigError(f"store DSN {shown}: no host")
+    args: dict[str, Any] = {"host": host}
+    settings: dict[str, str] = {}
+    secure: bool | None = None
+    username = unquote(parts.username) if parts.username else None
+    seen: set[str] = set()
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in seen:
+            raise ConfigError(f"store DSN {shown}: query parameter {key!r} is given twice")
+        seen.add(key)
+        if key == "secure":
+            if value.lower() not in _TRUE + _FALSE:
+                raise ConfigError(f"store DSN {shown}: secure must be true or false")
+            secure = value.lower() in _TRUE
+        elif key in ("user", "user_name"):
+            if username is not None:
+                raise ConfigError(f"store DSN {shown}: the user is given twice")
+            username = value
+        elif key == "compression":
+            args["compress"] = value
+        elif key.startswith("ch_") and len(key) > 3:
+            settings[key[3:]] = value
+        elif key in _DSN_OPTIONS:
+            args[key] = value
+        elif key in _DSN_RESERVED:
+            raise ConfigError(f"store DSN {shown}: {key!r} cannot be set in the query")
+        else:
+            raise ConfigError(
+                f"store DSN {shown}: unknown query parameter {key!r}; "
+                "ClickHouse settings are written ch_NAME=VALUE"
+            )
+    if parts.scheme == "https" and secure is False:
+        raise ConfigError(f"store DSN {shown}: https:// with secure=false")
+    tls = parts.scheme == "https" or bool(secure)
+    args["interface"] = "https" if tls else "http"
+    args["port"] = port if port is not None else (8443 if tls else 8123)
+    if username is not None:
+        args["username"] = username
+    if password:
+        args["password"] = password
+    elif parts.password:
+        args["password"] = unquote(parts.password)
+    if settings:
+        args["settings"] = settings
+    segments = [unquote(s) for s in parts.path.split("/") if s]
+    if len(segments) > 1:
+        raise ConfigError(f"store DSN {shown}: the path must be one database name")
+    if segments:
+        args["database"] = segments[0]
+    return args
 
 
 class ClickHouseStore:
@@ -199,6 +323,11 @@ class ClickHouseStore:
         if parts.scheme not in ("chdb", "http", "https"):
             raise ConfigError(f"store DSN {dsn!r}: scheme must be chdb://, http:// or https://")
         self.embedded = parts.scheme == "chdb"
+        http_args: dict[str, Any] = {}
+        if not self.embedded:
+            http_args = http_client_args(dsn, password=password)
+            self.database = http_args.pop("database", database)
+            http_args.setdefault("connect_timeout", connect_timeout)
         try:
             if self.embedded:
                 Path(parts.path).mkdir(parents=True, exist_ok=True)
@@ -208,21 +337,12 @@ class ClickHouseStore:
                 )
                 self.client: Any = clickhouse_connect.get_client(dsn=dsn, database=database)
             else:
-                db_in_dsn = parts.path.strip("/")
-                if db_in_dsn and db_in_dsn != database:
-                    self.database = db_in_dsn
-                extra: dict[str, Any] = {"password": password} if password else {}
-                bootstrap = clickhouse_connect.get_client(
-                    dsn=dsn.replace(parts.path, "") if parts.path else dsn,
-                    connect_timeout=connect_timeout,
-                    **extra,
-                )
+                # The bootstrap client names no database: the DSN's may not exist yet.
+                bootstrap = clickhouse_connect.get_client(**http_args)
                 bootstrap.command(
                     "CREATE DATABASE IF NOT EXISTS {db:Identifier}", parameters={"db": self.database}
                 )
-                self.client = clickhouse_connect.get_client(
-                    dsn=dsn, database=self.database, connect_timeout=connect_timeout, **extra
-                )
+                self.client = clickhouse_connect.get_client(**http_args, database=self.database)
         except StoreError:
             raise
         except Exception as exc:
@@ -317,22 +437,52 @@ class ClickHouseStore:
         try:
             self.client.insert(table, rows, column_names=list(columns), settings=settings or {})
         except Exception as exc:
+            if _refused(exc):
+                raise StoreRejectedError(f"{self.database}.{table} refused the rows: {exc}") from exc
             raise SinkError(f"insert into {self.database}.{table} failed on {self.dsn}: {exc}") from exc
+
+    def _insert_isolating(
+        self, table: str, rows: list[list[Any]], columns: Sequence[str], token: str, first: int = 0
+    ) -> tuple[int, list[tuple[int, str]]]:
+        """Insert ``rows`` under the deduplication ``token``; if the store refuses them, bisect
+        (halves get ``token.0`` and ``token.1``) down to the rows it refuses alone.
+
+        Returns (rows written, [(index of a refused row, the store's message)]).  The split
+        depends only on the rows, so a replay makes the same inserts with the same tokens.
+        """
+        try:
+            self._insert(table, rows, columns, {"insert_deduplicate": 1, "insert_deduplication_token": token})
+        except StoreRejectedError as exc:
+            if len(rows) <= 1:
+                return 0, [(first, str(exc))]
+            mid = len(rows) // 2
+            a_written, a_refused = self._insert_isolating(table, rows[:mid], columns, f"{token}.0", first)
+            b_written, b_refused = self._insert_isolating(
+                table, rows[mid:], columns, f"{token}.1", first + mid
+            )
+            return a_written + b_written, a_refused + b_refused
+        return len(rows), []
 
     def write_aggregates(
         self,
-        rows: Iterable[AggregateRow],
+        rows: Sequence[AggregateRow],
         window_ns: int,
         *,
         dedup_token: str,
         chunk_rows: int = 0,
         on_chunk: Callable[[int], None] | None = None,
+        on_refused: Callable[[AggregateRow, str], None] | None = None,
     ) -> int:
         """Insert partial aggregates.  Retrying with the same ``dedup_token`` is harmless.
 
         With ``chunk_rows``, the rows (in their given, deterministic order) go in inserts of
         at most that many rows, each with the token suffixed by its chunk number, so a write
         interrupted between chunks is completed, not doubled, by a retry.
+
+        Rows the store refuses (:class:`StoreRejectedError`: retrying cannot help) are
+        isolated by bisection and handed to ``on_refused`` with the store's message; the
+        others are written.  Without ``on_refused``, a refusal raises once the rest is in.
+        Returns the number of rows written.
         """
         if window_ns % 1_000_000_000:
             raise ConfigError("the aggregation window must be a whole number of seconds")
@@ -362,25 +512,31 @@ class ClickHouseStore:
             for r in rows
         ]
         if not chunk_rows or len(data) <= chunk_rows:
-            self._insert(
-                "module_aggregates",
-                data,
-                AGGREGATE_COLUMNS,
-                {"insert_deduplicate": 1, "insert_deduplication_token": dedup_token},
+            chunks = [(dedup_token, 0)] if data else []
+            chunk_rows = len(data)
+        else:
+            chunks = [(f"{dedup_token}#{i // chunk_rows}", i) for i in range(0, len(data), chunk_rows)]
+        written = 0
+        refused: list[tuple[int, str]] = []
+        for n, (token, first) in enumerate(chunks):
+            w, r = self._insert_isolating(
+                "module_aggregates", data[first : first + chunk_rows], AGGREGATE_COLUMNS, token, first
             )
+            written += w
+            refused += r
             if on_chunk is not None:
-                on_chunk(0)
-            return len(data)
-        for i in range(0, len(data), chunk_rows):
-            self._insert(
-                "module_aggregates",
-                data[i : i + chunk_rows],
-                AGGREGATE_COLUMNS,
-                {"insert_deduplicate": 1, "insert_deduplication_token": f"{dedup_token}#{i // chunk_rows}"},
-            )
-            if on_chunk is not None:
-                on_chunk(i // chunk_rows)
-        return len(data)
+                on_chunk(n)
+        if not chunks and on_chunk is not None:
+            on_chunk(0)
+        if refused:
+            if on_refused is None:
+                raise StoreRejectedError(
+                    f"{len(refused)} of {len(data)} aggregate rows were refused (the rest is written); "
+                    f"first: {refused[0][1]}"
+                )
+            for i, message in refused:
+                on_refused(rows[i], message)
+        return written
 
     def write_deploys(
         self,
@@ -389,7 +545,11 @@ class ClickHouseStore:
         sources: Sequence[tuple[int, int, int]] | None = None,
     ) -> int:
         """Store deploy events.  ``sources``: (partition, offset, record timestamp ms) per event,
-        for events read from the deploys topic."""
+        for events read from the deploys topic.
+
+        The row version is ``(status_at, status_id, received_at + i)`` packed into a UInt256
+        (migration 0007), so ``FINAL`` keeps the newest status of a deploy_id, not the last
+        written: a replayed older status never wins, on any replica or after a restart."""
         if sources is not None and len(sources) != len(events):
             raise ValueError("one source per event")
         srcs = list(sources) if sources is not None else [(-1, -1, 0)] * len(events)
@@ -405,10 +565,12 @@ class ClickHouseStore:
                 e.status,
                 e.url,
                 _ts(received_at_unix_nano),
-                received_at_unix_nano + i,
+                (e.status_at_unix_nano << 128) | (e.status_id << 64) | (received_at_unix_nano + i),
                 srcs[i][0],
                 srcs[i][1],
                 srcs[i][2],
+                e.status_at_unix_nano,
+                e.status_id,
             ]
             for i, e in enumerate(events)
         ]
@@ -427,6 +589,8 @@ class ClickHouseStore:
             "source_partition",
             "source_offset",
             "source_timestamp_ms",
+            "status_at",
+            "status_id",
         ]
         self._insert("deploys", rows, cols)
         return len(rows)
@@ -435,12 +599,14 @@ class ClickHouseStore:
         """Deploys with their topic provenance (partition, offset, timestamp ms; -1 when none)."""
         rows = self.query(
             "SELECT deploy_id, service, environment, commit_sha, toUnixTimestamp64Nano(deployed_at), repository, "
-            "previous_sha, status, url, source_partition, source_offset, source_timestamp_ms "
-            "FROM deploys FINAL ORDER BY deployed_at, deploy_id"
+            "previous_sha, status, url, source_partition, source_offset, source_timestamp_ms, "
+            "toUnixTimestamp64Nano(status_at), status_id FROM deploys FINAL ORDER BY deployed_at, deploy_id"
         )
         return [
             (
-                DeployEvent(r[0], r[1], r[2], r[3], int(r[4]), r[5], r[6], r[7], r[8]),
+                DeployEvent(
+                    r[0], r[1], r[2], r[3], int(r[4]), r[5], r[6], r[7], r[8], int(r[12]), int(r[13])
+                ),
                 int(r[9]),
                 int(r[10]),
                 int(r[11]),
@@ -516,7 +682,8 @@ class ClickHouseStore:
     def load_deploys(self) -> list[DeployEvent]:
         rows = self.query(
             "SELECT deploy_id, service, environment, commit_sha, toUnixTimestamp64Nano(deployed_at), repository, "
-            "previous_sha, status, url FROM deploys FINAL ORDER BY deployed_at, deploy_id"
+            "previous_sha, status, url, toUnixTimestamp64Nano(status_at), status_id "
+            "FROM deploys FINAL ORDER BY deployed_at, deploy_id"
         )
         return [
             DeployEvent(
@@ -529,6 +696,8 @@ class ClickHouseStore:
                 previous_sha=r[6],
                 status=r[7],
                 url=r[8],
+                status_at_unix_nano=int(r[9]),
+                status_id=int(r[10]),
             )
             for r in rows
         ]

@@ -15,6 +15,11 @@ OOM, power) therefore loses what was accepted since the last successful flush: a
 (:meth:`DirectPipeline.close`) aggregates the queue and flushes.  Direct mode is for trying
 prodloop and for small setups; gateway mode (Kafka) is the durable path.
 
+**Bad times** (outside the store's range, or the plausibility window around the
+request's arrival) are rejected at decode: a partial success naming the span.  Rows the
+store refuses anyway are logged and dropped, the rest is written.  ``last_flush_unix_nano``
+is when the flushed queue was cut: spans accepted during a write are not in it.
+
 **Flushes are idempotent.**  Each flush drains the aggregator into one deterministic batch
 of rows and writes it with the insert-deduplication token ``prodloop-direct-RUN-SEQ``
 (``RUN`` is random per process start, ``SEQ`` counts flushes).  A write that failed is
@@ -48,11 +53,11 @@ from typing import Any
 from attribution.aggregate import AggregateRow, Aggregator, BatchStats
 from attribution.attribute import Attributor, Repository
 from attribution.deploys import DeployTimeline
-from attribution.model import DeployEvent, IncidentEvent, Span
+from attribution.model import DEFAULT_TIME_BOUNDS, DeployEvent, IncidentEvent, Span, TimeBounds
 from collector.clickhouse import ClickHouseStore
-from collector.errors import StoreError
-from collector.otlp import OtlpDecoder
-from collector.receiver import Accepted, IngressBusy, IngressUnavailable, ModulesQuery, rejection_message
+from collector.errors import EventError, StoreError, StoreRejectedError
+from collector.otlp import OtlpDecoder, rejection_message
+from collector.receiver import Accepted, IngressBusy, IngressUnavailable, ModulesQuery
 
 log = logging.getLogger("prodloop.direct")
 
@@ -75,6 +80,8 @@ class DirectStats:
     flushes: int = 0
     rows_written: int = 0
     flush_failures: int = 0
+    rows_refused: int = 0
+    spans_refused: int = 0
     spans_lost_at_stop: int = 0
     last_flush_unix_nano: int = 0
     last_error: str = ""
@@ -101,6 +108,7 @@ class DirectPipeline:
         retry_after_s: int = 2,
         clock: Callable[[], int] = time.time_ns,
         load_deploys: bool = True,
+        time_bounds: TimeBounds = DEFAULT_TIME_BOUNDS,  # around each request's arrival
     ) -> None:
         self.store = store
         self.window_ns = window_ns
@@ -116,6 +124,7 @@ class DirectPipeline:
         )
         self._wanted = self.attributor.wanted_attributes
         self._sample_rate_attribute = sample_rate_attribute or None
+        self._time_bounds = time_bounds
         self._local = threading.local()
         self.stats = DirectStats()
         self._run_id = uuid.uuid4().hex[:16]
@@ -136,9 +145,16 @@ class DirectPipeline:
         d: OtlpDecoder | None = getattr(self._local, "decoder", None)
         if d is None:  # one per receiver thread: the decoder's caches are not shared
             d = self._local.decoder = OtlpDecoder(
-                wanted_attributes=self._wanted, sample_rate_attribute=self._sample_rate_attribute
+                wanted_attributes=self._wanted,
+                sample_rate_attribute=self._sample_rate_attribute,
+                time_bounds=self._time_bounds,
             )
         return d
+
+    @property
+    def store_healthy(self) -> bool:
+        """False while flushes fail (readiness)."""
+        return not self._store_failing
 
     @property
     def queued_spans(self) -> int:
@@ -151,7 +167,7 @@ class DirectPipeline:
             raise IngressUnavailable("prodloop is shutting down", self.retry_after_s)
         if self._queued_spans >= self.queue_max_spans:  # full: refuse before spending a decode on it
             self._refuse()
-        decoded = self._decoder().decode(payload, encoding, f"<{encoding} request>")
+        decoded = self._decoder().decode(payload, encoding, f"<{encoding} request>", self._clock())
         spans = decoded.spans
         n = len(spans)
         with self._cond:
@@ -217,6 +233,8 @@ class DirectPipeline:
     def _store_call(self, fn: Callable[[], Any]) -> Any:
         try:
             return self._locked(fn)
+        except StoreRejectedError as exc:  # the data itself: retrying cannot help (400)
+            raise EventError(f"the store refused it: {exc}") from exc
         except StoreError as exc:
             raise IngressUnavailable(f"the store failed: {exc}", self.retry_after_s) from exc
 
@@ -255,6 +273,7 @@ class DirectPipeline:
                     self._cond.wait(remaining)
                 items = list(self._queue)
                 self._queue.clear()
+                cut_at = self._clock()  # everything accepted before this is in the next flush
                 closing = self._closing
                 waiters = self._flush_requested
                 self._flush_requested = []
@@ -272,7 +291,7 @@ class DirectPipeline:
             if closing or waiters or time.monotonic() >= next_flush:
                 self._account(st)
                 st = BatchStats()
-                ok = self._flush(final=closing)
+                ok = self._flush(final=closing, cut_at=cut_at)
                 next_flush = time.monotonic() + self.flush_interval_s
                 if ok:
                     for w in waiters:
@@ -292,17 +311,27 @@ class DirectPipeline:
         s.overflow_spans += st.overflow
         s.unattributed_by_reason.update(st.unattributed_by_reason)
 
-    def _flush(self, *, final: bool) -> bool:
+    def _flush(self, *, final: bool, cut_at: int) -> bool:
+        """Write what the aggregator holds (everything accepted up to ``cut_at``), retrying;
+        False if a stop's grace period ran out first."""
         rows: list[AggregateRow] = self.aggregator.drain()
         if not rows:
+            self.stats.last_flush_unix_nano = cut_at
             return True
         self._seq += 1
         token = f"prodloop-direct-{self._run_id}-{self._seq}"
         backoff = 0.2
+        refused: list[tuple[AggregateRow, str]] = []
         while True:
+            refused.clear()
             try:
                 with self._store_lock:
-                    written = self.store.write_aggregates(rows, self.window_ns, dedup_token=token)
+                    written = self.store.write_aggregates(
+                        rows,
+                        self.window_ns,
+                        dedup_token=token,
+                        on_refused=lambda row, message: refused.append((row, message)),
+                    )
             except StoreError as exc:
                 self.stats.flush_failures += 1
                 self.stats.last_error = str(exc)
@@ -320,11 +349,26 @@ class DirectPipeline:
                     )
                     return False
                 log.warning("direct mode: flush %s failed, retrying in %.1fs: %s", token, backoff, exc)
-                time.sleep(backoff)
+                with self._cond:
+                    if deadline is None:  # close() wakes this up, to retry within its grace period
+                        self._cond.wait_for(lambda: self._closing, timeout=backoff)
+                    else:
+                        self._cond.wait(timeout=backoff)
                 backoff = min(backoff * 2, 10.0)
                 continue
+            for row, message in refused:
+                self.stats.rows_refused += 1
+                self.stats.spans_refused += row.spans
+                log.error(
+                    "direct mode: the store refused an aggregate row of %d span(s) (%s/%s/%s); it is dropped: %s",
+                    row.spans,
+                    row.service,
+                    row.environment,
+                    row.module,
+                    message,
+                )
             self._store_failing = False
             self.stats.flushes += 1
             self.stats.rows_written += written
-            self.stats.last_flush_unix_nano = self._clock()
+            self.stats.last_flush_unix_nano = cut_at
             return True

@@ -9,7 +9,8 @@
     │   └── EventError            an invalid deploy/incident event; names the field
     ├── StoreError                ClickHouse (chDB or server) failed
     │   ├── StoreLockedError      the embedded store is held by another process
-    │   └── SinkError             a write was not acknowledged (retryable)
+    │   ├── SinkError             a write was not acknowledged (retryable)
+    │   └── StoreRejectedError    the store refused the rows themselves (permanent: never retried)
     ├── BrokerError               Kafka failed
     ├── TicketError               a ticket sink failed
     └── WorkerError               a stream worker process died (the replica stops; intents make
@@ -64,6 +65,15 @@ class StoreLockedError(StoreError):
 
 class SinkError(StoreError):
     """A write was not acknowledged.  Retrying the same batch is safe (deduplicated)."""
+
+
+class StoreRejectedError(StoreError):
+    """The store refused the data itself (a value out of a column's range, a type mismatch).
+
+    Retrying the same rows fails the same way, so this is never retried: the writer isolates
+    the refused rows (:meth:`collector.clickhouse.ClickHouseStore.write_aggregates`) and
+    dead-letters or reports them.
+    """
 
 
 class BrokerError(ProdloopError):

@@ -45,6 +45,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from attribution.events import deploy_event_to_json
 from attribution.model import DeployEvent, IncidentEvent
 from collector.errors import BrokerError, DecodeError
+from collector.otlp import MAX_NESTING_DEPTH, load_json
 from collector.receiver import Accepted, IngressBusy, IngressUnavailable, ModulesQuery
 
 log = logging.getLogger("prodloop.gateway")
@@ -97,10 +98,7 @@ def _list(obj: dict[str, Any], camel: str, snake: str, where: str) -> list[Any]:
 
 def otlp_json_to_proto(data: bytes) -> Any:
     """An OTLP/JSON trace request -> ``ExportTraceServiceRequest`` (raises DecodeError)."""
-    try:
-        doc = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DecodeError(f"not valid JSON: {exc}") from exc
+    doc = load_json(data)
     if not isinstance(doc, dict):
         raise DecodeError(f"OTLP/JSON must be an object, got {type(doc).__name__}")
     for ri, rs in enumerate(_list(doc, "resourceSpans", "resource_spans", "")):
@@ -119,9 +117,16 @@ def otlp_json_to_proto(data: bytes) -> Any:
                         _hex_ids_to_base64(link, f"{where}.links[{li}]")
     msg = _ExportRequest()
     try:
-        json_format.ParseDict(doc, msg, ignore_unknown_fields=True)
+        json_format.ParseDict(doc, msg, ignore_unknown_fields=True, max_recursion_depth=MAX_NESTING_DEPTH)
     except json_format.ParseError as exc:
+        if "recursion" in str(exc).lower():
+            raise DecodeError(f"the request nests too deeply: {exc}", reason="too_deep") from exc
         raise DecodeError(f"not a valid OTLP/JSON ExportTraceServiceRequest: {exc}") from exc
+    except RecursionError:
+        raise DecodeError(
+            f"the request nests too deeply: OTLP allows at most {MAX_NESTING_DEPTH} levels of nesting",
+            reason="too_deep",
+        ) from None
     return msg
 
 
@@ -253,7 +258,8 @@ class KafkaGateway:
                 req = _ExportRequest.FromString(payload)
             except ProtobufDecodeError as exc:
                 raise DecodeError(
-                    f"not a valid OTLP protobuf ExportTraceServiceRequest ({len(payload)} bytes): {exc}"
+                    f"not a valid OTLP protobuf ExportTraceServiceRequest ({len(payload)} bytes; truncated, "
+                    f"or nested deeper than {MAX_NESTING_DEPTH} levels): {exc}"
                 ) from exc
         traces, rejected, message = split_by_trace(req)
         if not traces:

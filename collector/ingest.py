@@ -221,7 +221,14 @@ def ingest(
     for p in trace_files:
         digest = ing.add_file(p, progress)
         rows = ing.drain()
+
+        def refused(row: AggregateRow, message: str, path: Path = p) -> None:
+            s.note(
+                "store_refused",
+                f"{path}: the store refused an aggregate row of {row.spans} span(s): {message}",
+            )
+
         s.rows_written += store.write_aggregates(
-            rows, window_ns, dedup_token=dedup_token("file", digest, window_ns)
+            rows, window_ns, dedup_token=dedup_token("file", digest, window_ns), on_refused=refused
         )
     return s

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import ssl
+import struct
 import threading
 import time
 import warnings
@@ -24,10 +26,11 @@ from collector.errors import BrokerError, ConfigError
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", "read_text is deprecated", DeprecationWarning)
     warnings.filterwarnings("ignore", "open_text is deprecated", DeprecationWarning)
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.admin import MemberToRemove
     from kafka.cluster import collect_hosts
     from kafka.consumer.subscription_state import ConsumerRebalanceListener
-    from kafka.errors import KafkaError
+    from kafka.errors import FencedInstanceIdError, KafkaError, NoError
     from kafka.structs import OffsetAndMetadata
 
 try:  # pragma: no cover - depends on the installed kafka-python layout
@@ -145,7 +148,8 @@ class Record:
 
 @dataclass(frozen=True)
 class KafkaOptions:
-    """Connection and security options, passed through to kafka-python."""
+    """Connection and security options, passed through to kafka-python, and the traces
+    consumer's group membership (``group_instance_id``, ``session_timeout_ms``)."""
 
     bootstrap_servers: tuple[str, ...]
     security_protocol: str = "PLAINTEXT"
@@ -157,6 +161,9 @@ class KafkaOptions:
     ssl_keyfile: str | None = None
     ssl_check_hostname: bool = True
     client_id: str = "prodloop"
+    group_instance_id: str = ""  # empty: a dynamic member
+    leave_group_on_stop: bool = True
+    session_timeout_ms: int = 10_000
 
     @staticmethod
     def from_settings(kafka: Any, client_id: str = "prodloop") -> KafkaOptions:
@@ -173,6 +180,9 @@ class KafkaOptions:
             ssl_keyfile=str(k.ssl_keyfile) if k.ssl_keyfile else None,
             ssl_check_hostname=k.ssl_check_hostname,
             client_id=client_id,
+            group_instance_id=k.group_instance_id,
+            leave_group_on_stop=k.leave_group_on_stop,
+            session_timeout_ms=k.session_timeout_ms,
         )
 
     def client_config(self) -> dict[str, Any]:
@@ -240,6 +250,109 @@ def wait_for_brokers(
         delay = min(delay * 2, max_delay_s)
 
 
+_API_VERSIONS_V0 = struct.pack(">hhih", 18, 0, 0x5052, len(b"prodloop-probe")) + b"prodloop-probe"
+
+
+class BrokerProbe:
+    """Does a bootstrap server answer Kafka requests?  For readiness (``/readyz``).
+
+    Every ``interval_s``, on its own thread, each bootstrap server in turn is sent an
+    ApiVersions request (answered before SASL authentication; over TLS for SSL and SASL_SSL),
+    at most ``timeout_s`` each, until one answers.  :meth:`problem` is the last outcome: None,
+    or each server and why it failed.  A change is logged once.
+    """
+
+    def __init__(self, options: KafkaOptions, *, interval_s: float = 2.0, timeout_s: float = 2.0) -> None:
+        try:
+            self._hosts = [
+                (h, p) for h, p, _ in collect_hosts(list(options.bootstrap_servers), randomize=False)
+            ]
+        except ValueError as exc:
+            raise ConfigError(
+                f"kafka.bootstrap_servers: bad host:port in {list(options.bootstrap_servers)}: {exc}"
+            ) from exc
+        self._options = options
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self._problem: str | None = "not probed yet"
+        self._ctx: ssl.SSLContext | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="kafka-probe", daemon=True)
+
+    def start(self) -> BrokerProbe:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2 * self.timeout_s * max(1, len(self._hosts)))
+
+    def problem(self) -> str | None:
+        return self._problem
+
+    def _loop(self) -> None:
+        first = True
+        while True:
+            problem = self.probe()
+            if problem is not None and (first or self._problem is None):
+                log.warning("Kafka broker unreachable: %s", problem)
+            elif problem is None and not first and self._problem is not None:
+                log.info("Kafka broker answering again")
+            self._problem, first = problem, False
+            if self._stop.wait(self.interval_s):
+                return
+
+    def probe(self) -> str | None:
+        """One round: None if a server answered, else each server and why it did not."""
+        problems = []
+        for host, port in self._hosts:
+            try:
+                self._ask(host, port)
+                return None
+            except (OSError, ValueError) as exc:  # ssl.SSLError and TimeoutError are OSErrors
+                problems.append(f"{host}:{port}: {getattr(exc, 'strerror', None) or exc}")
+        return "; ".join(problems)
+
+    def _tls(self) -> ssl.SSLContext:
+        if self._ctx is None:
+            o = self._options
+            ctx = ssl.create_default_context(cafile=o.ssl_cafile)
+            ctx.check_hostname = o.ssl_check_hostname
+            if o.ssl_certfile:
+                ctx.load_cert_chain(o.ssl_certfile, o.ssl_keyfile)
+            self._ctx = ctx
+        return self._ctx
+
+    def _ask(self, host: str, port: int) -> None:
+        deadline = time.monotonic() + self.timeout_s
+
+        def left() -> float:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no answer within {self.timeout_s:g} s")
+            return remaining
+
+        sock = socket.create_connection((host, port), timeout=left())
+        try:
+            if self._options.security_protocol in ("SSL", "SASL_SSL"):
+                sock = self._tls().wrap_socket(sock, server_hostname=host)  # takes over the socket
+            sock.settimeout(left())
+            sock.sendall(struct.pack(">i", len(_API_VERSIONS_V0)) + _API_VERSIONS_V0)
+            head = b""
+            while len(head) < 8:  # the size and the correlation id of the response
+                sock.settimeout(left())
+                chunk = sock.recv(8 - len(head))
+                if not chunk:
+                    raise ConnectionError("closed the connection without answering")
+                head += chunk
+            size, correlation = struct.unpack(">ii", head)
+            if correlation != 0x5052 or size < 4:
+                raise ValueError("answered something that is not a Kafka ApiVersions response")
+        finally:
+            sock.close()
+
+
 def _record(r: Any) -> Record:
     return Record(
         r.topic,
@@ -267,7 +380,13 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class TraceConsumer:
-    """The traces topic, consumed in a consumer group with manual commits."""
+    """The traces topic, consumed in a consumer group with manual commits.
+
+    With ``options.group_instance_id`` it is a static member (KIP-345): the broker keeps its
+    partitions for it across a restart, for up to the session timeout.  kafka-python never
+    sends a static member's LeaveGroup, so :meth:`close` removes it from the group itself when
+    ``options.leave_group_on_stop`` (docs/deploy.md weighs the two).
+    """
 
     def __init__(
         self,
@@ -278,13 +397,19 @@ class TraceConsumer:
         on_assigned: Callable[[list[int]], None],
         on_revoked: Callable[[list[int]], None],
         max_partition_fetch_bytes: int = 2 * 1024 * 1024,
-        session_timeout_ms: int = 10_000,
+        session_timeout_ms: int | None = None,
         max_poll_interval_ms: int = 300_000,
     ) -> None:
         self.topic = topic
+        self._options = options
+        self._group_id = group_id
+        self._fenced = False
+        if session_timeout_ms is None:
+            session_timeout_ms = options.session_timeout_ms
         try:
             self._c = KafkaConsumer(
                 group_id=group_id,
+                group_instance_id=options.group_instance_id or None,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 max_partition_fetch_bytes=max_partition_fetch_bytes,
@@ -294,7 +419,8 @@ class TraceConsumer:
                 # whole (KIP-74)
                 fetch_max_bytes=4 * 1024 * 1024,
                 session_timeout_ms=session_timeout_ms,
-                heartbeat_interval_ms=max(500, session_timeout_ms // 4),
+                # heartbeats carry the news of a rebalance: at most 3 s apart, as Kafka's default
+                heartbeat_interval_ms=max(500, min(3000, session_timeout_ms // 4)),
                 max_poll_interval_ms=max_poll_interval_ms,
                 # check_crcs (the default) is cheap with the crc32c package, a dependency
                 # notice partitions added to the topic within 30 s, not kafka-python's 5 min
@@ -308,9 +434,19 @@ class TraceConsumer:
         except KafkaError as exc:
             raise BrokerError(f"cannot consume {topic!r} from {options.bootstrap_servers}: {exc}") from exc
 
+    def _fenced_error(self, exc: Exception) -> ConfigError:
+        self._fenced = True  # close() must not remove the member that took the id over
+        return ConfigError(
+            f"kafka.group_instance_id {self._options.group_instance_id!r} (PRODLOOP_KAFKA__GROUP_INSTANCE_ID) "
+            f"is used by another consumer of group {self._group_id!r}: each replica needs its own id "
+            f"(the chart uses the pod name): {exc}"
+        )
+
     def poll(self, timeout_ms: int, max_records: int | None = None) -> list[Record]:
         try:
             batches = self._c.poll(timeout_ms=timeout_ms, max_records=max_records)
+        except FencedInstanceIdError as exc:
+            raise self._fenced_error(exc) from exc
         except KafkaError as exc:
             raise BrokerError(f"poll failed on {self.topic!r}: {exc}") from exc
         out: list[Record] = []
@@ -358,6 +494,8 @@ class TraceConsumer:
                 {TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items()},
                 timeout_ms=_CALL_TIMEOUT_MS,
             )
+        except FencedInstanceIdError as exc:
+            raise self._fenced_error(exc) from exc
         except KafkaError as exc:
             raise BrokerError(f"commit failed on {self.topic!r}: {exc}") from exc
 
@@ -392,6 +530,37 @@ class TraceConsumer:
             self._c.close(autocommit=False)
         except Exception as exc:
             log.warning("closing the traces consumer failed: %s", exc)
+        o = self._options
+        if o.group_instance_id and o.leave_group_on_stop and not self._fenced:
+            self._leave_group()
+
+    def _leave_group(self) -> None:
+        """Remove this static member from the group, so the others take its partitions now."""
+        instance = self._options.group_instance_id
+        try:
+            admin = KafkaAdminClient(
+                **self._options.client_config(), request_timeout_ms=5_000, bootstrap_timeout_ms=5_000
+            )
+            try:
+                result = admin.remove_group_members(
+                    self._group_id, [MemberToRemove(group_instance_id=instance, reason="prodloop stopping")]
+                )
+            finally:
+                admin.close()
+        except Exception as exc:  # best effort: the broker drops the member after the session timeout
+            log.warning(
+                "could not leave group %s as %s (%s); its partitions wait up to kafka.session_timeout_ms (%d ms)",
+                self._group_id,
+                instance,
+                exc,
+                self._options.session_timeout_ms,
+            )
+            return
+        errors = {k: e for k, e in result.items() if e is not NoError}
+        if errors:
+            log.info("leaving group %s as %s: %s", self._group_id, instance, errors)
+        else:
+            log.info("left group %s as static member %s", self._group_id, instance)
 
 
 class EventReader:

@@ -30,6 +30,11 @@ class Metrics:
         self.dead_lettered = Counter(
             "prodloop_dead_lettered", "Records sent to the dead-letter topic", registry=r
         )
+        self.rows_refused = Counter(
+            "prodloop_store_rows_refused",
+            "Aggregate rows the store refused (never retried; dead-lettered as JSON)",
+            registry=r,
+        )
         self.batches = Counter("prodloop_batches_written", "Batches written and committed", registry=r)
         self.rows_written = Counter("prodloop_rows_written", "Aggregate rows written", registry=r)
         self.write_seconds = Histogram(

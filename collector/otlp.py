@@ -21,9 +21,11 @@ The resource is parsed with the real ``Resource`` class (once per ``ResourceSpan
 lowerCamelCase keys (snake_case accepted), trace/span ids as hex strings, enums as integers,
 64-bit integers as decimal strings or numbers, unknown fields ignored.
 
-**Errors.**  A record that cannot be parsed at all raises :class:`DecodeError` naming where.
-A span that parses but is invalid (bad id length, ``end < start``) is a :class:`Rejection`
-value in the result: the rest of the record still gets through.
+**Errors.**  A record that cannot be parsed at all raises :class:`DecodeError` naming where
+(also one nested deeper than :data:`MAX_NESTING_DEPTH`).  A span that parses but is invalid
+(bad id length, ``end < start``, a time the store cannot hold or outside the plausibility
+window of :class:`TimeBounds`) is a :class:`Rejection` value in the result: the rest of the
+record still gets through.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -42,22 +45,47 @@ from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-from attribution.model import WANTED_ATTRIBUTES, AttrValue, Resource, Span
+from attribution.model import (
+    DEFAULT_TIME_BOUNDS,
+    STORE_MAX_UNIX_NANO,
+    WANTED_ATTRIBUTES,
+    AttrValue,
+    Resource,
+    Span,
+    TimeBounds,
+)
 from attribution.sampling import probability_from_sample_rate, probability_from_tracestate
 from collector.errors import DecodeError
 
 __all__ = [
+    "MAX_NESTING_DEPTH",
+    "STORE_MAX_UNIX_NANO",
     "Decoded",
     "OtlpDecoder",
     "Rejection",
+    "TimeBounds",
     "iter_json_lines",
     "iter_length_prefixed",
+    "load_json",
+    "rejection_message",
 ]
 
 _ZERO_TRACE_ID = bytes(16)
 _MISS = object()
 _AnyValue = common_pb2.AnyValue
 _ZERO_SPAN_ID = bytes(8)
+
+# How deeply a request may nest: protobuf's recursion limit, which upb enforces on the binary
+# encoding; OTLP/JSON deeper than the JSON parser can take is refused with the same message.
+MAX_NESTING_DEPTH = 100
+_TOO_DEEP = f"the request nests too deeply: OTLP allows at most {MAX_NESTING_DEPTH} levels of nesting"
+
+
+def _iso(unix_nano: int) -> str:
+    try:
+        return datetime.fromtimestamp(unix_nano // 1_000_000_000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, ValueError, OSError):
+        return "out of the calendar's range"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +99,16 @@ class Rejection:
 class Decoded(NamedTuple):
     spans: list[Span]
     rejected: list[Rejection]
+
+
+def rejection_message(rejected: Sequence[Rejection]) -> str:
+    """How many spans were rejected, and the first one in full (OTLP's partial-success
+    ``error_message``; the dead-letter message of a record with some spans rejected)."""
+    if not rejected:
+        return ""
+    first = rejected[0]
+    more = f" (and {len(rejected) - 1} more)" if len(rejected) > 1 else ""
+    return f"{len(rejected)} span(s) rejected; first: {first.reason}: {first.message}{more}"
 
 
 # --------------------------------------------------------------------------------------
@@ -309,7 +347,9 @@ class OtlpDecoder:
         self,
         wanted_attributes: Iterable[str] = WANTED_ATTRIBUTES,
         sample_rate_attribute: str | None = None,
+        time_bounds: TimeBounds = DEFAULT_TIME_BOUNDS,
     ) -> None:
+        self.time_bounds = time_bounds
         wanted = set(wanted_attributes)
         if sample_rate_attribute:
             wanted.add(sample_rate_attribute)
@@ -323,14 +363,23 @@ class OtlpDecoder:
         try:
             val = _any_value_proto(_AnyValue.FromString(raw))
         except ProtobufDecodeError as exc:
-            raise DecodeError(f"an attribute value is not a valid AnyValue: {exc}", where=where) from exc
+            raise DecodeError(
+                f"an attribute value is not a valid AnyValue (truncated, or nested deeper than "
+                f"{MAX_NESTING_DEPTH} levels): {exc}",
+                where=where,
+            ) from exc
         self._value_cache[raw] = val
         return val
 
     # -- protobuf ----------------------------------------------------------------------
 
-    def decode_proto(self, data: bytes, where: str = "<bytes>") -> Decoded:
-        """Decode ``TracesData`` / ``ExportTraceServiceRequest`` bytes."""
+    def decode_proto(
+        self, data: bytes, where: str = "<bytes>", reference_unix_nano: int | None = None
+    ) -> Decoded:
+        """Decode ``TracesData`` / ``ExportTraceServiceRequest`` bytes.
+
+        ``reference_unix_nano``: the record's timestamp or the request's arrival, for
+        :class:`TimeBounds`."""
         try:
             msg = _LeanTracesData.FromString(data)
         except ProtobufDecodeError as exc:
@@ -338,6 +387,7 @@ class OtlpDecoder:
                 f"not a valid OTLP protobuf TracesData/ExportTraceServiceRequest ({len(data)} bytes): {exc}",
                 where=where,
             ) from exc
+        lo, hi = self.time_bounds.window(reference_unix_nano)
         spans: list[Span] = []
         rejected: list[Rejection] = []
         append = spans.append
@@ -356,7 +406,9 @@ class OtlpDecoder:
                     resource = _resource_from_proto(raw_resource)
                 except ProtobufDecodeError as exc:
                     raise DecodeError(
-                        f"resource_spans[{ri}].resource is not valid: {exc}", where=where
+                        f"resource_spans[{ri}].resource is not valid (truncated, or nested deeper than "
+                        f"{MAX_NESTING_DEPTH} levels): {exc}",
+                        where=where,
                     ) from exc
                 if len(resource_cache) > 10_000:
                     resource_cache.clear()
@@ -382,6 +434,8 @@ class OtlpDecoder:
                         len(trace_id) != 16
                         or len(span_id) != 8
                         or end < start
+                        or start < lo
+                        or end > hi
                         or (parent and len(parent) != 8)
                         or trace_id == _ZERO_TRACE_ID
                         or span_id == _ZERO_SPAN_ID
@@ -395,6 +449,7 @@ class OtlpDecoder:
                                 parent,
                                 start,
                                 end,
+                                reference_unix_nano,
                             )
                         )
                         continue
@@ -425,9 +480,16 @@ class OtlpDecoder:
                     )
         return Decoded(spans, rejected)
 
-    @staticmethod
     def _reject(
-        where: str, path: str, trace_id: bytes, span_id: bytes, parent: bytes, start: int, end: int
+        self,
+        where: str,
+        path: str,
+        trace_id: bytes,
+        span_id: bytes,
+        parent: bytes,
+        start: int,
+        end: int,
+        reference_unix_nano: int | None,
     ) -> Rejection:
         prefix = f"{where}: {path}" if where else path
         if len(trace_id) != 16:
@@ -446,19 +508,49 @@ class OtlpDecoder:
                 "bad_parent_span_id",
                 f"{prefix} (span_id={span_id.hex()}): parent_span_id must be 8 bytes or empty, got {len(parent)}",
             )
-        return Rejection(
-            "end_before_start",
-            f"{prefix} (span_id={span_id.hex()}): end_time_unix_nano {end} is before start_time_unix_nano {start}",
-        )
+        if end < start:
+            return Rejection(
+                "end_before_start",
+                f"{prefix} (span_id={span_id.hex()}): end_time_unix_nano {end} is before "
+                f"start_time_unix_nano {start}",
+            )
+        return self._time_rejection(f"{prefix} (span_id={span_id.hex()})", start, end, reference_unix_nano)
+
+    def _time_rejection(self, prefix: str, start: int, end: int, reference: int | None) -> Rejection:
+        b = self.time_bounds
+        lo, hi = b.window(reference)
+        ref = f"the reference time {_iso(reference or 0)} (the record's timestamp or the request's arrival)"
+        if start < 0:
+            why = f"start_time_unix_nano {start} is negative"
+        elif start < lo:
+            why = (
+                f"start_time_unix_nano {start} ({_iso(start)}) is more than {b.max_age_ns // 1_000_000_000} s "
+                f"before {ref} (aggregation.max_age_seconds)"
+                if reference is not None and b.max_age_ns is not None and lo > 0
+                else f"start_time_unix_nano {start} is before 1970"
+            )
+        elif end > STORE_MAX_UNIX_NANO:
+            what = "start_time_unix_nano" if start > STORE_MAX_UNIX_NANO else "end_time_unix_nano"
+            value = start if start > STORE_MAX_UNIX_NANO else end
+            why = f"{what} {value} ({_iso(value)}) is after {_iso(STORE_MAX_UNIX_NANO)}, the last time the store holds"
+        else:
+            assert reference is not None and b.max_future_ns is not None and end > hi
+            what = "start_time_unix_nano" if start > hi else "end_time_unix_nano"
+            value = start if start > hi else end
+            why = (
+                f"{what} {value} ({_iso(value)}) is more than {b.max_future_ns // 1_000_000_000} s "
+                f"after {ref} (aggregation.max_future_seconds)"
+            )
+        return Rejection("time_out_of_range", f"{prefix}: {why}")
 
     # -- JSON --------------------------------------------------------------------------
 
-    def decode_json(self, data: bytes | str, where: str = "<json>") -> Decoded:
+    def decode_json(
+        self, data: bytes | str, where: str = "<json>", reference_unix_nano: int | None = None
+    ) -> Decoded:
         """Decode one OTLP/JSON ``TracesData`` / ``ExportTraceServiceRequest`` object."""
-        try:
-            doc = json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DecodeError(f"not valid JSON: {exc}", where=where) from exc
+        doc = load_json(data, where)
+        lo, hi = self.time_bounds.window(reference_unix_nano)
         if not isinstance(doc, dict):
             raise DecodeError(f"OTLP/JSON must be an object, got {type(doc).__name__}", where=where)
         spans: list[Span] = []
@@ -494,11 +586,17 @@ class OtlpDecoder:
                             len(trace_id) != 16
                             or len(span_id) != 8
                             or end < start
+                            or start < lo
+                            or end > hi
                             or (parent and len(parent) != 8)
                             or trace_id == _ZERO_TRACE_ID
                             or span_id == _ZERO_SPAN_ID
                         ):
-                            rejected.append(self._reject(where, path, trace_id, span_id, parent, start, end))
+                            rejected.append(
+                                self._reject(
+                                    where, path, trace_id, span_id, parent, start, end, reference_unix_nano
+                                )
+                            )
                             continue
                         attrs = _json_attributes(sp.get("attributes"), wanted)
                         status = sp.get("status") or {}
@@ -532,13 +630,25 @@ class OtlpDecoder:
             raise DecodeError(f"{path}: {exc}", where=where) from exc
         return Decoded(spans, rejected)
 
-    def decode(self, data: bytes, encoding: str, where: str = "") -> Decoded:
+    def decode(
+        self, data: bytes, encoding: str, where: str = "", reference_unix_nano: int | None = None
+    ) -> Decoded:
         """Decode by configured encoding name: ``otlp_proto`` or ``otlp_json``."""
         if encoding == "otlp_proto":
-            return self.decode_proto(data, where or "<otlp_proto>")
+            return self.decode_proto(data, where or "<otlp_proto>", reference_unix_nano)
         if encoding == "otlp_json":
-            return self.decode_json(data, where or "<otlp_json>")
+            return self.decode_json(data, where or "<otlp_json>", reference_unix_nano)
         raise ValueError(f"unknown OTLP encoding {encoding!r}: expected otlp_proto or otlp_json")
+
+
+def load_json(data: bytes | str, where: str = "") -> Any:
+    """``json.loads``, with a :class:`DecodeError` for bad JSON and for nesting too deep to parse."""
+    try:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DecodeError(f"not valid JSON: {exc}", where=where) from exc
+    except RecursionError:
+        raise DecodeError(_TOO_DEEP, reason="too_deep", where=where) from None
 
 
 _STATUS_NAMES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}

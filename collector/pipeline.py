@@ -28,8 +28,15 @@ deploys reader has read past that point, or has reached the topic's end while th
 clock is past it, so an idle deploys topic stalls nothing.  A deploy that arrives later
 than that is counted as late and not applied retroactively.
 
+**Bad data.**  Spans whose times fall outside the store's range or the plausibility window
+around their record's timestamp are rejected at decode (``time_out_of_range``) and their
+record is dead-lettered.  Rows the store still refuses (:class:`StoreRejectedError`, never
+retried) are isolated by bisection under derived tokens, deterministically, and
+dead-lettered as JSON; the rest of the batch is written and committed.
+
 **Backpressure.**  When ClickHouse fails, fetching is paused, the write is retried with
-capped exponential backoff, and the consumer keeps polling so the group keeps us.
+capped exponential backoff, and the consumer keeps polling so the group keeps us.  A stop
+(``stop``) ends the retry after ``grace_s``: nothing unwritten is committed.
 Buffers are bounded per partition (a full partition is paused) and in bytes over all
 partitions, counting the batches at the workers until they are committed.
 
@@ -45,27 +52,32 @@ horizon, as at start-up.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import os
+import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+from attribution.aggregate import AggregateRow
 from attribution.attribute import Repository
 from attribution.events import EventValidationError, parse_deploy_event, parse_incident_event
-from attribution.model import DeployEvent
+from attribution.model import DEFAULT_TIME_BOUNDS, DeployEvent, IncidentEvent, TimeBounds
 from collector.deploy_sets import DeployLog, TopicDeploy
-from collector.errors import BrokerError, StoreError
+from collector.errors import BrokerError, StoreError, StoreRejectedError
 from collector.kafka import Record
 from collector.metrics import Metrics
 from collector.workers import BatchOutcome, InlineWorkers, ProcessorConfig, ProcessWorkers
 
 log = logging.getLogger("prodloop.pipeline")
+
+_E = TypeVar("_E", DeployEvent, IncidentEvent)
 
 
 class Consumer(Protocol):
@@ -110,9 +122,11 @@ class StreamConfig:
     window_ns: int = 60_000_000_000
     max_groups_per_window: int = 10_000
     sample_rate_attribute: str = ""
+    time_bounds: TimeBounds = DEFAULT_TIME_BOUNDS  # around each record's timestamp
     write_chunk_rows: int = 5000
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 10.0
+    grace_s: float = 20.0  # once ``stop`` is set, retries give up after this
     workers: int = 0  # worker processes for decode..aggregate; 0 = in this process
     max_inflight_batches: int = 2  # per partition, handed to the workers and not yet committed
     crash_at: str = ""  # testing aid: "before_write:N", "mid_write:N", "after_write:N", "after_commit:N"
@@ -179,7 +193,10 @@ class StreamPipeline:
         dead_letters: DeadLetterSink | None = None,
         metrics: Metrics | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
+        stop: threading.Event | None = None,
     ) -> None:
+        """``stop``: the service's stop request; a store retry in progress honours it (it gives
+        up after ``cfg.grace_s``, committing nothing it has not written)."""
         self.cfg = cfg
         self.store = store
         self.deploys = deploys
@@ -189,12 +206,17 @@ class StreamPipeline:
         self.clock_ns = clock_ns
         self.partitions: dict[int, PartitionState] = {}
         self._crash = _Crash(cfg.crash_at) if cfg.crash_at else None
+        self._stop = stop
+        self.stopping = False
+        self._stop_deadline = float("inf")
+        self.store_healthy = True  # False from a failed store call until one succeeds (readiness)
         pcfg = ProcessorConfig(
             encoding=cfg.encoding,
             dedup_horizon=cfg.dedup_horizon,
             window_ns=cfg.window_ns,
             max_groups_per_window=cfg.max_groups_per_window,
             sample_rate_attribute=cfg.sample_rate_attribute,
+            time_bounds=cfg.time_bounds,
         )
         self.workers: InlineWorkers | ProcessWorkers = (
             ProcessWorkers(cfg.workers, pcfg, repositories)
@@ -221,7 +243,6 @@ class StreamPipeline:
         self._last_lag = 0.0
         self._buffered_bytes = 0
         self._avg_record_bytes = 16 * 1024  # moving average of the records' sizes
-        self.stopping = False
 
     # -- deploys -----------------------------------------------------------------------
 
@@ -253,15 +274,14 @@ class StreamPipeline:
                 self._take_incidents(records)
 
     def _take_deploys(self, records: list[Record]) -> None:
-        events, sources = [], []
+        taken: list[tuple[Record, DeployEvent]] = []
         for r in records:
             try:
                 ev = parse_deploy_event(json.loads(r.value))
-            except (json.JSONDecodeError, UnicodeDecodeError, EventValidationError) as exc:
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, EventValidationError) as exc:
                 self._dead_letter(r, "invalid_event", f"invalid deploy event: {exc}")
                 continue
-            events.append(ev)
-            sources.append((r.partition, r.offset, r.timestamp_ms))
+            taken.append((r, ev))
             if r.timestamp_ms <= self._max_bound_used:
                 self.metrics.deploys_late.inc()
                 log.warning(
@@ -270,21 +290,54 @@ class StreamPipeline:
                     ev.deploy_id,
                     r.timestamp_ms,
                 )
-        if events:
-            self._retry(lambda: self.store.write_deploys(events, self.clock_ns(), sources), "store deploys")
-            self._add_deploys([], [(ts, p, o, ev) for ev, (p, o, ts) in zip(events, sources, strict=True)])
-            self.metrics.deploys_in.inc(len(events))
+        taken = self._store_events(
+            taken,
+            lambda part: self.store.write_deploys(
+                [ev for _, ev in part],
+                self.clock_ns(),
+                [(r.partition, r.offset, r.timestamp_ms) for r, _ in part],
+            ),
+            "store deploys",
+        )
+        if taken:
+            self._add_deploys([], [(r.timestamp_ms, r.partition, r.offset, ev) for r, ev in taken])
+            self.metrics.deploys_in.inc(len(taken))
 
     def _take_incidents(self, records: list[Record]) -> None:
-        events = []
+        taken: list[tuple[Record, IncidentEvent]] = []
         for r in records:
             try:
-                events.append(parse_incident_event(json.loads(r.value)))
-            except (json.JSONDecodeError, UnicodeDecodeError, EventValidationError) as exc:
+                taken.append((r, parse_incident_event(json.loads(r.value))))
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, EventValidationError) as exc:
                 self._dead_letter(r, "invalid_event", f"invalid incident event: {exc}")
-        if events:
-            self._retry(lambda: self.store.write_incidents(events, self.clock_ns()), "store incidents")
-            self.metrics.incidents_in.inc(len(events))
+        taken = self._store_events(
+            taken,
+            lambda part: self.store.write_incidents([ev for _, ev in part], self.clock_ns()),
+            "store incidents",
+        )
+        if taken:
+            self.metrics.incidents_in.inc(len(taken))
+
+    def _store_events(
+        self, taken: list[tuple[Record, _E]], write: Callable[[list[tuple[Record, _E]]], Any], what: str
+    ) -> list[tuple[Record, _E]]:
+        """Store events read from a topic; those the store refuses are dead-lettered, one by one."""
+        if not taken:
+            return taken
+        try:
+            self._retry(lambda: write(taken), what)
+            return taken
+        except StoreRejectedError:
+            pass
+        kept = []
+        for item in taken:
+            try:
+                self._retry(functools.partial(write, [item]), what)
+            except StoreRejectedError as exc:
+                self._dead_letter(item[0], "store_refused", str(exc))
+                continue
+            kept.append(item)
+        return kept
 
     def _deploys_ready(self, bound_ms: int) -> bool:
         if self.deploys is None:
@@ -340,12 +393,19 @@ class StreamPipeline:
                 intent: dict[str, Any] | None = self.store.intent_at(
                     self.cfg.group_id, self.topic, partition, start
                 )
+                self.store_healthy = True
                 return intent
             except StoreError as exc:
+                self.store_healthy = False
                 self.metrics.store_errors.labels(operation="read intents").inc()
                 log.warning("reading intents failed (%s); retrying in %.1fs", str(exc)[:300], delay)
-                time.sleep(delay)
-                delay = min(self.cfg.backoff_max_s, delay * 2)
+            if self._stop_due(delay):
+                # not set up: nothing of it is consumed, and the next owner starts from its commit
+                raise BrokerError(
+                    f"stopping before the intent of {self.topic}[{partition}]@{start} could be read"
+                )
+            time.sleep(delay)
+            delay = min(self.cfg.backoff_max_s, delay * 2)
 
     def _on_revoked(self, partitions: list[int]) -> None:
         for p in partitions:
@@ -442,7 +502,7 @@ class StreamPipeline:
 
     def _take(self, records: list[Record], fresh: set[int], now: float) -> None:
         """Sort fetched records into dedup history and partition buffers."""
-        history: dict[int, list[tuple[int, bytes]]] = {}
+        history: dict[int, list[tuple[int, int, bytes]]] = {}
         for r in records:
             if r.partition in fresh:
                 continue  # fetched before the seek to the dedup history: it comes again
@@ -450,7 +510,7 @@ class StreamPipeline:
             if st is None:
                 continue
             if r.offset < st.history_until:
-                history.setdefault(r.partition, []).append((r.offset, r.value))
+                history.setdefault(r.partition, []).append((r.offset, r.timestamp_ms, r.value))
                 continue
             if r.offset < st.fetched_to:
                 continue  # fetched again (before a pause or seek took effect)
@@ -558,7 +618,7 @@ class StreamPipeline:
             sum(len(r.value) for r in batch),
         )
         ticket = self.workers.submit(
-            self.topic, st.partition, [(r.offset, r.value) for r in batch], selection
+            self.topic, st.partition, [(r.offset, r.timestamp_ms, r.value) for r in batch], selection
         )
         self._tickets[ticket] = (st, pend)
         st.inflight.append(pend)
@@ -591,11 +651,15 @@ class StreamPipeline:
         out = pend.outcome
         assert out is not None
         m = self.metrics
-        if out.errors:
+        if out.errors or out.partial:
             by_offset = {r.offset: r for r in pend.batch}
             for offset, reason, message in out.errors:
                 m.rejected.labels(reason=reason).inc()
-                self._dead_letter(by_offset[offset], reason, message)
+                if not self._dead_letter(by_offset[offset], reason, message):
+                    return False  # stopping: not sent, so not committed either
+            for offset, reason, message in out.partial:  # its spans are counted after the commit
+                if not self._dead_letter(by_offset[offset], reason, message):
+                    return False
         rows = out.rows
         start, end, bound, positions = st.start, pend.end, pend.bound, pend.positions
         assert start == pend.start, (start, pend.start)
@@ -632,16 +696,28 @@ class StreamPipeline:
             if crash is not None and i == 0 and chunk and len(rows) > chunk:
                 crash.hit("mid_write")  # between two inserts of one batch
 
-        ok = self._retry(
-            lambda: self.store.write_aggregates(
-                rows, self.cfg.window_ns, dedup_token=token, chunk_rows=chunk, on_chunk=on_chunk
-            ),
-            "write aggregates",
-            partition=st.partition,
-        )
+        refused: list[tuple[AggregateRow, str]] = []
+
+        def write() -> int:
+            refused.clear()  # a retried write refuses the same rows again
+            return int(
+                self.store.write_aggregates(
+                    rows,
+                    self.cfg.window_ns,
+                    dedup_token=token,
+                    chunk_rows=chunk,
+                    on_chunk=on_chunk,
+                    on_refused=lambda row, message: refused.append((row, message)),
+                )
+            )
+
+        ok = self._retry(write, "write aggregates", partition=st.partition)
         if ok is _ABORTED:
             return False
         m.write_seconds.observe(time.monotonic() - t0)
+        for row, message in refused:
+            if not self._dead_letter_row(st.partition, start, end, row, message):
+                return False
         if crash is not None:
             crash.hit("after_write")
         if self.dead_letters is not None:
@@ -686,17 +762,36 @@ class StreamPipeline:
         ).hexdigest()
         return f"prodloop-stream-{h[:40]}"
 
-    def _dead_letter(self, r: Record, reason: str, error: str) -> None:
+    def _dead_letter_row(self, partition: int, start: int, end: int, row: AggregateRow, message: str) -> bool:
+        """An aggregate row the store refused: its spans are dead-lettered as the row's JSON."""
+        self.metrics.rows_refused.inc()
+        self.metrics.rejected.labels(reason="store_refused").inc(row.spans)
+        doc = row._asdict()
+        doc["owners"] = list(row.owners)
+        doc["latency_bins"] = {str(k): v for k, v in row.latency_bins.items()}
+        value = json.dumps({"aggregate_row": doc}, sort_keys=True).encode()
+        return self._dead_letter(
+            Record(self.topic, partition, start, -1, None, value),
+            "store_refused",
+            f"the store refused an aggregate row of {row.spans} span(s) from {self.topic}[{partition}] "
+            f"offsets [{start}, {end}): {message}",
+        )
+
+    def _dead_letter(self, r: Record, reason: str, error: str) -> bool:
+        """Send ``r`` to the dead-letter topic; False if stopping cut the retry short."""
         self.metrics.dead_lettered.inc()
         log.warning("dead-lettering %s[%d]@%d: %s", r.topic, r.partition, r.offset, error[:500])
-        if self.dead_letters is not None:
-            self._retry(lambda: self.dead_letters.send(r, reason, error), "dead-letter")  # type: ignore[union-attr]
+        if self.dead_letters is None:
+            return True
+        sink = self.dead_letters
+        return self._retry(lambda: sink.send(r, reason, error), "dead-letter") is not _ABORTED
 
     def _retry(self, fn: Callable[[], Any], what: str, partition: int | None = None) -> Any:
         """Run ``fn`` until it succeeds, backing off; keep polling (paused) so the group keeps us.
 
         Returns ``_ABORTED`` if ``partition`` was revoked (or revoked and assigned again)
-        meanwhile, or if stopping ran out of time.
+        meanwhile, or once a stop's grace period is over.  :class:`StoreRejectedError` is
+        permanent: it is raised at once, never retried.
         """
         delay = self.cfg.backoff_initial_s
         paused_here: list[int] = []
@@ -705,12 +800,23 @@ class StreamPipeline:
         owner = self.partitions.get(partition) if partition is not None else None
         try:
             while True:
+                if self._stop_due():
+                    log.warning(
+                        "stopping: gave up %s after the grace period (nothing of it is committed)", what
+                    )
+                    return _ABORTED
                 try:
                     result = fn()
                     if partition is not None and self.partitions.get(partition) is not owner:
                         return _ABORTED
+                    if not self.store_healthy and what != "dead-letter":
+                        self.store_healthy = True
                     return result
+                except StoreRejectedError:
+                    raise
                 except (StoreError, BrokerError) as exc:
+                    if isinstance(exc, StoreError):
+                        self.store_healthy = False
                     self.metrics.store_errors.labels(operation=what).inc()
                     log.warning("%s failed (%s); retrying in %.1fs", what, str(exc)[:300], delay)
                 if not paused_here:
@@ -719,7 +825,7 @@ class StreamPipeline:
                         self.consumer.pause(paused_here)
                         self.metrics.paused.set(1)
                 deadline = time.monotonic() + delay
-                while time.monotonic() < deadline:
+                while time.monotonic() < deadline and not self._stop_due():
                     polled = self.consumer.poll(min(200, max(1, int((deadline - time.monotonic()) * 1000))))
                     fresh = self._apply_rebalance()
                     if fresh:
@@ -729,8 +835,6 @@ class StreamPipeline:
                 self._maybe_update_lag()
                 if partition is not None and self.partitions.get(partition) is not owner:
                     return _ABORTED
-                if self.stopping and time.monotonic() > self._stop_deadline:
-                    return _ABORTED
                 delay = min(self.cfg.backoff_max_s, delay * 2)
         finally:
             if paused_here:
@@ -739,12 +843,22 @@ class StreamPipeline:
                     self.consumer.resume(still)
                 self.metrics.paused.set(0)
 
-    _stop_deadline = float("inf")
+    def _stop_due(self, within_s: float = 0.0) -> bool:
+        """Has a stop been asked for whose grace period ends within ``within_s``?  The first
+        time a stop is seen (here, or by :meth:`flush_all`) starts the grace period."""
+        if not self.stopping and self._stop is not None and self._stop.is_set():
+            self._begin_stop(self.cfg.grace_s)
+        return self.stopping and time.monotonic() + within_s > self._stop_deadline
+
+    def _begin_stop(self, grace_s: float) -> None:
+        if not self.stopping:
+            self.stopping = True
+            self._stop_deadline = time.monotonic() + grace_s
 
     def flush_all(self, grace_s: float) -> None:
-        """Write and commit everything buffered (on SIGTERM), within ``grace_s``."""
-        self.stopping = True
-        self._stop_deadline = time.monotonic() + grace_s
+        """Write and commit everything buffered (on SIGTERM), within ``grace_s`` of the stop
+        request (a retry that saw the stop first started the grace period then)."""
+        self._begin_stop(grace_s)
         while time.monotonic() < self._stop_deadline:
             moved = False
             for st in list(self.partitions.values()):
@@ -756,6 +870,16 @@ class StreamPipeline:
                     break  # all written, or waiting for deploys that will not come in time
             else:
                 self.workers.wait(_WORKER_WAIT_S)
+        for st in self.partitions.values():
+            left = len(st.buffer) + sum(len(x.batch) for x in st.inflight)
+            if left:
+                log.warning(
+                    "stopping with %d uncommitted records of %s[%d]: the next owner replays them from offset %d",
+                    left,
+                    self.topic,
+                    st.partition,
+                    st.start,
+                )
 
     def close(self) -> None:
         """Stop the workers and leave the group."""

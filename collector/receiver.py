@@ -31,8 +31,9 @@ untouched: the method is registered with no request deserializer.
 * Missing or wrong bearer token: HTTP 401; gRPC UNAUTHENTICATED.
 
 **Auth.**  With ``bearer_token`` set, every endpoint but the GitHub webhook requires
-``Authorization: Bearer TOKEN`` (gRPC: the ``authorization`` metadata); the webhook
-authenticates by its HMAC signature.  Tokens and signatures are compared in constant time;
+``Authorization: Bearer TOKEN`` (gRPC: the ``authorization`` metadata; the scheme in any
+case, RFC 7235); the webhook authenticates by its HMAC signature, and its redeliveries are
+acknowledged, not applied twice.  Tokens and signatures are compared in constant time;
 refused requests are logged with their origin, never their payload.  With
 ``tls_cert_file`` and ``tls_key_file`` both servers speak TLS only.
 """
@@ -50,6 +51,7 @@ import ssl
 import threading
 import time
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass
@@ -69,12 +71,12 @@ from attribution.events import (
     parse_incident_event,
 )
 from attribution.model import DeployEvent, IncidentEvent
-from collector.errors import ConfigError, DecodeError, ProdloopError
+from collector.errors import ConfigError, DecodeError, PayloadError, ProdloopError
+from collector.otlp import MAX_NESTING_DEPTH
 
 if TYPE_CHECKING:
     from attribution.attribute import Repository
     from collector.clickhouse import ClickHouseStore
-    from collector.otlp import Rejection
     from collector.settings import Settings
 
 log = logging.getLogger("prodloop.receiver")
@@ -145,15 +147,6 @@ class Ingress(Protocol):
     def close(self, grace_s: float = 10.0) -> None: ...
 
 
-def rejection_message(rejected: Sequence[Rejection]) -> str:
-    """The partial-success ``error_message``: how many, and the first one in full."""
-    if not rejected:
-        return ""
-    first = rejected[0]
-    more = f" (and {len(rejected) - 1} more)" if len(rejected) > 1 else ""
-    return f"{len(rejected)} span(s) rejected; first: {first.reason}: {first.message}{more}"
-
-
 # --------------------------------------------------------------------------------------
 # Response bodies
 # --------------------------------------------------------------------------------------
@@ -209,6 +202,20 @@ class HttpError(Exception):
         super().__init__(message)
 
 
+def bearer_matches(credentials: str | bytes | None, token: bytes) -> bool:
+    """Is ``credentials`` (an ``Authorization`` value) ``Bearer <token>``?
+
+    The scheme is case-insensitive (RFC 7235), spaces around the token are tolerated; the
+    token is compared case-sensitively and in constant time."""
+    if isinstance(credentials, str):
+        credentials = credentials.encode("utf-8", "surrogateescape")
+    parts = (credentials or b"").split(None, 1)
+    scheme = parts[0] if parts else b""
+    got = parts[1].strip() if len(parts) == 2 else b""
+    same = hmac.compare_digest(got, token)  # always compared: no early exit on the scheme
+    return same and scheme.lower() == b"bearer"
+
+
 # --------------------------------------------------------------------------------------
 # GitHub webhook
 # --------------------------------------------------------------------------------------
@@ -226,6 +233,35 @@ def verify_github_signature(secret: bytes, body: bytes, header: str | None) -> b
 
 
 _GITHUB_STATES = {"success": "succeeded", "failure": "failed", "error": "failed"}
+GITHUB_DELIVERIES_KEPT = 10_000
+_MAX_DELIVERY_ID = 128
+
+
+class GithubDeliveries:
+    """The ids (``X-GitHub-Delivery``) of the deliveries this process applied, so that a
+    redelivery is acknowledged as a duplicate and not applied again.
+
+    In memory, per process, the last ``size`` ids.  Another replica, or this one after a
+    restart, does not know them; there the deploy events' ``status_order`` makes a replayed
+    status harmless: an older status never replaces a newer one, and an equal one is the
+    same status again.
+    """
+
+    def __init__(self, size: int = GITHUB_DELIVERIES_KEPT) -> None:
+        self._size = size
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __contains__(self, delivery: str) -> bool:
+        with self._lock:
+            return delivery in self._ids
+
+    def add(self, delivery: str) -> None:
+        with self._lock:
+            self._ids[delivery] = None
+            self._ids.move_to_end(delivery)
+            while len(self._ids) > self._size:
+                self._ids.popitem(last=False)
 
 
 def deploy_from_github(payload: Any) -> DeployEvent | None:
@@ -240,6 +276,8 @@ def deploy_from_github(payload: Any) -> DeployEvent | None:
       ``environment``, else the deployment's environment.
     * ``commit_sha``: the deployment's ``sha``; ``deployed_at``: the status's ``updated_at``
       (or ``created_at``); ``url``: the status's ``log_url`` or ``target_url``.
+    * ``status_at`` and ``status_id``: the status's ``updated_at`` (or ``created_at``) and
+      ``id``, which order the statuses of one deployment whatever their arrival order.
 
     Raises :class:`EventValidationError` naming the missing or invalid field.
     """
@@ -277,6 +315,8 @@ def deploy_from_github(payload: Any) -> DeployEvent | None:
         "repository": repo.get("html_url") or "",
         "status": status,
         "url": st.get("log_url") or st.get("target_url") or "",
+        "status_at": st.get("updated_at") or st.get("created_at"),
+        "status_id": st.get("id"),
     }
     return parse_deploy_event(event)
 
@@ -307,6 +347,8 @@ def _events_from_body(body: bytes) -> list[Any]:
     """One JSON object, a JSON array of objects, or newline-delimited objects."""
     try:
         doc = json.loads(body)
+    except RecursionError:
+        raise HttpError(400, f"the body nests too deeply (at most {MAX_NESTING_DEPTH} levels)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         lines = [ln for ln in body.splitlines() if ln.strip()]
         if len(lines) <= 1:
@@ -315,6 +357,10 @@ def _events_from_body(body: bytes) -> list[Any]:
         for i, line in enumerate(lines, start=1):
             try:
                 docs.append(json.loads(line))
+            except RecursionError:
+                raise HttpError(
+                    400, f"line {i} nests too deeply (at most {MAX_NESTING_DEPTH} levels)"
+                ) from None
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise HttpError(400, f"line {i} is not valid JSON: {e}") from None
         return docs
@@ -415,12 +461,14 @@ class HttpApp:
         bearer_token: str = "",
         github_secret: str = "",
         parse_time: Callable[[str | None, int], int | None] | None = None,
+        github_deliveries: GithubDeliveries | None = None,
     ) -> None:
         self.sink = sink
         self.max_request_bytes = max_request_bytes
-        self._token = f"Bearer {bearer_token}".encode() if bearer_token else b""
+        self._token = bearer_token.encode()
         self._github_secret = github_secret.encode()
         self._parse_time = parse_time
+        self.github_deliveries = github_deliveries if github_deliveries is not None else GithubDeliveries()
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -525,9 +573,9 @@ class HttpApp:
     def _check_bearer(self, h: _Handler, path: str) -> None:
         if not self._token:
             return
-        got = (h.headers.get("Authorization") or "").strip().encode()
-        if not hmac.compare_digest(got, self._token):
-            why = "no Authorization header" if not got else "wrong bearer token"
+        got = h.headers.get("Authorization") or ""
+        if not bearer_matches(got, self._token):
+            why = "no Authorization header" if not got.strip() else "wrong bearer token"
             log.warning("refused %s %s from %s: %s", h.command, path, h.client_address[0], why)
             raise HttpError(
                 401,
@@ -594,6 +642,8 @@ class HttpApp:
             raise HttpError(429, str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from None
         except IngressUnavailable as exc:
             raise HttpError(503, str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from None
+        except PayloadError as exc:  # e.g. the store refused an event's values
+            raise HttpError(400, str(exc)) from None
 
     # -- endpoints ---------------------------------------------------------------------
 
@@ -652,7 +702,7 @@ class HttpApp:
             )
         body = self._read_body(h)
         event = h.headers.get("X-GitHub-Event") or ""
-        delivery = h.headers.get("X-GitHub-Delivery") or "-"
+        delivery = (h.headers.get("X-GitHub-Delivery") or "").strip()
         if not verify_github_signature(self._github_secret, body, h.headers.get("X-Hub-Signature-256")):
             why = "missing" if not h.headers.get("X-Hub-Signature-256") else "bad"
             log.warning(
@@ -660,7 +710,7 @@ class HttpApp:
                 h.client_address[0],
                 why,
                 event[:64],
-                delivery[:64],
+                delivery[:64] or "-",
                 len(body),
             )
             raise HttpError(401, f"{why} X-Hub-Signature-256: sign with the webhook's secret", close=True)
@@ -670,6 +720,12 @@ class HttpApp:
         if event != "deployment_status":
             self._send(h, 202, json.dumps({"ignored": f"event {event!r}"}).encode(), _JSON)
             return
+        # a redelivery: applied once (a longer id than GitHub's GUIDs is not remembered)
+        known = delivery if 0 < len(delivery) <= _MAX_DELIVERY_ID else ""
+        if known and known in self.github_deliveries:
+            log.info("GitHub delivery %s was already applied: acknowledged as a duplicate", known)
+            self._send(h, 200, json.dumps({"accepted": 0, "duplicate": known}).encode(), _JSON)
+            return
         mt = _media_type(h.headers.get("Content-Type"))
         try:
             if mt == "application/x-www-form-urlencoded":
@@ -677,6 +733,10 @@ class HttpApp:
                 payload = json.loads(form["payload"][0])
             else:
                 payload = json.loads(body)
+        except RecursionError:
+            raise HttpError(
+                400, f"the webhook payload nests too deeply (at most {MAX_NESTING_DEPTH} levels)"
+            ) from None
         except (ValueError, KeyError, UnicodeDecodeError) as exc:
             raise HttpError(400, f"the webhook payload is not valid JSON: {exc}") from None
         try:
@@ -688,6 +748,8 @@ class HttpApp:
             self._send(h, 202, json.dumps({"ignored": f"deployment state {state!r}"}).encode(), _JSON)
             return
         self._call(lambda: self.sink.add_deploys([ev], [deploy_event_to_json(ev)]))
+        if known:  # only once the sink took it: a refused delivery may be redelivered
+            self.github_deliveries.add(known)
         self._send(
             h,
             200,
@@ -755,7 +817,7 @@ class GrpcTraceService:
 
     def __init__(self, sink: Ingress, bearer_token: str = "") -> None:
         self.sink = sink
-        self._token = f"Bearer {bearer_token}".encode() if bearer_token else b""
+        self._token = bearer_token.encode()
 
     def export(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         if self._token:
@@ -763,8 +825,8 @@ class GrpcTraceService:
             for k, v in context.invocation_metadata():
                 if k == "authorization":
                     got = v.encode() if isinstance(v, str) else bytes(v)
-            if not hmac.compare_digest(got.strip(), self._token):
-                why = "no authorization metadata" if not got else "wrong bearer token"
+            if not bearer_matches(got, self._token):
+                why = "no authorization metadata" if not got.strip() else "wrong bearer token"
                 log.warning("refused gRPC Export from %s: %s", context.peer(), why)
                 context.abort(
                     grpc.StatusCode.UNAUTHENTICATED,
@@ -929,6 +991,7 @@ def build_sink(
             flush_interval_s=r.flush_interval_seconds,
             queue_max_spans=r.queue_max_spans,
             retry_after_s=r.retry_after_seconds,
+            time_bounds=settings.time_bounds(),
         )
     from collector.gateway import KafkaGateway, KafkaProducerAdapter
     from collector.kafka import KafkaOptions
@@ -1001,7 +1064,10 @@ def start_receivers(
                 else:
                     grpc_port = grpc_server.add_insecure_port(address)
             except RuntimeError as exc:
-                raise ConfigError(f"cannot listen for OTLP/gRPC on {address}: {exc}") from None
+                raise ConfigError(
+                    f"cannot listen for OTLP/gRPC on {address}: {exc} "
+                    "(receiver.grpc_port, PRODLOOP_RECEIVER__GRPC_PORT; receiver.grpc_enabled false turns it off)"
+                ) from None
             grpc_server.start()
         if r.http_enabled:
             ctx: ssl.SSLContext | None = None
@@ -1022,7 +1088,8 @@ def start_receivers(
                 http_server = _Server((r.http_host, r.http_port), app, ctx)
             except OSError as exc:
                 raise ConfigError(
-                    f"cannot listen for HTTP on {r.http_host}:{r.http_port}: {exc.strerror}"
+                    f"cannot listen for HTTP on {r.http_host}:{r.http_port}: {exc.strerror} "
+                    "(receiver.http_port, PRODLOOP_RECEIVER__HTTP_PORT; receiver.http_enabled false turns it off)"
                 ) from None
     except BaseException:
         if grpc_server is not None:
@@ -1086,7 +1153,8 @@ def run_receivers_forever(
     ``service.grace_seconds`` (the queue is aggregated and flushed).
 
     Also works in gateway mode (Kafka configured, ``receiver.mode`` gateway or auto), for a
-    process that only receives: then no store is opened.
+    process that only receives: then no store is opened.  (`prodloop run` with Kafka starts
+    the receivers beside its stream pipeline instead: :func:`collector.service.run_stream`.)
     """
     from collector.clickhouse import ClickHouseStore, default_dsn
 

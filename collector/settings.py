@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from attribution.model import TimeBounds
 from collector.errors import ConfigError
 
 ENV_PREFIX = "PRODLOOP_"
@@ -67,6 +68,18 @@ class AggregationSettings(_Section):
     max_groups_per_window: int = Field(
         10_000, ge=1, description="cardinality cap; the rest goes to (overflow)"
     )
+    max_future_seconds: int | None = Field(
+        86_400,
+        ge=0,
+        description="reject spans (time_out_of_range) ending more than this after their Kafka record's "
+        "timestamp or their request's arrival; null: no limit but the store's (2106)",
+    )
+    max_age_seconds: int | None = Field(
+        None,
+        ge=1,
+        description="reject spans (time_out_of_range) starting more than this before their record's "
+        "timestamp or arrival; null: store.ttl_days when set, else no limit but the store's (1970)",
+    )
 
 
 class KafkaSettings(_Section):
@@ -87,6 +100,26 @@ class KafkaSettings(_Section):
     ssl_check_hostname: bool = True
     startup_timeout_seconds: float = Field(
         300.0, gt=0, description="prodloop run waits this long for a reachable broker at start, then fails"
+    )
+    group_instance_id: str = Field(
+        "",
+        max_length=249,
+        pattern=r"^[a-zA-Z0-9._-]*$",  # Kafka's rule for group.instance.id
+        description="static group membership (KIP-345): this replica's id in the group, kept across "
+        "restarts (the pod name); a restarted replica gets its partitions back at once instead of "
+        "waiting session_timeout_ms for its dead predecessor; unique per replica; empty: off",
+    )
+    leave_group_on_stop: bool = Field(
+        True,
+        description="with group_instance_id: leave the group on SIGTERM so others take the partitions at "
+        "once (scale-down, rollouts); false: they wait up to session_timeout_ms for this id to return",
+    )
+    session_timeout_ms: int = Field(
+        10_000,
+        ge=1000,
+        le=1_800_000,
+        description="a replica that stops heartbeating leaves the group after this (within the broker's "
+        "group.min/max.session.timeout.ms, 6 s to 30 min by default); heartbeats every quarter of it, at most 3 s",
     )
 
     _split = field_validator("bootstrap_servers", mode="before")(_split_list)
@@ -115,9 +148,24 @@ class StreamSettings(_Section):
 
 
 class ServiceSettings(_Section):
-    metrics_host: str = Field("127.0.0.1", description="address of /metrics, /healthz and /readyz")
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="address of /metrics, /healthz and /readyz (loopback only by default; 0.0.0.0 exposes "
+        "them: set metrics_bearer_token and TLS when others can reach it)",
+    )
     metrics_port: int = Field(
         9464, ge=0, le=65535, description="port of /metrics, /healthz and /readyz (0: any)"
+    )
+    metrics_bearer_token: SecretStr | None = Field(
+        None,
+        description="require 'Authorization: Bearer TOKEN' on /metrics; /healthz and /readyz stay open "
+        "for probes; unset: /metrics is open",
+    )
+    metrics_tls_cert_file: Path | None = Field(
+        None, description="PEM certificate (chain): serve /metrics, /healthz and /readyz over HTTPS"
+    )
+    metrics_tls_key_file: Path | None = Field(
+        None, description="PEM private key of metrics_tls_cert_file (both or neither)"
     )
     grace_seconds: float = Field(20.0, gt=0, description="SIGTERM: flush, commit and exit within this")
     log_format: Literal["json", "text"] = Field("json", description="structured JSON logs, or text")
@@ -285,6 +333,17 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # flags (init) > environment > YAML (passed as init defaults by load()) > defaults
         return (init_settings, env_settings, file_secret_settings)
+
+    def time_bounds(self) -> TimeBounds:
+        """Which span times the decoders accept (aggregation.max_future_seconds, max_age_seconds)."""
+        a = self.aggregation
+        age_s = a.max_age_seconds
+        if age_s is None and self.store.ttl_days is not None:
+            age_s = self.store.ttl_days * 86_400
+        return TimeBounds(
+            max_future_ns=None if a.max_future_seconds is None else a.max_future_seconds * 1_000_000_000,
+            max_age_ns=None if age_s is None else age_s * 1_000_000_000,
+        )
 
     def redacted_dump(self) -> dict[str, Any]:
         """The effective settings, with secrets shown as '**********'."""

@@ -42,14 +42,14 @@ from typing import Any
 from attribution.aggregate import AggregateRow, Aggregator, BatchStats
 from attribution.attribute import Attributor, Repository
 from attribution.deploys import DeployTimeline
-from attribution.model import DeployEvent
+from attribution.model import DEFAULT_TIME_BOUNDS, DeployEvent, TimeBounds
 from collector.deploy_sets import DeployLog, Selection, TopicDeploy
 from collector.errors import DecodeError, WorkerError
-from collector.otlp import OtlpDecoder
+from collector.otlp import OtlpDecoder, rejection_message
 from collector.runtime import tune_gc
 
-# (offset, value) of one Kafka record
-RawRecord = tuple[int, bytes]
+# (offset, timestamp ms, value) of one Kafka record; a timestamp < 0 means none
+RawRecord = tuple[int, int, bytes]
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,7 @@ class ProcessorConfig:
     window_ns: int = 60_000_000_000
     max_groups_per_window: int = 10_000
     sample_rate_attribute: str = ""
+    time_bounds: TimeBounds = DEFAULT_TIME_BOUNDS
 
 
 @dataclass
@@ -70,6 +71,9 @@ class BatchOutcome:
     spans_in: int = 0
     duplicates: int = 0
     errors: list[tuple[int, str, str]] = field(default_factory=list)  # offset, reason, message
+    partial: list[tuple[int, str, str]] = field(
+        default_factory=list
+    )  # the same, records with some spans rejected
     rejected: dict[str, int] = field(default_factory=dict)  # invalid spans by reason
     detected: dict[str, int] = field(default_factory=dict)  # encoding auto-detections
 
@@ -116,6 +120,7 @@ class BatchProcessor:
         self.decoder = OtlpDecoder(
             wanted_attributes=Attributor(self.repositories).wanted_attributes,
             sample_rate_attribute=cfg.sample_rate_attribute or None,
+            time_bounds=cfg.time_bounds,
         )
         self.windows: dict[int, DedupWindow] = {}
         self.deploys = DeployLog()
@@ -133,21 +138,31 @@ class BatchProcessor:
             w = self.windows[partition] = DedupWindow(self.cfg.dedup_horizon)
         return w
 
-    def _decode(self, topic: str, partition: int, offset: int, value: bytes, detected: dict[str, int]) -> Any:
+    def _decode(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        timestamp_ms: int,
+        value: bytes,
+        detected: dict[str, int],
+    ) -> Any:
         enc = self.cfg.encoding
         if enc == "auto":
             head = value.lstrip()[:1]
             enc = "otlp_json" if head in (b"{", b"[") else "otlp_proto"
             detected[enc] = detected.get(enc, 0) + 1
-        return self.decoder.decode(value, enc, f"{topic}[{partition}]@{offset}")
+        # span times are judged against the record's timestamp: a pure function of the log
+        reference = timestamp_ms * 1_000_000 if timestamp_ms >= 0 else None
+        return self.decoder.decode(value, enc, f"{topic}[{partition}]@{offset}", reference)
 
     def history(self, topic: str, partition: int, records: Sequence[RawRecord]) -> None:
         """Feed records before the committed offset to the dedup window only."""
         window = self._window(partition)
         detected: dict[str, int] = {}
-        for offset, value in records:
+        for offset, ts, value in records:
             try:
-                spans = self._decode(topic, partition, offset, value, detected).spans
+                spans = self._decode(topic, partition, offset, ts, value, detected).spans
             except DecodeError:
                 continue
             window.observe(offset, [s.trace_id + s.span_id for s in spans])
@@ -181,15 +196,24 @@ class BatchProcessor:
         )
         window = self._window(partition)
         out = BatchOutcome(rows=[], stats=BatchStats())
-        for offset, value in records:
+        for offset, ts, value in records:
             try:
-                decoded = self._decode(topic, partition, offset, value, out.detected)
+                decoded = self._decode(topic, partition, offset, ts, value, out.detected)
             except DecodeError as exc:
                 out.errors.append((offset, exc.reason, str(exc)))
                 window.observe(offset, [])
                 continue
-            for rej in decoded.rejected:
-                out.rejected[rej.reason] = out.rejected.get(rej.reason, 0) + 1
+            if decoded.rejected:
+                for rej in decoded.rejected:
+                    out.rejected[rej.reason] = out.rejected.get(rej.reason, 0) + 1
+                kept = len(decoded.spans)
+                out.partial.append(
+                    (
+                        offset,
+                        decoded.rejected[0].reason,
+                        f"{rejection_message(decoded.rejected)}; the record's other {kept} span(s) were counted",
+                    )
+                )
             spans = decoded.spans
             out.spans_in += len(spans)
             dup = window.observe(offset, [s.trace_id + s.span_id for s in spans])
@@ -260,14 +284,14 @@ def _worker_main(jobs: Connection, results: Connection) -> None:
         kind = job[0]
         try:
             if kind == "batch":
-                _, ticket, topic, partition, selection, offsets = job
-                records = [(o, jobs.recv_bytes()) for o in offsets]
+                _, ticket, topic, partition, selection, heads = job
+                records = [(o, ts, jobs.recv_bytes()) for o, ts in heads]
                 outcome = processor.process(topic, partition, records, selection)
                 del records
                 results.send((ticket, outcome))
             elif kind == "history":
-                _, topic, partition, offsets = job
-                processor.history(topic, partition, [(o, jobs.recv_bytes()) for o in offsets])
+                _, topic, partition, heads = job
+                processor.history(topic, partition, [(o, ts, jobs.recv_bytes()) for o, ts in heads])
             elif kind == "deploys":
                 processor.add_deploys(job[1], job[2])
             elif kind == "reset":
@@ -346,8 +370,8 @@ class _Worker:
             # the records go as they are, one message each: pickling them into one buffer
             # would copy the batch again, and hold that copy until it is sent
             *head, records = job
-            self.jobs.send((*head, [o for o, _ in records]))
-            for _, value in records:
+            self.jobs.send((*head, [(o, ts) for o, ts, _ in records]))
+            for _, _, value in records:
                 self.jobs.send_bytes(value)
         else:
             self.jobs.send(job)

@@ -376,9 +376,10 @@ def _github(
     event: str = "deployment_status",
     secret: str | None = SECRET,
     sig: str | None = None,
+    delivery: str = "abc-123",
 ) -> tuple[int, Any]:
     body = json.dumps(payload).encode()
-    headers = {"Content-Type": "application/json", "X-GitHub-Event": event, "X-GitHub-Delivery": "abc-123"}
+    headers = {"Content-Type": "application/json", "X-GitHub-Event": event, "X-GitHub-Delivery": delivery}
     if sig is not None:
         headers["X-Hub-Signature-256"] = sig
     elif secret is not None:
@@ -407,9 +408,11 @@ def test_github_webhook(store: ClickHouseStore, tmp_path: Path, caplog: pytest.L
         assert _github(r, _github_payload("in_progress"))[0] == 202
         status, body = _github(r, _github_payload("success"))
         assert status == 200 and body["deploy_id"] == "github:acme/app:42"
-        status, body = _github(r, _github_payload("failure", 43))
+        status, body = _github(r, _github_payload("failure", 43), delivery="abc-124")
         assert status == 200 and body["status"] == "failed"
-        status, body = _github(r, {"deployment_status": {"state": "success"}, "deployment": {"id": 1}})
+        status, body = _github(
+            r, {"deployment_status": {"state": "success"}, "deployment": {"id": 1}}, delivery="abc-125"
+        )
         assert status == 400 and "service" in body["error"]
         sink = r.sink
         assert isinstance(sink, DirectPipeline)

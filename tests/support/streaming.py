@@ -98,11 +98,16 @@ def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
 
 
 class RunProcess:
-    """`prodloop run` in a subprocess, with its metrics endpoint."""
+    """`prodloop run` in a subprocess, with its metrics endpoint.
+
+    Its receivers listen on free ports (port 0) unless ``env`` or ``args`` say otherwise, so
+    replicas on one machine do not collide on 4317/4318.
+    """
 
     def __init__(self, env: dict[str, str], cwd: Path, log_path: Path, args: Sequence[str] = ()) -> None:
         self.port = free_port()
         full = {k: v for k, v in os.environ.items() if not k.startswith("PRODLOOP_")}
+        full["PRODLOOP_RECEIVER__GRPC_PORT"] = full["PRODLOOP_RECEIVER__HTTP_PORT"] = "0"
         full.update(env)
         full["PRODLOOP_SERVICE__METRICS_PORT"] = str(self.port)
         self.log_path = log_path

@@ -61,7 +61,8 @@ def _jobs(traffic: Traffic) -> list[tuple[Any, ...]]:
     jobs: list[tuple[Any, ...]] = [("deploys", [], topic)]
     for p in (0, 1):
         mine = reqs[p::2]
-        records = list(enumerate(mine))
+        t0_ms = traffic.start_unix_nano // 1_000_000  # record timestamps: when the spans were sent
+        records = [(o, t0_ms + 1000 * o, v) for o, v in enumerate(mine)]
         jobs.append(("reset", p))
         jobs.append(("history", p, records[:5]))
         n = len(records)
@@ -70,11 +71,11 @@ def _jobs(traffic: Traffic) -> list[tuple[Any, ...]]:
         # a batch with a resent record (an exporter retry) and an undecodable one, then the rest
         batch = (
             records[5:a]
-            + [(a, records[a - 3][1]), (a + 1, b"\x0a\xff garbage")]
-            + [(o + 2, v) for o, v in records[a:b]]
+            + [(a, t0_ms, records[a - 3][2]), (a + 1, t0_ms, b"\x0a\xff garbage")]
+            + [(o + 2, ts, v) for o, ts, v in records[a:b]]
         )
         jobs.append(("batch", p, batch, first_half))
-        jobs.append(("batch", p, [(o + 2, v) for o, v in records[b:]], every if p == 0 else replayed))
+        jobs.append(("batch", p, [(o + 2, ts, v) for o, ts, v in records[b:]], every if p == 0 else replayed))
     return jobs
 
 
@@ -158,7 +159,7 @@ def test_a_failing_worker_reports_what_failed_and_where(repositories: Any, traff
     try:
         pool.reset(0)
         # a selection from deploys the worker was never sent (a bug, not bad input)
-        pool.submit("spans", 0, [(0, traffic.requests[0])], (99, 0, ()))
+        pool.submit("spans", 0, [(0, -1, traffic.requests[0])], (99, 0, ()))
         deadline = time.monotonic() + 30
         with pytest.raises(
             WorkerDied,

@@ -44,6 +44,7 @@ One list, used by the Deployment, the chart-managed Secret and the checks below.
   "PRODLOOP_KAFKA__SASL_PASSWORD" $v.kafka.sasl_password
   "PRODLOOP_RECEIVER__BEARER_TOKEN" $v.receiver.bearer_token
   "PRODLOOP_RECEIVER__GITHUB_WEBHOOK_SECRET" $v.receiver.github_webhook_secret
+  "PRODLOOP_SERVICE__METRICS_BEARER_TOKEN" $v.service.metrics_bearer_token
   "PRODLOOP_ALERTS__GITHUB__TOKEN" $v.alerts.github.token
   "PRODLOOP_ALERTS__JIRA__API_TOKEN" $v.alerts.jira.api_token
   "PRODLOOP_ALERTS__WEBHOOK__SECRET" $v.alerts.webhook.secret
@@ -91,6 +92,7 @@ from Secrets as environment variables), with the mounted files filled in.
 {{- if and $v.files.attribution (not $attribution.config) }}{{ $_ := set $attribution "config" "/etc/prodloop/attribution.yaml" }}{{ end -}}
 {{- $kafka := omit $v.kafka "sasl_password" -}}
 {{- $receiver := omit $v.receiver "bearer_token" "github_webhook_secret" -}}
+{{- $service := omit $v.service "metrics_bearer_token" -}}
 {{- $alerts := omit $v.alerts "github" "jira" "webhook" -}}
 {{- if and $v.files.rules (not $alerts.rules) }}{{ $_ := set $alerts "rules" "/etc/prodloop/rules.yaml" }}{{ end -}}
 {{- $_ := set $alerts "github" (omit $v.alerts.github "token") -}}
@@ -102,7 +104,7 @@ from Secrets as environment variables), with the mounted files filled in.
   "aggregation" $v.aggregation
   "kafka" $kafka
   "stream" $v.stream
-  "service" $v.service
+  "service" $service
   "receiver" $receiver
   "alerts" $alerts
 -}}
@@ -127,7 +129,30 @@ from Secrets as environment variables), with the mounted files filled in.
 {{- if and (hasPrefix "SASL_" .Values.kafka.security_protocol) (not (or .Values.kafka.sasl_password.existingSecret .Values.kafka.sasl_password.value)) -}}
 {{- fail "kafka.security_protocol SASL_* needs kafka.sasl_password (existingSecret + key, or value)" -}}
 {{- end -}}
+{{- if and .Values.kafka.group_instance_id (gt (int .Values.replicaCount) 1) -}}
+{{- fail "kafka.group_instance_id is set, so every replica would have the same id (the broker fences all but one): leave it empty, and each pod uses its name (kafkaStaticMembership)" -}}
+{{- end -}}
+{{- if and .Values.service.metrics_tls_cert_file (not .Values.service.metrics_tls_key_file) -}}
+{{- fail "service.metrics_tls_cert_file needs service.metrics_tls_key_file" -}}
+{{- end -}}
+{{- if and .Values.service.metrics_tls_key_file (not .Values.service.metrics_tls_cert_file) -}}
+{{- fail "service.metrics_tls_key_file needs service.metrics_tls_cert_file" -}}
+{{- end -}}
 {{- if not (has (.Values.service.metrics_host | toString) (list "0.0.0.0" "::")) -}}
 {{- fail "service.metrics_host must be 0.0.0.0 (or ::) in a pod: the kubelet probes /healthz and /readyz on the pod IP" -}}
 {{- end -}}
+{{- end }}
+
+{{/* A probe from the values; with the metrics TLS files set, its httpGet uses HTTPS. */}}
+{{- define "prodloop.probe" -}}
+{{- $probe := deepCopy (index . 0) -}}
+{{- $tls := index . 1 -}}
+{{- if and $tls $probe.httpGet (not $probe.httpGet.scheme) }}{{ $_ := set $probe.httpGet "scheme" "HTTPS" }}{{ end -}}
+{{- toYaml $probe -}}
+{{- end }}
+
+{{/* The Secret holding service.metrics_bearer_token (yours, or the chart's), for the ServiceMonitor. */}}
+{{- define "prodloop.metricsTokenSecret" -}}
+{{- $s := .Values.service.metrics_bearer_token -}}
+{{- if $s.existingSecret }}{{ $s.existingSecret }}{{ else if $s.value }}{{ include "prodloop.fullname" . }}{{ end -}}
 {{- end }}
