@@ -15,7 +15,6 @@ prints where the time goes.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import pstats
@@ -39,21 +38,8 @@ from tests.support.streaming import (  # noqa: E402
     end_offsets,
     produce,
     produce_deploys,
+    start_broker,
 )
-
-
-def _broker(tmp: Path) -> tuple[str, object | None]:
-    external = os.environ.get("PRODLOOP_KAFKA_BOOTSTRAP")
-    if external:
-        return external, None
-    spec = importlib.util.spec_from_file_location("kafka_broker", REPO / "scripts" / "kafka_broker.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["kafka_broker"] = mod
-    spec.loader.exec_module(mod)
-    broker = mod.Broker(tmp / "kafka", heap="1g")
-    broker.start()
-    return broker.bootstrap, broker
 
 
 def _config_files(tmp: Path) -> dict[str, str]:
@@ -232,7 +218,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
-        bootstrap, broker = _broker(tmp)
+        bootstrap, broker = start_broker(tmp, heap="1g")
         try:
             sfx = uuid.uuid4().hex[:8]
             topics = {

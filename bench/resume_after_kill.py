@@ -18,8 +18,6 @@ Kafka broker from scripts/kafka_broker.py, or uses PRODLOOP_KAFKA_BOOTSTRAP).
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import os
 import statistics
 import sys
 import tempfile
@@ -31,21 +29,7 @@ sys.path.insert(0, str(REPO))
 
 from collector.demo.shop import SAMPLE_RATE_ATTRIBUTE, demo_dir, generate  # noqa: E402
 from tests.support.resume import Resume, kill_and_restart  # noqa: E402
-from tests.support.streaming import RunProcess, create_topics, produce, produce_deploys  # noqa: E402
-
-
-def _broker(tmp: Path) -> tuple[str, object | None]:
-    external = os.environ.get("PRODLOOP_KAFKA_BOOTSTRAP")
-    if external:
-        return external, None
-    spec = importlib.util.spec_from_file_location("kafka_broker", REPO / "scripts" / "kafka_broker.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["kafka_broker"] = mod
-    spec.loader.exec_module(mod)
-    broker = mod.Broker(tmp / "kafka")
-    broker.start()
-    return broker.bootstrap, broker
+from tests.support.streaming import RunProcess, create_topics, produce, produce_deploys, start_broker  # noqa: E402
 
 
 def main() -> None:
@@ -63,7 +47,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="prodloop-resume-") as tmp_name:
         tmp = Path(tmp_name)
-        bootstrap, broker = _broker(tmp)
+        bootstrap, broker = start_broker(tmp)
         try:
             sfx = uuid.uuid4().hex[:8]
             traces, deploys = f"bench-spans-{sfx}", f"bench-deploys-{sfx}"

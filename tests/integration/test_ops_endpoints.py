@@ -30,6 +30,7 @@ from collector.metrics import Metrics
 from collector.receiver import bearer_matches
 from collector.service import OpsServer, Readiness
 from collector.settings import load_settings
+from tests.support.certs import self_signed
 from tests.support.streaming import RunProcess, free_port
 
 pytestmark = pytest.mark.integration
@@ -47,20 +48,6 @@ def _get(
             return r.status, r.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
-
-
-def _self_signed(tmp: Path) -> tuple[Path, Path]:
-    cert, key = tmp / "cert.pem", tmp / "key.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
-            "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
 
 
 def _wait_for(check: Callable[[], bool], timeout: float, what: str, tail: Callable[[], str] = str) -> float:
@@ -181,7 +168,7 @@ def test_bearer_matches() -> None:
 
 
 def test_metrics_over_tls(ops: Callable[..., tuple[OpsServer, Readiness]], tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     settings = load_settings(
         overrides={
             "service": {
@@ -213,7 +200,7 @@ def test_metrics_over_tls(ops: Callable[..., tuple[OpsServer, Readiness]], tmp_p
 
 
 def test_metrics_tls_needs_both_files_and_readable_ones(tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     for only in ({"metrics_tls_cert_file": str(cert)}, {"metrics_tls_key_file": str(key)}):
         settings = load_settings(overrides={"service": {"metrics_port": 0, **only}})
         with pytest.raises(ConfigError, match="must be set together") as err:
@@ -250,7 +237,7 @@ def test_metrics_tls_needs_both_files_and_readable_ones(tmp_path: Path) -> None:
 
 def test_run_serves_metrics_with_token_and_tls_and_never_prints_the_token(tmp_path: Path) -> None:
     """Direct mode (no Kafka): HTTPS /metrics with the token; the token is in no log and no config dump."""
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     env = {
         "PRODLOOP_STORE__DSN": f"chdb://{tmp_path / 'store'}",
         "PRODLOOP_SERVICE__METRICS_BEARER_TOKEN": TOKEN,

@@ -15,7 +15,6 @@ import json
 import logging
 import socket
 import ssl
-import subprocess
 import threading
 import time
 import urllib.error
@@ -36,6 +35,7 @@ from collector.direct import DirectPipeline
 from collector.receiver import TRACE_SERVICE, ModulesQuery, Receivers, start_receivers
 from collector.settings import Settings
 from tests.integration import receiver_app
+from tests.support.certs import self_signed
 
 pytestmark = pytest.mark.integration
 
@@ -524,22 +524,8 @@ def test_shutting_down_answers_503(store: ClickHouseStore, tmp_path: Path) -> No
 # -- TLS -------------------------------------------------------------------------------
 
 
-def _self_signed(tmp: Path) -> tuple[Path, Path]:
-    cert, key = tmp / "cert.pem", tmp / "key.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
-            "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
-
-
 def test_tls_on_http_and_grpc(store: ClickHouseStore, tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     r = _start(store, tmp_path, tls_cert_file=str(cert), tls_key_file=str(key))
     try:
         assert r.http_url is not None and r.http_url.startswith("https://")
@@ -568,7 +554,7 @@ def test_tls_on_http_and_grpc(store: ClickHouseStore, tmp_path: Path) -> None:
 def test_tls_needs_both_files(store: ClickHouseStore, tmp_path: Path) -> None:
     from collector.errors import ConfigError
 
-    cert, _ = _self_signed(tmp_path)
+    cert, _ = self_signed(tmp_path)
     with pytest.raises(ConfigError, match=r"tls_cert_file and receiver\.tls_key_file"):
         _start(store, tmp_path, tls_cert_file=str(cert))
 

@@ -21,7 +21,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 
 
-class _SeededIds(IdGenerator):
+class SeededIds(IdGenerator):
+    """Reproducible trace and span ids (never zero)."""
+
     def __init__(self, seed: int) -> None:
         self._rng = random.Random(seed)
 
@@ -43,7 +45,7 @@ class Requests:
         self._provider = TracerProvider(
             resource=Resource({"service.name": service, "deployment.environment.name": "prod"}),
             sampler=sampling.ALWAYS_ON,
-            id_generator=_SeededIds(seed),
+            id_generator=SeededIds(seed),
             shutdown_on_exit=False,
         )
         self._provider.add_span_processor(SimpleSpanProcessor(self._exporter))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -25,6 +26,23 @@ with warnings.catch_warnings():
     import collector.kafka  # noqa: F401  (applies the kafka-python socket fix)
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def start_broker(tmp: Path, **options: Any) -> tuple[str, Any | None]:
+    """For the benches: ``PRODLOOP_KAFKA_BOOTSTRAP``'s broker, or a fresh one from
+    scripts/kafka_broker.py under ``tmp`` (``options`` go to its ``Broker``).  Returns the
+    bootstrap address and the broker to stop (None when external)."""
+    external = os.environ.get("PRODLOOP_KAFKA_BOOTSTRAP")
+    if external:
+        return external, None
+    spec = importlib.util.spec_from_file_location("kafka_broker", REPO / "scripts" / "kafka_broker.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["kafka_broker"] = mod
+    spec.loader.exec_module(mod)
+    broker = mod.Broker(tmp / "kafka", **options)
+    broker.start()
+    return broker.bootstrap, broker
 
 
 def free_port() -> int:

@@ -17,7 +17,6 @@ Use the ``otel`` fixture::
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -30,7 +29,6 @@ from opentelemetry.sdk.resources import Resource as SdkResource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider, sampling
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import (
     Link,
     NonRecordingSpan,
@@ -44,19 +42,7 @@ from opentelemetry.trace import (
 
 from attribution.model import Span
 from collector.otlp import OtlpDecoder
-
-
-class SeededIds(IdGenerator):
-    """Reproducible trace and span ids (never zero)."""
-
-    def __init__(self, seed: int) -> None:
-        self._rng = random.Random(seed)
-
-    def generate_span_id(self) -> int:
-        return self._rng.getrandbits(64) or 1
-
-    def generate_trace_id(self) -> int:
-        return self._rng.getrandbits(128) or 1
+from tests.support.sdk_requests import SeededIds
 
 
 class SdkBatch:
