@@ -262,7 +262,11 @@ def test_a_killed_worker_stops_the_replica_and_the_restart_is_exact(setup: Setup
 
 def test_two_replicas_with_a_rebalance_in_the_middle(setup: Setup) -> None:
     big = generate(seed=13, minutes=12)
-    _feed(setup, big)
+    # a third of the stream first: replica a may consume all of it before b has joined, so the
+    # rest is produced once both hold partitions, and both then have records to write
+    first = len(big.requests) // 3
+    produce_deploys(setup.bootstrap, setup.deploys, big.deploys)
+    produce(setup.bootstrap, setup.traces, big.requests[:first], partitions=setup.partitions)
     slow = {"PRODLOOP_STREAM__BATCH_RECORDS": "4"}
     # chDB: one process per store directory, so each replica writes its own store; the
     # aggregates of the two stores merge exactly (sums), like two writers on a server.
@@ -270,13 +274,23 @@ def test_two_replicas_with_a_rebalance_in_the_middle(setup: Setup) -> None:
     b = setup.start("b", PRODLOOP_STORE__DSN=f"chdb://{setup.store_dir}-b", **slow)
     deadline = time.monotonic() + 60
 
-    def both_consuming() -> bool:  # a rebalance in progress may leave one without partitions for a while
+    def both_hold(
+        batches: int,
+    ) -> bool:  # a rebalance in progress may leave one without partitions for a while
         ma, mb = a.metrics(), b.metrics()
         return all(
-            m.get("prodloop_batches_written_total", 0) > 2 and m.get("prodloop_partitions_assigned", 0) >= 1
+            m.get("prodloop_batches_written_total", 0) >= batches
+            and m.get("prodloop_partitions_assigned", 0) >= 1
             for m in (ma, mb)
         )
 
+    def both_consuming() -> bool:
+        return both_hold(3)
+
+    while time.monotonic() < deadline and not both_hold(0):
+        time.sleep(0.2)
+    assert both_hold(0), (a.log_tail(), b.log_tail())
+    produce(setup.bootstrap, setup.traces, big.requests[first:], partitions=setup.partitions)
     while time.monotonic() < deadline and not both_consuming():
         time.sleep(0.2)
     assert both_consuming(), (a.log_tail(), b.log_tail())
