@@ -1,6 +1,6 @@
 """Alert rules: the ``rules.yaml`` model, its validation, and the evaluation of each kind.  Pure.
 
-The adapter (``collector/alerts.py``) reads the file and the aggregates and passes them in;
+The adapter (``collector/pipelines/alerts.py``) reads the file and the aggregates and passes them in;
 nothing here reads a file, the store or the clock.  See ``docs/rules.md`` for the format.
 
 Evaluation is *stateless*: a rule is evaluated at evaluation instants ``t`` spaced ``every``

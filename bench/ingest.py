@@ -47,8 +47,8 @@ from attribution.codeowners import CodeOwners
 from attribution.deploys import DeployTimeline
 from attribution.model import DeployEvent
 from attribution.modules import ModuleConfig
-from collector.otlp import OtlpDecoder, iter_length_prefixed
-from collector.runtime import tune_gc
+from collector.codec.otlp import OtlpDecoder, iter_length_prefixed
+from collector.processing.runtime import tune_gc
 
 SERVICES = ["frontend", "checkout", "payments", "inventory", "search"]
 N_MODULES = 50

@@ -71,7 +71,7 @@ class StoreRejectedError(StoreError):
     """The store refused the data itself (a value out of a column's range, a type mismatch).
 
     Retrying the same rows fails the same way, so this is never retried: the writer isolates
-    the refused rows (:meth:`collector.clickhouse.ClickHouseStore.write_aggregates`) and
+    the refused rows (:meth:`collector.exporters.clickhouse.store.ClickHouseStore.write_aggregates`) and
     dead-letters or reports them.
     """
 

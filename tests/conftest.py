@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.clickhouse import ClickHouseStore
+from collector.exporters.clickhouse.store import ClickHouseStore
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -21,10 +21,10 @@ import click
 
 from attribution.analysis import deploy_impact
 from attribution.deploys import DeployTimeline
-from collector.clickhouse import ClickHouseStore
-from collector.config import load_attribution
+from collector.app.attribution_files import load_attribution
 from collector.demo.shop import SAMPLE_RATE_ATTRIBUTE, demo_dir, generate
-from collector.ingest import ingest
+from collector.exporters.clickhouse.store import ClickHouseStore
+from collector.pipelines.files import ingest
 
 
 def _write_inputs(out: Path, requests: list[bytes], deploys: list[dict[str, Any]]) -> tuple[Path, Path]:
@@ -92,7 +92,7 @@ def run_demo(
             f"  {summary.spans_read} spans ({n_spans} emitted), {100 * summary.attributed_ratio:.1f}% attributed, "
             f"{summary.rows_written} aggregate rows, {summary.deploys_read} deploys -> {store_dsn}"
         )
-        from collector.cli import render_modules_table
+        from collector.cli.commands import render_modules_table
 
         rows = store.query_modules(attributed_only=False)
         echo("")
@@ -144,8 +144,8 @@ def _alert_tickets(
     store: ClickHouseStore, repositories: Any, now_unix_nano: int, data_dir: Path, echo: Callable[[str], None]
 ) -> list[dict[str, Any]]:
     """Evaluate collector/demo/rules.yaml with the file sink and print the tickets it opened."""
-    from collector.alerts import AlertEngine, declared_modules, load_rules
-    from collector.tickets import FileSink
+    from collector.exporters.tickets.sinks import FileSink
+    from collector.pipelines.alerts import AlertEngine, declared_modules, load_rules
 
     out = data_dir / "tickets.jsonl"
     out.unlink(missing_ok=True)

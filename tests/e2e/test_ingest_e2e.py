@@ -137,7 +137,7 @@ def test_bad_records_are_rejected_named_and_the_rest_gets_through(
     messages = "\n".join(summary["messages"])
     assert f"{bad_json}:2" in messages and "not valid JSON" in messages
     assert f"{lpb}@offset {len(blob)}" in messages and "truncated" in messages
-    from collector.otlp import OtlpDecoder
+    from collector.codec.otlp import OtlpDecoder
 
     dec = OtlpDecoder()
     expected = sum(len(dec.decode_json(r).spans) for r in (lines[0], lines[2])) + sum(

@@ -26,8 +26,8 @@ pytestmark = pytest.mark.e2e
 
 SERVICE = """\
 import logging, signal, sys, threading
-from collector.receiver import run_receivers_forever
-from collector.settings import load_settings
+from collector.receivers.http import run_receivers_forever
+from collector.app.settings import load_settings
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)
 stop = threading.Event()
 signal.signal(signal.SIGTERM, lambda *_: stop.set())

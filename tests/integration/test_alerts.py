@@ -18,10 +18,10 @@ from attribution.aggregate import AggregateRow
 from attribution.model import DeployEvent, IncidentEvent
 from attribution.rules import DeclaredModule, parse_rules
 from attribution.sketch import bucket_of
-from collector.alerts import AlertEngine, Lease, TicketBook, load_rules
-from collector.clickhouse import ClickHouseStore
 from collector.errors import ConfigError
-from collector.tickets import FileSink, GitHubSink, RetryPolicy, TicketDraft, TicketRef
+from collector.exporters.clickhouse.store import ClickHouseStore
+from collector.exporters.tickets.sinks import FileSink, GitHubSink, RetryPolicy, TicketDraft, TicketRef
+from collector.pipelines.alerts import AlertEngine, Lease, TicketBook, load_rules
 from tests.conftest import run_prodloop
 from tests.integration.ticket_servers import FakeServer, GitHubApi, serve
 
@@ -334,7 +334,7 @@ def test_cli_alerts_evaluate_prints_what_would_fire(tmp_path: Path) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
     code = (
-        "from collector.clickhouse import ClickHouseStore\n"
+        "from collector.exporters.clickhouse.store import ClickHouseStore\n"
         "from tests.integration.test_alerts import seed\n"
         f"s = ClickHouseStore('chdb://{store_dir}'); s.apply_migrations(); seed(s); s.close()\n"
     )

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from collector.settings import load_settings
+from collector.app.settings import load_settings
 from tests.integration import test_deploy_artifacts as artifacts
 from tests.integration.test_deploy_artifacts import CHART, by_kind, helm_template, render
 

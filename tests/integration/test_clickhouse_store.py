@@ -15,8 +15,8 @@ import pytest
 from attribution.aggregate import AggregateRow, merge_all, merge_rows
 from attribution.model import DeployEvent
 from attribution.sketch import bucket_of, exact_quantile, quantile
-from collector.clickhouse import ClickHouseStore, Migration, load_migrations
 from collector.errors import ConfigError, StoreLockedError
+from collector.exporters.clickhouse.store import ClickHouseStore, Migration, load_migrations
 
 pytestmark = pytest.mark.integration
 
@@ -169,7 +169,7 @@ def test_a_store_held_by_another_process_fails_with_a_clear_message(tmp_path: Pa
             textwrap.dedent(
                 f"""
                 import sys, time
-                from collector.clickhouse import ClickHouseStore
+                from collector.exporters.clickhouse.store import ClickHouseStore
                 s = ClickHouseStore("chdb://{tmp_path}/held")
                 print("ready", flush=True)
                 sys.stdin.read()
@@ -185,7 +185,7 @@ def test_a_store_held_by_another_process_fails_with_a_clear_message(tmp_path: Pa
         assert holder.stdout.readline().strip() == "ready"
         code = textwrap.dedent(
             f"""
-            from collector.clickhouse import ClickHouseStore
+            from collector.exporters.clickhouse.store import ClickHouseStore
             from collector.errors import StoreLockedError
             try:
                 ClickHouseStore("chdb://{tmp_path}/held")

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from collector.clickhouse import ClickHouseStore
-from collector.config import load_attribution
-from collector.direct import DirectPipeline
+from collector.app.attribution_files import load_attribution
+from collector.app.settings import Settings
+from collector.codec.otlp import MAX_NESTING_DEPTH, OtlpDecoder
 from collector.errors import DecodeError
-from collector.gateway import AckFuture, KafkaGateway, otlp_json_to_proto
-from collector.otlp import MAX_NESTING_DEPTH, OtlpDecoder
-from collector.receiver import ModulesQuery, Receivers, start_receivers
-from collector.settings import Settings
+from collector.exporters.clickhouse.store import ClickHouseStore
+from collector.exporters.kafka.gateway import AckFuture, KafkaGateway, otlp_json_to_proto
+from collector.pipelines.direct import DirectPipeline
+from collector.receivers.http import ModulesQuery, Receivers, start_receivers
 from tests.support.sdk_requests import Requests
 
 pytestmark = pytest.mark.integration

@@ -32,11 +32,11 @@ from ruamel.yaml import YAML
 from attribution.aggregate import AggregateRow
 from attribution.model import DeployEvent
 from attribution.sketch import bucket_of, merge_bins, quantile
-from collector import cli
-from collector.alerts import load_rules
-from collector.clickhouse import MIGRATIONS_DIR, ClickHouseStore, quantile_sql
-from collector.config import load_attribution
-from collector.settings import Settings, load_settings
+from collector.app.attribution_files import load_attribution
+from collector.app.settings import Settings, load_settings
+from collector.cli import commands as cli
+from collector.exporters.clickhouse.store import MIGRATIONS_DIR, ClickHouseStore, quantile_sql
+from collector.pipelines.alerts import load_rules
 
 pytestmark = pytest.mark.integration
 
@@ -484,8 +484,8 @@ def test_the_wheel_carries_its_migrations_and_event_schemas(tmp_path: Path) -> N
         [
             sys.executable,
             "-c",
-            "import collector.clickhouse as c, sys; print(c.MIGRATIONS_DIR); "
-            "from collector.cli import main; sys.argv = ['prodloop', 'schema', 'apply', "
+            "import collector.exporters.clickhouse.store as c, sys; print(c.MIGRATIONS_DIR); "
+            "from collector.cli.commands import main; sys.argv = ['prodloop', 'schema', 'apply', "
             f"'--store', 'chdb://{tmp_path / 'store'}']; main()",
         ],
         cwd=tmp_path,
@@ -697,7 +697,7 @@ def test_dashboards_are_well_formed() -> None:
 
 
 def test_dashboards_use_the_exact_quantile_sql() -> None:
-    """p50/p95/p99 over a time range: collector.clickhouse.quantile_sql over sumMap(latency_bins)."""
+    """p50/p95/p99 over a time range: collector.exporters.clickhouse.store.quantile_sql over sumMap(latency_bins)."""
     overview = (REPO / "grafana/dashboards/modules-overview.json").read_text()
     for q in (0.5, 0.95, 0.99):
         assert (

@@ -23,11 +23,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from attribution.model import DeployEvent
-from collector.clickhouse import ClickHouseStore, load_migrations
-from collector.config import load_attribution
-from collector.direct import DirectPipeline
-from collector.receiver import Receivers, start_receivers
-from collector.settings import Settings
+from collector.app.attribution_files import load_attribution
+from collector.app.settings import Settings
+from collector.exporters.clickhouse.store import ClickHouseStore, load_migrations
+from collector.pipelines.direct import DirectPipeline
+from collector.receivers.http import Receivers, start_receivers
 from tests.integration import receiver_app
 
 pytestmark = pytest.mark.integration

@@ -24,10 +24,10 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-from collector.clickhouse import ClickHouseStore
-from collector.config import load_attribution
-from collector.receiver import Receivers, start_receivers
-from collector.settings import Settings
+from collector.app.attribution_files import load_attribution
+from collector.app.settings import Settings
+from collector.exporters.clickhouse.store import ClickHouseStore
+from collector.receivers.http import Receivers, start_receivers
 from tests.integration import receiver_app
 
 if TYPE_CHECKING:
@@ -88,8 +88,8 @@ def _spans_at(r: Receivers, minute: int, n: int) -> None:
 def _pipeline(
     kafka_broker: KafkaBroker, topics: dict[str, str], store: ClickHouseStore, tmp: Path, group: str
 ) -> Any:
-    from collector.kafka import EventReader, KafkaOptions, TraceConsumer
-    from collector.pipeline import StreamConfig, StreamPipeline
+    from collector.exporters.kafka.client import EventReader, KafkaOptions, TraceConsumer
+    from collector.pipelines.stream import StreamConfig, StreamPipeline
 
     modules, codeowners = receiver_app.write_config(tmp)
     loaded = load_attribution(codeowners=codeowners, modules=modules)

@@ -25,15 +25,15 @@ import pytest
 from kafka import KafkaConsumer
 
 from attribution.aggregate import AggregateRow
-from collector.clickhouse import ClickHouseStore
-from collector.config import load_attribution
-from collector.direct import DirectPipeline
+from collector.app.attribution_files import load_attribution
+from collector.app.settings import Settings
+from collector.codec.otlp import OtlpDecoder
 from collector.errors import StoreRejectedError
-from collector.kafka import DeadLetters, KafkaOptions, TraceConsumer
-from collector.otlp import OtlpDecoder
-from collector.pipeline import StreamConfig, StreamPipeline
-from collector.receiver import ModulesQuery, Receivers, start_receivers
-from collector.settings import Settings
+from collector.exporters.clickhouse.store import ClickHouseStore
+from collector.exporters.kafka.client import DeadLetters, KafkaOptions, TraceConsumer
+from collector.pipelines.direct import DirectPipeline
+from collector.pipelines.stream import StreamConfig, StreamPipeline
+from collector.receivers.http import ModulesQuery, Receivers, start_receivers
 from tests.support.sdk_requests import Requests
 from tests.support.streaming import produce
 

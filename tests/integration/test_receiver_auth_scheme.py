@@ -20,11 +20,11 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from collector.clickhouse import ClickHouseStore
-from collector.config import load_attribution
-from collector.direct import DirectPipeline
-from collector.receiver import TRACE_SERVICE, ModulesQuery, Receivers, start_receivers
-from collector.settings import Settings
+from collector.app.attribution_files import load_attribution
+from collector.app.settings import Settings
+from collector.exporters.clickhouse.store import ClickHouseStore
+from collector.pipelines.direct import DirectPipeline
+from collector.receivers.http import TRACE_SERVICE, ModulesQuery, Receivers, start_receivers
 from tests.integration import receiver_app
 
 pytestmark = pytest.mark.integration

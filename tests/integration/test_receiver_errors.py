@@ -29,11 +29,11 @@ from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-from collector.clickhouse import ClickHouseStore
-from collector.config import load_attribution
-from collector.direct import DirectPipeline
-from collector.receiver import TRACE_SERVICE, ModulesQuery, Receivers, start_receivers
-from collector.settings import Settings
+from collector.app.attribution_files import load_attribution
+from collector.app.settings import Settings
+from collector.exporters.clickhouse.store import ClickHouseStore
+from collector.pipelines.direct import DirectPipeline
+from collector.receivers.http import TRACE_SERVICE, ModulesQuery, Receivers, start_receivers
 from tests.integration import receiver_app
 from tests.support.certs import self_signed
 

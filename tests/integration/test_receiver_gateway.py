@@ -5,7 +5,7 @@ then holds ``otlp_proto`` records, one per trace, keyed by the trace id.  Consum
 topic through the same decode -> attribute -> aggregate path yields exactly the aggregates
 that direct mode writes for the same application (and both equal the ground truth).
 
-The consuming side is `prodloop run`'s own streaming pipeline (collector.pipeline), run in
+The consuming side is `prodloop run`'s own streaming pipeline (collector.pipelines.stream), run in
 process so that it shares the test's chDB engine.
 """
 
@@ -24,11 +24,11 @@ import pytest
 from kafka import KafkaConsumer
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from collector.clickhouse import ClickHouseStore
-from collector.config import load_attribution
-from collector.direct import DirectPipeline
-from collector.receiver import TRACE_SERVICE, Receivers, start_receivers
-from collector.settings import Settings
+from collector.app.attribution_files import load_attribution
+from collector.app.settings import Settings
+from collector.exporters.clickhouse.store import ClickHouseStore
+from collector.pipelines.direct import DirectPipeline
+from collector.receivers.http import TRACE_SERVICE, Receivers, start_receivers
 from tests.integration import receiver_app
 from tests.integration.test_receiver_otlp import assert_rows_equal_truth
 
@@ -134,8 +134,8 @@ def test_gateway_produces_one_record_per_trace_and_consuming_equals_direct_mode(
     assert len({r.partition for r in records}) > 1
 
     # consume the topic with `prodloop run`'s own streaming pipeline (in process: one chDB engine)
-    from collector.kafka import KafkaOptions, TraceConsumer
-    from collector.pipeline import StreamConfig, StreamPipeline
+    from collector.exporters.kafka.client import KafkaOptions, TraceConsumer
+    from collector.pipelines.stream import StreamConfig, StreamPipeline
 
     modules, codeowners = receiver_app.write_config(tmp_path)
     loaded = load_attribution(codeowners=codeowners, modules=modules)

@@ -24,12 +24,12 @@ import pytest
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from attribution.sketch import exact_quantile
-from collector.clickhouse import ClickHouseStore
-from collector.config import load_attribution
+from collector.app.attribution_files import load_attribution
+from collector.app.settings import Settings
 from collector.demo.shop import SAMPLE_RATE_ATTRIBUTE, demo_dir, generate
-from collector.direct import DirectPipeline
-from collector.receiver import TRACE_SERVICE, ModulesQuery, Receivers, start_receivers
-from collector.settings import Settings
+from collector.exporters.clickhouse.store import ClickHouseStore
+from collector.pipelines.direct import DirectPipeline
+from collector.receivers.http import TRACE_SERVICE, ModulesQuery, Receivers, start_receivers
 from tests.integration import receiver_app
 
 pytestmark = pytest.mark.integration

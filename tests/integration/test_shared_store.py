@@ -1,5 +1,5 @@
 """The service's store shared by the pipeline's thread and the receivers' query threads
-(collector.service.SharedStore, StoreModulesQuery), on the real chDB engine."""
+(collector.app.service.SharedStore, StoreModulesQuery), on the real chDB engine."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from collector.clickhouse import ClickHouseStore
-from collector.receiver import IngressUnavailable, ModulesQuery
-from collector.service import SharedStore, StoreModulesQuery
+from collector.app.service import SharedStore, StoreModulesQuery
+from collector.exporters.clickhouse.store import ClickHouseStore
+from collector.receivers.http import IngressUnavailable, ModulesQuery
 
 pytestmark = pytest.mark.integration
 

@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
-from collector.clickhouse import ClickHouseStore
-from collector.config import load_attribution
-from collector.direct import DirectPipeline
-from collector.kafka import KafkaOptions, TraceConsumer
-from collector.pipeline import StreamConfig, StreamPipeline
-from collector.receiver import ModulesQuery
-from collector.testing import FaultyStore
+from collector.app.attribution_files import load_attribution
+from collector.exporters.clickhouse.store import ClickHouseStore
+from collector.exporters.kafka.client import KafkaOptions, TraceConsumer
+from collector.pipelines.direct import DirectPipeline
+from collector.pipelines.stream import StreamConfig, StreamPipeline
+from collector.receivers.http import ModulesQuery
+from tests.support.faults import FaultyStore
 from tests.support.sdk_requests import Requests
 from tests.support.streaming import produce
 

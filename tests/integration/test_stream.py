@@ -408,9 +408,9 @@ def test_exporter_retries_are_not_counted_twice(setup: Setup, traffic: Traffic) 
 
 
 def _in_process_pipeline(setup: Setup, store: Any, **cfg: Any) -> Any:
-    from collector.config import load_attribution
-    from collector.kafka import DeadLetters, EventReader, KafkaOptions, TraceConsumer
-    from collector.pipeline import StreamConfig, StreamPipeline
+    from collector.app.attribution_files import load_attribution
+    from collector.exporters.kafka.client import DeadLetters, EventReader, KafkaOptions, TraceConsumer
+    from collector.pipelines.stream import StreamConfig, StreamPipeline
 
     d = demo_dir()
     loaded = load_attribution(codeowners=d / "CODEOWNERS", modules=d / "modules.yaml")
@@ -462,7 +462,7 @@ def pipeline_runner() -> Iterator[Callable[[Any, Callable[[], bool], float], Non
 def test_a_clickhouse_outage_in_the_middle_loses_nothing(
     setup: Setup, traffic: Traffic, store: Any, pipeline_runner: Any, workers: int
 ) -> None:
-    from collector.testing import FaultyStore
+    from tests.support.faults import FaultyStore
 
     _feed(setup, traffic)
     faulty = FaultyStore(store)

@@ -10,7 +10,7 @@ import pytest
 from pydantic import SecretStr
 
 from collector.errors import TicketError
-from collector.tickets import (
+from collector.exporters.tickets.sinks import (
     Bullets,
     Doc,
     GitHubSink,

@@ -13,7 +13,7 @@ import pytest
 from pydantic import SecretStr
 
 from collector.errors import TicketError
-from collector.tickets import (
+from collector.exporters.tickets.sinks import (
     SIGNATURE_HEADER,
     Bullets,
     Doc,

@@ -41,7 +41,7 @@ from opentelemetry.trace import (
 )
 
 from attribution.model import Span
-from collector.otlp import OtlpDecoder
+from collector.codec.otlp import OtlpDecoder
 from tests.support.sdk_requests import SeededIds
 
 

@@ -30,7 +30,7 @@ from attribution.attribute import Attributor, Repository
 from attribution.model import Span
 from attribution.modules import ModuleConfig
 from attribution.sketch import bucket_of
-from collector.otlp import OtlpDecoder
+from collector.codec.otlp import OtlpDecoder
 
 if TYPE_CHECKING:
     from conftest import Otel

@@ -1,4 +1,4 @@
-"""The deploy selections batches carry to the workers (collector/deploy_sets.py): the same
+"""The deploy selections batches carry to the workers (collector/processing/deploy_sets.py): the same
 events the pipeline's tagging rule picks, whatever the order the events arrived in."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import random
 import pytest
 
 from attribution.model import DeployEvent
-from collector.deploy_sets import DeployLog, TopicDeploy
+from collector.processing.deploy_sets import DeployLog, TopicDeploy
 
 
 def _event(i: int) -> DeployEvent:

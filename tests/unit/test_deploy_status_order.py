@@ -17,8 +17,8 @@ import pytest
 from attribution.deploys import DeployTimeline
 from attribution.events import EventValidationError, deploy_event_to_json, parse_deploy_event
 from attribution.model import DeployEvent
-from collector.deploy_sets import DeployLog
-from collector.receiver import GithubDeliveries, bearer_matches, deploy_from_github
+from collector.processing.deploy_sets import DeployLog
+from collector.receivers.http import GithubDeliveries, bearer_matches, deploy_from_github
 from tests.unit.test_events import DEPLOY, MIN_DEPLOY, _schema_fields
 
 T0 = 1_772_323_200 * 1_000_000_000  # 2026-03-01T00:00:00Z
@@ -105,7 +105,7 @@ def test_the_workers_timeline_from_the_deploy_topic_order_keeps_the_failure() ->
         log = DeployLog()
         log.add([BASE], [(1000 + i, 0, i, e) for i, e in enumerate(arrivals)])
         selection = log.select(10_000, {0: len(arrivals)})
-        tl = DeployTimeline(log.events(selection))  # what collector/workers.py builds per batch
+        tl = DeployTimeline(log.events(selection))  # what collector/processing/workers.py builds per batch
         assert tl.commit_at("cart", "prod", LATER) == OLD, arrivals
 
 

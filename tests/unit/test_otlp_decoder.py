@@ -1,4 +1,4 @@
-"""The OTLP decoder (collector/otlp.py) against the real OpenTelemetry SDK and its OTLP encoders.
+"""The OTLP decoder (collector/codec/otlp.py) against the real OpenTelemetry SDK and its OTLP encoders.
 
 Every payload here is what the SDK's own encoders write (protobuf: ``opentelemetry-exporter-
 otlp-proto-common``; JSON: ``opentelemetry-exporter-otlp-json-common``).  Variants (snake_case
@@ -22,8 +22,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
 from attribution.model import WANTED_ATTRIBUTES, Span
+from collector.codec.otlp import OtlpDecoder, iter_json_lines, iter_length_prefixed, sniff_file_format
 from collector.errors import DecodeError, PayloadError
-from collector.otlp import OtlpDecoder, iter_json_lines, iter_length_prefixed, sniff_file_format
 
 if TYPE_CHECKING:
     from conftest import Otel

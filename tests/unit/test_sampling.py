@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from attribution.sampling import probability_from_sample_rate, probability_from_tracestate
-from collector.otlp import OtlpDecoder
+from collector.codec.otlp import OtlpDecoder
 
 if TYPE_CHECKING:
     from conftest import Otel

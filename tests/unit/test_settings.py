@@ -1,4 +1,4 @@
-"""Settings (collector/settings.py): YAML file < environment (PRODLOOP_, "__" nesting) < flags.
+"""Settings (collector/app/settings.py): YAML file < environment (PRODLOOP_, "__" nesting) < flags.
 
 Every test starts from an environment without PRODLOOP_* variables.
 """
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from collector.app.settings import Settings, load_settings
 from collector.errors import ConfigError
-from collector.settings import Settings, load_settings
 
 
 @pytest.fixture(autouse=True)

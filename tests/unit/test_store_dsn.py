@@ -22,9 +22,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from collector import clickhouse as ch
-from collector.clickhouse import ClickHouseStore
 from collector.errors import ConfigError, StoreError
+from collector.exporters.clickhouse import store as ch
+from collector.exporters.clickhouse.store import ClickHouseStore
 
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 

@@ -16,10 +16,10 @@ import pytest
 
 from attribution.attribute import Attributor
 from attribution.events import parse_deploy_event
-from collector.config import load_attribution
+from collector.app.attribution_files import load_attribution
 from collector.demo.shop import SAMPLE_RATE_ATTRIBUTE, Traffic, demo_dir, generate
-from collector.deploy_sets import DeployLog
-from collector.workers import (
+from collector.processing.deploy_sets import DeployLog
+from collector.processing.workers import (
     BatchOutcome,
     InlineWorkers,
     ProcessorConfig,
@@ -109,7 +109,7 @@ def test_repositories_survive_pickling_with_identical_attribution(
     copy = pickle.loads(pickle.dumps(repositories))
     a, b = Attributor(repositories), Attributor(copy)
     assert a.wanted_attributes == b.wanted_attributes
-    from collector.otlp import OtlpDecoder
+    from collector.codec.otlp import OtlpDecoder
 
     spans = [s for r in traffic.requests[:50] for s in OtlpDecoder().decode_proto(r).spans]
     assert len(spans) > 500
@@ -175,9 +175,9 @@ def test_a_failing_worker_reports_what_failed_and_where(repositories: Any, traff
 
 _PARENT = """
 import sys, time
-from collector.config import load_attribution
+from collector.app.attribution_files import load_attribution
 from collector.demo.shop import demo_dir
-from collector.workers import ProcessorConfig, ProcessWorkers
+from collector.processing.workers import ProcessorConfig, ProcessWorkers
 d = demo_dir()
 repos = load_attribution(codeowners=d / "CODEOWNERS", modules=d / "modules.yaml").repositories
 pool = ProcessWorkers(2, ProcessorConfig(), repos)
@@ -231,7 +231,7 @@ def test_kafka_python_checks_crcs_in_c() -> None:
 
     import crc32c
 
-    import collector.kafka  # noqa: F401  (imports kafka-python, minding its deprecation warnings)
+    import collector.exporters.kafka.client  # noqa: F401  (imports kafka-python, minding its deprecation warnings)
 
     util = importlib.import_module("kafka.record.util")
 

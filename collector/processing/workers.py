@@ -43,10 +43,10 @@ from attribution.aggregate import AggregateRow, Aggregator, BatchStats
 from attribution.attribute import Attributor, Repository
 from attribution.deploys import DeployTimeline
 from attribution.model import DEFAULT_TIME_BOUNDS, DeployEvent, TimeBounds
-from collector.deploy_sets import DeployLog, Selection, TopicDeploy
+from collector.codec.otlp import OtlpDecoder, rejection_message
 from collector.errors import DecodeError, WorkerError
-from collector.otlp import OtlpDecoder, rejection_message
-from collector.runtime import tune_gc
+from collector.processing.deploy_sets import DeployLog, Selection, TopicDeploy
+from collector.processing.runtime import tune_gc
 
 # (offset, timestamp ms, value) of one Kafka record; a timestamp < 0 means none
 RawRecord = tuple[int, int, bytes]
@@ -323,7 +323,7 @@ def _widen(fd: int) -> None:
 
 class _Worker:
     def __init__(self, index: int, cfg: ProcessorConfig, repositories: list[Repository]) -> None:
-        # A plain ``python -m collector.workers`` child, not multiprocessing: fork does not
+        # A plain ``python -m collector.processing.workers`` child, not multiprocessing: fork does not
         # survive the consumer process's threads and embedded ClickHouse engine, and spawn
         # re-imports the caller's main module (which breaks scripts without a main guard).
         jobs_r, jobs_w = os.pipe()
@@ -331,11 +331,11 @@ class _Worker:
         for fd in (jobs_r, results_r):
             _widen(fd)
         env = dict(os.environ)
-        here = str(Path(__file__).resolve().parent.parent)  # where ``collector`` is importable from
+        here = str(Path(__file__).resolve().parents[2])  # where ``collector`` is importable from
         env["PYTHONPATH"] = os.pathsep.join([here, *filter(None, [env.get("PYTHONPATH")])])
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "collector.workers", str(jobs_r), str(results_w)],
+                [sys.executable, "-m", "collector.processing.workers", str(jobs_r), str(results_w)],
                 pass_fds=(jobs_r, results_w),
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -481,9 +481,9 @@ def resolve_workers(setting: int | str, cgroup_cpu_max: Path = Path("/sys/fs/cgr
     return cores if cores >= 2 else 0
 
 
-if __name__ == "__main__":  # a worker: python -m collector.workers JOBS_FD RESULTS_FD
-    # run the imported module's loop, so that what it pickles is collector.workers.*, not __main__.*
-    from collector import workers as _module
+if __name__ == "__main__":  # a worker: python -m collector.processing.workers JOBS_FD RESULTS_FD
+    # run the imported module's loop, so that what it pickles is collector.processing.workers.*, not __main__.*
+    from collector.processing import workers as _module
 
     _module._worker_main(
         Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False)

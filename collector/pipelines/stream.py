@@ -41,7 +41,7 @@ Buffers are bounded per partition (a full partition is paused) and in bytes over
 partitions, counting the batches at the workers until they are committed.
 
 **Workers.**  Decoding, deduplication, attribution and aggregation run in
-``stream.workers`` processes (:mod:`collector.workers`; 0 runs them in this process).
+``stream.workers`` processes (:mod:`collector.processing.workers`; 0 runs them in this process).
 Everything above stays here: batch boundaries, deploy tagging, intents, writes and commits.
 A partition's batches go to one worker in offset order (its dedup window lives there), up to
 ``max_inflight_batches`` of them at a time, and are written and committed in that order as
@@ -69,11 +69,11 @@ from attribution.aggregate import AggregateRow
 from attribution.attribute import Repository
 from attribution.events import EventValidationError, parse_deploy_event, parse_incident_event
 from attribution.model import DEFAULT_TIME_BOUNDS, DeployEvent, IncidentEvent, TimeBounds
-from collector.deploy_sets import DeployLog, TopicDeploy
 from collector.errors import BrokerError, StoreError, StoreRejectedError
-from collector.kafka import Record
-from collector.metrics import Metrics
-from collector.workers import BatchOutcome, InlineWorkers, ProcessorConfig, ProcessWorkers
+from collector.exporters.kafka.client import Record
+from collector.processing.deploy_sets import DeployLog, TopicDeploy
+from collector.processing.metrics import Metrics
+from collector.processing.workers import BatchOutcome, InlineWorkers, ProcessorConfig, ProcessWorkers
 
 log = logging.getLogger("prodloop.pipeline")
 
@@ -225,7 +225,7 @@ class StreamPipeline:
         )
         # ticket of a batch handed to the workers -> its partition's state and the batch
         self._tickets: dict[int, tuple[PartitionState, Pending]] = {}
-        # deploy events, mirrored in every worker (collector/deploy_sets.py)
+        # deploy events, mirrored in every worker (collector/processing/deploy_sets.py)
         self._deploys = DeployLog()
         self._deploys_at_end_ms = -1  # wall clock (ms) at which the deploys reader was last at the end
         self._deploys_checked_at = -float("inf")  # monotonic time of the last end-offsets request

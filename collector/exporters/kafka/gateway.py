@@ -44,9 +44,9 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from attribution.events import deploy_event_to_json
 from attribution.model import DeployEvent, IncidentEvent
+from collector.codec.otlp import MAX_NESTING_DEPTH, load_json
 from collector.errors import BrokerError, DecodeError
-from collector.otlp import MAX_NESTING_DEPTH, load_json
-from collector.receiver import Accepted, IngressBusy, IngressUnavailable, ModulesQuery
+from collector.receivers.http import Accepted, IngressBusy, IngressUnavailable, ModulesQuery
 
 log = logging.getLogger("prodloop.gateway")
 

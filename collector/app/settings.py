@@ -182,7 +182,7 @@ class TestingSettings(_Section):
 
 
 class ReceiverSettings(_Section):
-    """The OTLP receivers (gRPC and HTTP) and the event/webhook/query HTTP API (collector/receiver.py)."""
+    """The OTLP receivers (gRPC and HTTP) and the event/webhook/query HTTP API (collector/receivers/http.py)."""
 
     mode: Literal["auto", "direct", "gateway"] = Field(
         "auto",
@@ -282,7 +282,7 @@ class FileSinkSettings(_Section):
 
 
 class AlertSettings(_Section):
-    """Alert rules and the sinks their tickets go to (collector/alerts.py, docs/rules.md)."""
+    """Alert rules and the sinks their tickets go to (collector/pipelines/alerts.py, docs/rules.md)."""
 
     rules: Path | None = Field(None, description="rules.yaml; unset: no alerting")
     interval_seconds: int = Field(

@@ -54,14 +54,8 @@ DEFAULT_DATABASE = "prodloop"
 DEFAULT_STORE_DIR = ".prodloop/store"
 
 
-def _schemas_dir() -> Path:
-    """``schemas/`` of the checkout this runs from, else the copy the wheel carries."""
-    here = Path(__file__).resolve().parent
-    checkout = here.parent / "schemas"
-    return checkout if (checkout / "clickhouse").is_dir() else here / "_schemas"
-
-
-SCHEMAS_DIR = _schemas_dir()
+# the top-level schemas/, linked into the package as collector/_schemas (the wheel carries a copy)
+SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "_schemas"
 MIGRATIONS_DIR = SCHEMAS_DIR / "clickhouse"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")

@@ -110,7 +110,7 @@ def _settings(
     source_roots: tuple[str, ...] = (),
     extra: dict[str, Any] | None = None,
 ) -> Any:
-    from collector.settings import load_settings
+    from collector.app.settings import load_settings
 
     overrides: dict[str, Any] = {"store": {}, "attribution": {}}
     if store_dsn:
@@ -132,7 +132,7 @@ def _settings(
 
 
 def _open_store(settings: Any, *, migrate: bool = True) -> Any:
-    from collector.clickhouse import ClickHouseStore, default_dsn
+    from collector.exporters.clickhouse.store import ClickHouseStore, default_dsn
 
     dsn = settings.store.dsn or default_dsn()
     store = ClickHouseStore(dsn, settings.store.database, password=_password(settings))
@@ -142,7 +142,7 @@ def _open_store(settings: Any, *, migrate: bool = True) -> Any:
 
 
 def _load_attribution(settings: Any) -> Any:
-    from collector.config import load_attribution_from
+    from collector.app.attribution_files import load_attribution_from
 
     return load_attribution_from(settings)
 
@@ -243,7 +243,7 @@ def ingest(
     fmt: str,
 ) -> None:
     """Ingest OTLP trace files (and deploy events) into the store."""
-    from collector.ingest import ingest as run_ingest
+    from collector.pipelines.files import ingest as run_ingest
 
     extra: dict[str, Any] = {}
     if window_seconds:
@@ -263,7 +263,7 @@ def ingest(
     loaded = _load_attribution(settings)
     _warn_problems(loaded)
     store = _open_store(settings)
-    from collector.runtime import tune_gc
+    from collector.processing.runtime import tune_gc
 
     tune_gc()
     try:
@@ -409,15 +409,15 @@ def query_modules(
         try:
             store = _open_store(settings)
         except StoreLockedError:
-            from collector.clickhouse import default_dsn
-            from collector.query_client import discover_service
+            from collector.app.query_client import discover_service
+            from collector.exporters.clickhouse.store import default_dsn
 
             url = discover_service(settings.store.dsn or default_dsn())
             if not url:
                 raise
             click.echo(f"prodloop: the store is held by a running service; asking it at {url}", err=True)
     if url:
-        from collector.query_client import fetch_modules
+        from collector.app.query_client import fetch_modules
 
         r = settings.receiver
         rows = fetch_modules(
@@ -788,10 +788,10 @@ def run(
     keys joined by __, e.g. PRODLOOP_STREAM__BATCH_RECORDS); `prodloop config` prints every
     key with its effective value.
     """
-    from collector.runtime import catch_stop_signals
+    from collector.processing.runtime import catch_stop_signals
 
     stop = catch_stop_signals()  # first: a SIGTERM while starting up still exits cleanly
-    from collector.service import run as run_service
+    from collector.app.service import run as run_service
 
     kafka: dict[str, Any] = {}
     if bootstrap_servers:
@@ -933,7 +933,7 @@ def alerts_evaluate(
     fmt: str,
 ) -> None:
     """Evaluate the alert rules once: print what fires and why, and (unless --dry-run) file tickets."""
-    from collector.alerts import build_alert_engine
+    from collector.pipelines.alerts import build_alert_engine
 
     extra: dict[str, Any] = {"alerts": {}}
     if rules_file is not None:
@@ -1022,7 +1022,3 @@ def render_alerts(report: Any) -> str:
 def _password(settings: Any) -> str | None:
     pw = settings.store.password
     return pw.get_secret_value() if pw is not None else None
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

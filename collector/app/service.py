@@ -1,10 +1,10 @@
 """``prodloop run``: the long-running service.
 
 With Kafka configured (``kafka.bootstrap_servers``) it runs the streaming pipeline
-(:mod:`collector.pipeline`) over the traces, deploys and incidents topics, and beside it the
-OTLP receivers in gateway mode (:mod:`collector.gateway`: traces, deploys and incidents are
+(:mod:`collector.pipelines.stream`) over the traces, deploys and incidents topics, and beside it the
+OTLP receivers in gateway mode (:mod:`collector.exporters.kafka.gateway`: traces, deploys and incidents are
 produced to those topics; ``GET /api/v1/modules`` reads the pipeline's store).  Without Kafka
-it runs the OTLP receivers in direct mode on the embedded store (:mod:`collector.receiver`).
+it runs the OTLP receivers in direct mode on the embedded store (:mod:`collector.receivers.http`).
 
 Operations (:class:`OpsServer`): ``/metrics`` (Prometheus; a bearer token and TLS are
 optional), ``/healthz`` (the process is alive) and ``/readyz`` (:class:`Readiness`: started,
@@ -32,11 +32,13 @@ from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from collector.clickhouse import ClickHouseStore, default_dsn
-from collector.config import load_attribution_from
+from collector.app.attribution_files import load_attribution_from
+from collector.app.settings import ServiceSettings, Settings
 from collector.errors import ConfigError, StoreError
-from collector.metrics import Metrics, ReceiverStatsCollector
-from collector.receiver import (
+from collector.exporters.clickhouse.store import ClickHouseStore, default_dsn
+from collector.processing.metrics import Metrics, ReceiverStatsCollector
+from collector.processing.runtime import catch_stop_signals, tune_gc
+from collector.receivers.http import (
     IngressUnavailable,
     ModulesQuery,
     Receivers,
@@ -45,8 +47,6 @@ from collector.receiver import (
     build_sink,
     start_receivers,
 )
-from collector.runtime import catch_stop_signals, tune_gc
-from collector.settings import ServiceSettings, Settings
 
 log = logging.getLogger("prodloop.service")
 
@@ -90,7 +90,7 @@ class Readiness:
     """What ``/readyz`` answers, evaluated per request and cached for ``ttl_s``.
 
     Ready when the service has started (:meth:`set`: the stream pipeline or the receivers
-    run), the broker answers (with Kafka, a :class:`collector.kafka.BrokerProbe`) and the store
+    run), the broker answers (with Kafka, a :class:`collector.exporters.kafka.client.BrokerProbe`) and the store
     is healthy (the pipeline's ``store_healthy``: False while a store write is failing).  The
     Event-like :meth:`set`, :meth:`clear` and :meth:`is_set` mark the start and the stop.
     """
@@ -293,7 +293,7 @@ def _ops_tls(service: ServiceSettings) -> ssl.SSLContext | None:
 
 
 def _kafka_options(settings: Settings) -> Any:
-    from collector.kafka import KafkaOptions
+    from collector.exporters.kafka.client import KafkaOptions
 
     return KafkaOptions.from_settings(settings.kafka)
 
@@ -378,7 +378,7 @@ class AlertLoop:
     """Evaluates the alert rules every ``alerts.interval_seconds`` (one replica at a time: a lease)."""
 
     def __init__(self, settings: Settings, store: Any, repositories: list[Any]) -> None:
-        from collector.alerts import build_alert_engine
+        from collector.pipelines.alerts import build_alert_engine
 
         self.engine = build_alert_engine(settings, store, repositories=repositories)
         self.interval = float(settings.alerts.interval_seconds)
@@ -419,9 +419,15 @@ class AlertLoop:
 
 def run_stream(settings: Settings, stop: threading.Event, metrics: Metrics, ready: Readiness) -> int:
     """The Kafka streaming service; returns the exit code."""
-    from collector.kafka import BrokerProbe, DeadLetters, EventReader, TraceConsumer, wait_for_brokers
-    from collector.pipeline import StreamConfig, StreamPipeline
-    from collector.workers import resolve_workers
+    from collector.exporters.kafka.client import (
+        BrokerProbe,
+        DeadLetters,
+        EventReader,
+        TraceConsumer,
+        wait_for_brokers,
+    )
+    from collector.pipelines.stream import StreamConfig, StreamPipeline
+    from collector.processing.workers import resolve_workers
 
     with_receivers = receivers_beside_stream(settings)
     loaded = load_attribution_from(settings)
@@ -574,7 +580,7 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
         if settings.kafka.bootstrap_servers:
             return run_stream(settings, stop, metrics, ready)
         try:
-            run_receivers_forever = importlib.import_module("collector.receiver").run_receivers_forever
+            run_receivers_forever = importlib.import_module("collector.receivers.http").run_receivers_forever
         except (ImportError, AttributeError) as exc:
             raise ConfigError(
                 "no Kafka configured (kafka.bootstrap_servers / PRODLOOP_KAFKA__BOOTSTRAP_SERVERS) and the "

@@ -60,7 +60,7 @@ from attribution.rules import (
     required_ranges,
 )
 from collector.errors import ConfigError, ProdloopError, StoreError, TicketError
-from collector.tickets import (
+from collector.exporters.tickets.sinks import (
     Bullets,
     Doc,
     FileSink,
@@ -107,7 +107,7 @@ def load_rules(path: Path) -> RuleSet:
 
 
 def declared_modules(repositories: Sequence[Any]) -> list[DeclaredModule]:
-    """The modules of the loaded modules.yaml files (``collector.config.load_attribution``)."""
+    """The modules of the loaded modules.yaml files (``collector.app.attribution_files.load_attribution``)."""
     out = []
     for repo in repositories:
         for rule in repo.modules.rules:
@@ -1034,7 +1034,7 @@ def build_alert_engine(
 ) -> AlertEngine | None:
     """The engine ``prodloop run`` drives, or None when no rules file is configured.
 
-    ``repositories`` (from ``collector.config.load_attribution``) supply the modules of
+    ``repositories`` (from ``collector.app.attribution_files.load_attribution``) supply the modules of
     modules.yaml for ``unused`` rules and code paths in tickets.
     """
     a = settings.alerts

@@ -1,6 +1,6 @@
 """In-memory fakes and fault injectors of prodloop's ports, for tests.
 
-* :class:`FaultyStore` wraps a real :class:`collector.clickhouse.ClickHouseStore` and
+* :class:`FaultyStore` wraps a real :class:`collector.exporters.clickhouse.store.ClickHouseStore` and
   injects failures into writes: plain errors, timeouts, and a timeout *after* the server
   has in fact committed (the write landed, the client was told it failed).
 * :class:`MemoryDeadLetters` collects dead letters.
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from collector.errors import SinkError, StoreError
-from collector.kafka import Record
+from collector.exporters.kafka.client import Record
 
 
 class FaultyStore:

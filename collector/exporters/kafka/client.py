@@ -167,7 +167,7 @@ class KafkaOptions:
 
     @staticmethod
     def from_settings(kafka: Any, client_id: str = "prodloop") -> KafkaOptions:
-        """From ``Settings.kafka`` (collector/settings.py)."""
+        """From ``Settings.kafka`` (collector/app/settings.py)."""
         k = kafka
         return KafkaOptions(
             bootstrap_servers=tuple(k.bootstrap_servers),

@@ -85,7 +85,7 @@ class ReceiverStatsCollector(Collector):
     """The OTLP receivers' counters, read at scrape time (nothing added to the request path).
 
     ``sink`` is the receivers' ingress: the direct pipeline (``stats``: a
-    :class:`collector.direct.DirectStats`) or the gateway (``records_produced``).
+    :class:`collector.pipelines.direct.DirectStats`) or the gateway (``records_produced``).
     """
 
     def __init__(self, sink: object) -> None:

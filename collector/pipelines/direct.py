@@ -1,9 +1,9 @@
 """Direct mode: received spans go through decode -> attribute -> aggregate in this process,
 and the aggregates are written to the store every ``flush_interval`` seconds.
 
-The path is the one files and Kafka use (:class:`collector.otlp.OtlpDecoder`,
+The path is the one files and Kafka use (:class:`collector.codec.otlp.OtlpDecoder`,
 :class:`attribution.attribute.Attributor`, :class:`attribution.aggregate.Aggregator`,
-:meth:`collector.clickhouse.ClickHouseStore.write_aggregates`)::
+:meth:`collector.exporters.clickhouse.store.ClickHouseStore.write_aggregates`)::
 
     receiver thread:  bytes --decode--> spans --(bounded queue)--> 200 / partial success
     worker thread:    queue --> attribute + aggregate --every flush_interval--> store
@@ -28,7 +28,7 @@ counted twice.  While the store fails, the worker keeps retrying (with backoff) 
 taking from the queue; the queue fills and the receivers answer 503 with ``Retry-After``.
 
 **Overload.**  The queue is bounded in spans (``queue_max_spans``).  A request that does
-not fit gets :class:`collector.receiver.IngressBusy` (HTTP 429 / gRPC RESOURCE_EXHAUSTED
+not fit gets :class:`collector.receivers.http.IngressBusy` (HTTP 429 / gRPC RESOURCE_EXHAUSTED
 with RetryInfo); OTLP clients retry it after the advised delay.  A request larger than
 the whole queue is still accepted when the queue is empty, so no request is refused for ever.
 
@@ -54,10 +54,10 @@ from attribution.aggregate import AggregateRow, Aggregator, BatchStats
 from attribution.attribute import Attributor, Repository
 from attribution.deploys import DeployTimeline
 from attribution.model import DEFAULT_TIME_BOUNDS, DeployEvent, IncidentEvent, Span, TimeBounds
-from collector.clickhouse import ClickHouseStore
+from collector.codec.otlp import OtlpDecoder, rejection_message
 from collector.errors import EventError, StoreError, StoreRejectedError
-from collector.otlp import OtlpDecoder, rejection_message
-from collector.receiver import Accepted, IngressBusy, IngressUnavailable, ModulesQuery
+from collector.exporters.clickhouse.store import ClickHouseStore
+from collector.receivers.http import Accepted, IngressBusy, IngressUnavailable, ModulesQuery
 
 log = logging.getLogger("prodloop.direct")
 

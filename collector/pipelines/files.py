@@ -21,9 +21,9 @@ from attribution.attribute import Attributor, Repository
 from attribution.deploys import DeployTimeline
 from attribution.events import EventValidationError, parse_deploy_event
 from attribution.model import DeployEvent
-from collector.clickhouse import ClickHouseStore
+from collector.codec.otlp import OtlpDecoder, iter_json_lines, iter_length_prefixed, sniff_file_format
 from collector.errors import ConfigError, DecodeError
-from collector.otlp import OtlpDecoder, iter_json_lines, iter_length_prefixed, sniff_file_format
+from collector.exporters.clickhouse.store import ClickHouseStore
 
 MAX_MESSAGES_PER_REASON = 5
 

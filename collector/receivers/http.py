@@ -1,6 +1,6 @@
 """prodloop as an OpenTelemetry endpoint: OTLP/gRPC, OTLP/HTTP, events, webhooks, query API.
 
-Endpoints (defaults; see :class:`collector.settings.ReceiverSettings`)::
+Endpoints (defaults; see :class:`collector.app.settings.ReceiverSettings`)::
 
     gRPC :4317  opentelemetry.proto.collector.trace.v1.TraceService/Export
     HTTP :4318  POST /v1/traces             OTLP/HTTP: application/x-protobuf or application/json, gzip
@@ -10,9 +10,9 @@ Endpoints (defaults; see :class:`collector.settings.ReceiverSettings`)::
                 GET  /api/v1/modules        the JSON of `prodloop query modules --format json`
 
 The receivers never parse OTLP themselves: trace requests go, as raw bytes, to a sink
-(:class:`Ingress`) - :class:`collector.direct.DirectPipeline` (decode with
-:class:`collector.otlp.OtlpDecoder`, aggregate, flush to the store) or
-:class:`collector.gateway.KafkaGateway` (produce to Kafka).  gRPC hands the bytes over
+(:class:`Ingress`) - :class:`collector.pipelines.direct.DirectPipeline` (decode with
+:class:`collector.codec.otlp.OtlpDecoder`, aggregate, flush to the store) or
+:class:`collector.exporters.kafka.gateway.KafkaGateway` (produce to Kafka).  gRPC hands the bytes over
 untouched: the method is registered with no request deserializer.
 
 **Responses follow the OTLP specification.**
@@ -71,13 +71,13 @@ from attribution.events import (
     parse_incident_event,
 )
 from attribution.model import DeployEvent, IncidentEvent
+from collector.codec.otlp import MAX_NESTING_DEPTH
 from collector.errors import ConfigError, DecodeError, PayloadError, ProdloopError
-from collector.otlp import MAX_NESTING_DEPTH
 
 if TYPE_CHECKING:
     from attribution.attribute import Repository
-    from collector.clickhouse import ClickHouseStore
-    from collector.settings import Settings
+    from collector.app.settings import Settings
+    from collector.exporters.clickhouse.store import ClickHouseStore
 
 log = logging.getLogger("prodloop.receiver")
 
@@ -129,8 +129,8 @@ class ModulesQuery:
 
 
 class Ingress(Protocol):
-    """Where received data goes: :class:`collector.direct.DirectPipeline` or
-    :class:`collector.gateway.KafkaGateway`.  Methods are called from many threads.
+    """Where received data goes: :class:`collector.pipelines.direct.DirectPipeline` or
+    :class:`collector.exporters.kafka.gateway.KafkaGateway`.  Methods are called from many threads.
 
     ``export_traces`` raises :class:`DecodeError` for an undecodable request,
     :class:`IngressBusy` or :class:`IngressUnavailable` when it cannot take it now.
@@ -786,7 +786,7 @@ class HttpApp:
 
 
 def _parse_time_default(value: str | None, now_ns: int) -> int | None:
-    from collector.cli import parse_time  # the CLI's own parser: same formats as `prodloop query`
+    from collector.cli.commands import parse_time  # the CLI's own parser: same formats as `prodloop query`
 
     return parse_time(value, now_ns)
 
@@ -980,7 +980,7 @@ def build_sink(
     if mode == "direct":
         if store is None:
             raise ConfigError("direct mode needs a store")
-        from collector.direct import DirectPipeline
+        from collector.pipelines.direct import DirectPipeline
 
         return DirectPipeline(
             store,
@@ -993,8 +993,8 @@ def build_sink(
             retry_after_s=r.retry_after_seconds,
             time_bounds=settings.time_bounds(),
         )
-    from collector.gateway import KafkaGateway, KafkaProducerAdapter
-    from collector.kafka import KafkaOptions
+    from collector.exporters.kafka.client import KafkaOptions
+    from collector.exporters.kafka.gateway import KafkaGateway, KafkaProducerAdapter
 
     k = settings.kafka
     if not k.bootstrap_servers:
@@ -1154,9 +1154,9 @@ def run_receivers_forever(
 
     Also works in gateway mode (Kafka configured, ``receiver.mode`` gateway or auto), for a
     process that only receives: then no store is opened.  (`prodloop run` with Kafka starts
-    the receivers beside its stream pipeline instead: :func:`collector.service.run_stream`.)
+    the receivers beside its stream pipeline instead: :func:`collector.app.service.run_stream`.)
     """
-    from collector.clickhouse import ClickHouseStore, default_dsn
+    from collector.exporters.clickhouse.store import ClickHouseStore, default_dsn
 
     mode = resolve_mode(settings)
     grace = float(getattr(getattr(settings, "service", None), "grace_seconds", 10.0))
@@ -1164,7 +1164,7 @@ def run_receivers_forever(
     repositories: list[Repository] = []
     dsn = settings.store.dsn or default_dsn()
     if mode == "direct":
-        from collector.config import load_attribution_from
+        from collector.app.attribution_files import load_attribution_from
 
         loaded = load_attribution_from(settings)
         for p in loaded.codeowners_problems:

@@ -1,0 +1,1 @@
+"""The ``prodloop`` command line: commands, shared options, renderers."""
