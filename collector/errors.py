@@ -12,6 +12,9 @@
     │   ├── SinkError             a write was not acknowledged (retryable)
     │   └── StoreRejectedError    the store refused the rows themselves (permanent: never retried)
     ├── BrokerError               Kafka failed
+    ├── RetryLaterError           cannot take a request now; ``retry_after_s`` says when to retry
+    │   ├── BusyError             overloaded (HTTP 429, gRPC RESOURCE_EXHAUSTED + RetryInfo)
+    │   └── UnavailableError      shutting down, store or broker failing (HTTP 503, gRPC UNAVAILABLE)
     ├── TicketError               a ticket sink failed
     └── WorkerError               a stream worker process died (the replica stops; intents make
                                   the restart exact)
@@ -78,6 +81,22 @@ class StoreRejectedError(StoreError):
 
 class BrokerError(ProdloopError):
     """Kafka failed."""
+
+
+class RetryLaterError(ProdloopError):
+    """A request cannot be taken now; the client retries after ``retry_after_s`` seconds."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
+
+
+class BusyError(RetryLaterError):
+    """Overloaded: HTTP 429, gRPC RESOURCE_EXHAUSTED with RetryInfo."""
+
+
+class UnavailableError(RetryLaterError):
+    """Not available now (shutting down, the store or the broker failing): HTTP 503, gRPC UNAVAILABLE."""
 
 
 class TicketError(ProdloopError):

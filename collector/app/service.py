@@ -34,19 +34,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from collector.app.attribution_files import load_attribution_from
 from collector.app.settings import ServiceSettings, Settings
-from collector.errors import ConfigError, StoreError
+from collector.errors import ConfigError, StoreError, UnavailableError
 from collector.exporters.clickhouse.store import ClickHouseStore, default_dsn
+from collector.ports import ModulesQuery
 from collector.processing.metrics import Metrics, ReceiverStatsCollector
 from collector.processing.runtime import catch_stop_signals, tune_gc
-from collector.receivers.http import (
-    IngressUnavailable,
-    ModulesQuery,
-    Receivers,
-    advertise,
-    bearer_matches,
-    build_sink,
-    start_receivers,
-)
+from collector.receivers.http import Receivers, advertise, bearer_matches, build_sink, start_receivers
 
 log = logging.getLogger("prodloop.service")
 
@@ -337,7 +330,7 @@ class StoreModulesQuery:
 
     def __call__(self, q: ModulesQuery) -> list[dict[str, Any]]:
         if not self.shared.lock.acquire(timeout=self.wait_s):
-            raise IngressUnavailable(
+            raise UnavailableError(
                 f"the store stayed busy with writes for {self.wait_s:g}s", self.retry_after_s
             )
         try:
@@ -349,7 +342,7 @@ class StoreModulesQuery:
                 attributed_only=q.attributed_only,
             )
         except StoreError as exc:
-            raise IngressUnavailable(f"the store failed: {exc}", self.retry_after_s) from exc
+            raise UnavailableError(f"the store failed: {exc}", self.retry_after_s) from exc
         finally:
             self.shared.lock.release()
         return rows

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
+from attribution import timeparse
 from collector.errors import ConfigError, ProdloopError, StoreLockedError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -312,25 +313,11 @@ def _print_summary(s: Any) -> None:
 
 
 def parse_time(value: str | None, now_ns: int) -> int | None:
-    """RFC 3339, unix seconds, or relative (``-2h``, ``-30m``, ``-7d``, ``now``)."""
-    if value is None:
-        return None
-    from attribution.events import EventValidationError, parse_rfc3339
-
-    v = value.strip()
-    if v == "now":
-        return now_ns
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-    if v.startswith("-") and v[-1:] in units and v[1:-1].isdigit():
-        return now_ns - int(v[1:-1]) * units[v[-1]] * 1_000_000_000
-    if v.isdigit():
-        return int(v) * 1_000_000_000
+    """:func:`attribution.timeparse.parse_time`, its error as click's."""
     try:
-        return parse_rfc3339(v, "time")
-    except EventValidationError:
-        raise click.BadParameter(
-            f"{value!r}: use RFC 3339 (2026-11-23T10:00:00Z), unix seconds, or relative (-2h, -30m, -7d)"
-        ) from None
+        return timeparse.parse_time(value, now_ns)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @main.group()

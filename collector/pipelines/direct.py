@@ -28,7 +28,7 @@ counted twice.  While the store fails, the worker keeps retrying (with backoff) 
 taking from the queue; the queue fills and the receivers answer 503 with ``Retry-After``.
 
 **Overload.**  The queue is bounded in spans (``queue_max_spans``).  A request that does
-not fit gets :class:`collector.receivers.http.IngressBusy` (HTTP 429 / gRPC RESOURCE_EXHAUSTED
+not fit gets :class:`collector.receivers.http.BusyError` (HTTP 429 / gRPC RESOURCE_EXHAUSTED
 with RetryInfo); OTLP clients retry it after the advised delay.  A request larger than
 the whole queue is still accepted when the queue is empty, so no request is refused for ever.
 
@@ -55,9 +55,9 @@ from attribution.attribute import Attributor, Repository
 from attribution.deploys import DeployTimeline
 from attribution.model import DEFAULT_TIME_BOUNDS, DeployEvent, IncidentEvent, Span, TimeBounds
 from collector.codec.otlp import OtlpDecoder, rejection_message
-from collector.errors import EventError, StoreError, StoreRejectedError
+from collector.errors import BusyError, EventError, StoreError, StoreRejectedError, UnavailableError
 from collector.exporters.clickhouse.store import ClickHouseStore
-from collector.receivers.http import Accepted, IngressBusy, IngressUnavailable, ModulesQuery
+from collector.ports import Accepted, ModulesQuery
 
 log = logging.getLogger("prodloop.direct")
 
@@ -162,9 +162,9 @@ class DirectPipeline:
         return self._queued_spans
 
     def export_traces(self, payload: bytes, encoding: str) -> Accepted:
-        """Decode and enqueue.  Raises DecodeError (bad request), IngressBusy, IngressUnavailable."""
+        """Decode and enqueue.  Raises DecodeError (bad request), BusyError, UnavailableError."""
         if self._closing:
-            raise IngressUnavailable("prodloop is shutting down", self.retry_after_s)
+            raise UnavailableError("prodloop is shutting down", self.retry_after_s)
         if self._queued_spans >= self.queue_max_spans:  # full: refuse before spending a decode on it
             self._refuse()
         decoded = self._decoder().decode(payload, encoding, f"<{encoding} request>", self._clock())
@@ -173,7 +173,7 @@ class DirectPipeline:
         with self._cond:
             self.stats.requests += 1
             if self._closing:
-                raise IngressUnavailable("prodloop is shutting down", self.retry_after_s)
+                raise UnavailableError("prodloop is shutting down", self.retry_after_s)
             if n and self._queued_spans and self._queued_spans + n > self.queue_max_spans:
                 self._refuse()
             if n:
@@ -187,11 +187,11 @@ class DirectPipeline:
     def _refuse(self) -> None:
         self.stats.requests_refused_busy += 1
         if self._store_failing:
-            raise IngressUnavailable(
+            raise UnavailableError(
                 f"the store is failing ({self.stats.last_error[:200]}); spans are held until it recovers",
                 self.retry_after_s,
             )
-        raise IngressBusy(
+        raise BusyError(
             f"prodloop is overloaded: {self._queued_spans} spans are waiting to be aggregated "
             f"(queue_max_spans={self.queue_max_spans})",
             self.retry_after_s,
@@ -199,7 +199,7 @@ class DirectPipeline:
 
     def add_deploys(self, events: Sequence[DeployEvent], raw: Sequence[dict[str, Any]]) -> int:
         if self._closing:
-            raise IngressUnavailable("prodloop is shutting down", self.retry_after_s)
+            raise UnavailableError("prodloop is shutting down", self.retry_after_s)
         if not events:
             return 0
         self._store_call(lambda: self.store.write_deploys(list(events), self._clock()))
@@ -236,7 +236,7 @@ class DirectPipeline:
         except StoreRejectedError as exc:  # the data itself: retrying cannot help (400)
             raise EventError(f"the store refused it: {exc}") from exc
         except StoreError as exc:
-            raise IngressUnavailable(f"the store failed: {exc}", self.retry_after_s) from exc
+            raise UnavailableError(f"the store failed: {exc}", self.retry_after_s) from exc
 
     # -- control -----------------------------------------------------------------------
 

@@ -54,10 +54,9 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent import futures
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 import grpc
@@ -71,8 +70,10 @@ from attribution.events import (
     parse_incident_event,
 )
 from attribution.model import DeployEvent, IncidentEvent
+from attribution.timeparse import parse_time
 from collector.codec.otlp import MAX_NESTING_DEPTH
-from collector.errors import ConfigError, DecodeError, PayloadError, ProdloopError
+from collector.errors import BusyError, ConfigError, DecodeError, PayloadError, UnavailableError
+from collector.ports import Accepted, ModulesQuery, TraceSink
 
 if TYPE_CHECKING:
     from attribution.attribute import Repository
@@ -89,62 +90,6 @@ _MAX_EVENT_ERRORS = 20
 # --------------------------------------------------------------------------------------
 # What the receivers hand requests to
 # --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    """The outcome of one trace request: spans accepted, spans rejected, why (first reason)."""
-
-    spans: int
-    rejected: int = 0
-    message: str = ""
-
-
-class IngressBusy(ProdloopError):
-    """Overloaded: retry after ``retry_after_s`` (HTTP 429, gRPC RESOURCE_EXHAUSTED + RetryInfo)."""
-
-    def __init__(self, message: str, retry_after_s: int) -> None:
-        self.retry_after_s = retry_after_s
-        super().__init__(message)
-
-
-class IngressUnavailable(ProdloopError):
-    """Not available now: shutting down, store or broker failing (HTTP 503, gRPC UNAVAILABLE)."""
-
-    def __init__(self, message: str, retry_after_s: int) -> None:
-        self.retry_after_s = retry_after_s
-        super().__init__(message)
-
-
-@dataclass(frozen=True, slots=True)
-class ModulesQuery:
-    """The filters of ``prodloop query modules`` (and of ``GET /api/v1/modules``)."""
-
-    from_unix_nano: int | None = None
-    to_unix_nano: int | None = None
-    service: str | None = None
-    environment: str | None = None
-    attributed_only: bool = False
-    limit: int = 0
-
-
-class Ingress(Protocol):
-    """Where received data goes: :class:`collector.pipelines.direct.DirectPipeline` or
-    :class:`collector.exporters.kafka.gateway.KafkaGateway`.  Methods are called from many threads.
-
-    ``export_traces`` raises :class:`DecodeError` for an undecodable request,
-    :class:`IngressBusy` or :class:`IngressUnavailable` when it cannot take it now.
-    """
-
-    def export_traces(self, payload: bytes, encoding: str) -> Accepted: ...
-
-    def add_deploys(self, events: Sequence[DeployEvent], raw: Sequence[dict[str, Any]]) -> int: ...
-
-    def add_incidents(self, events: Sequence[IncidentEvent], raw: Sequence[dict[str, Any]]) -> int: ...
-
-    def query_modules(self, q: ModulesQuery) -> list[dict[str, Any]]: ...
-
-    def close(self, grace_s: float = 10.0) -> None: ...
 
 
 # --------------------------------------------------------------------------------------
@@ -455,19 +400,17 @@ class HttpApp:
 
     def __init__(
         self,
-        sink: Ingress,
+        sink: TraceSink,
         *,
         max_request_bytes: int,
         bearer_token: str = "",
         github_secret: str = "",
-        parse_time: Callable[[str | None, int], int | None] | None = None,
         github_deliveries: GithubDeliveries | None = None,
     ) -> None:
         self.sink = sink
         self.max_request_bytes = max_request_bytes
         self._token = bearer_token.encode()
         self._github_secret = github_secret.encode()
-        self._parse_time = parse_time
         self.github_deliveries = github_deliveries if github_deliveries is not None else GithubDeliveries()
 
     # -- plumbing ----------------------------------------------------------------------
@@ -638,9 +581,9 @@ class HttpApp:
         """Run a sink call, mapping its refusals to HTTP errors."""
         try:
             return fn()
-        except IngressBusy as exc:
+        except BusyError as exc:
             raise HttpError(429, str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from None
-        except IngressUnavailable as exc:
+        except UnavailableError as exc:
             raise HttpError(503, str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from None
         except PayloadError as exc:  # e.g. the store refused an event's values
             raise HttpError(400, str(exc)) from None
@@ -765,12 +708,11 @@ class HttpApp:
             return v[-1] if v else None
 
         now = time.time_ns()
-        parse_time = self._parse_time or _parse_time_default
         try:
             frm = parse_time(one("from"), now)
             to = parse_time(one("to"), now)
-        except Exception as exc:
-            raise HttpError(400, f"bad time: {getattr(exc, 'message', None) or exc}") from None
+        except ValueError as exc:
+            raise HttpError(400, f"bad time: {exc}") from None
         flag = (one("attributed_only") or "").lower()
         if flag not in ("", "0", "1", "true", "false"):
             raise HttpError(400, f"attributed_only must be true or false, got {flag!r}")
@@ -783,12 +725,6 @@ class HttpApp:
         if q.limit:
             rows = rows[: q.limit]
         self._send(h, 200, json.dumps(rows, indent=2).encode(), _JSON)
-
-
-def _parse_time_default(value: str | None, now_ns: int) -> int | None:
-    from collector.cli.commands import parse_time  # the CLI's own parser: same formats as `prodloop query`
-
-    return parse_time(value, now_ns)
 
 
 # --------------------------------------------------------------------------------------
@@ -815,7 +751,7 @@ def _abort_with_retry(
 class GrpcTraceService:
     """``TraceService/Export`` over raw request bytes."""
 
-    def __init__(self, sink: Ingress, bearer_token: str = "") -> None:
+    def __init__(self, sink: TraceSink, bearer_token: str = "") -> None:
         self.sink = sink
         self._token = bearer_token.encode()
 
@@ -836,9 +772,9 @@ class GrpcTraceService:
             acc = self.sink.export_traces(request, "otlp_proto")
         except DecodeError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except IngressBusy as exc:
+        except BusyError as exc:
             _abort_with_retry(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), exc.retry_after_s)
-        except IngressUnavailable as exc:
+        except UnavailableError as exc:
             _abort_with_retry(context, grpc.StatusCode.UNAVAILABLE, str(exc), exc.retry_after_s)
         except Exception:
             log.exception("gRPC Export failed")
@@ -881,7 +817,7 @@ class Receivers:
 
     def __init__(
         self,
-        sink: Ingress,
+        sink: TraceSink,
         grpc_server: grpc.Server | None,
         grpc_port: int | None,
         http_server: _Server | None,
@@ -946,9 +882,9 @@ class Receivers:
 
 
 class _QueryOverride:
-    """An Ingress whose query_modules is a given function (e.g. the service's own store)."""
+    """An TraceSink whose query_modules is a given function (e.g. the service's own store)."""
 
-    def __init__(self, inner: Ingress, query: Callable[[ModulesQuery], list[dict[str, Any]]]) -> None:
+    def __init__(self, inner: TraceSink, query: Callable[[ModulesQuery], list[dict[str, Any]]]) -> None:
         self._inner = inner
         self._query = query
 
@@ -973,7 +909,7 @@ def build_sink(
     *,
     store: ClickHouseStore | None = None,
     repositories: Sequence[Repository] | None = None,
-) -> Ingress:
+) -> TraceSink:
     """The sink for the configured mode: a DirectPipeline (needs ``store``) or a KafkaGateway."""
     r = settings.receiver
     mode = resolve_mode(settings)
@@ -1021,7 +957,7 @@ def start_receivers(
     *,
     store: ClickHouseStore | None = None,
     repositories: Sequence[Repository] | None = None,
-    sink: Ingress | None = None,
+    sink: TraceSink | None = None,
     query_modules: Callable[[ModulesQuery], list[dict[str, Any]]] | None = None,
 ) -> Receivers:
     """Start the gRPC and HTTP receivers (as configured) in background threads.

@@ -21,7 +21,8 @@ from collector.errors import DecodeError
 from collector.exporters.clickhouse.store import ClickHouseStore
 from collector.exporters.kafka.gateway import AckFuture, KafkaGateway, otlp_json_to_proto
 from collector.pipelines.direct import DirectPipeline
-from collector.receivers.http import ModulesQuery, Receivers, start_receivers
+from collector.ports import ModulesQuery
+from collector.receivers.http import Receivers, start_receivers
 from tests.support.sdk_requests import Requests
 
 pytestmark = pytest.mark.integration

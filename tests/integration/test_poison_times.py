@@ -33,7 +33,8 @@ from collector.exporters.clickhouse.store import ClickHouseStore
 from collector.exporters.kafka.client import DeadLetters, KafkaOptions, TraceConsumer
 from collector.pipelines.direct import DirectPipeline
 from collector.pipelines.stream import StreamConfig, StreamPipeline
-from collector.receivers.http import ModulesQuery, Receivers, start_receivers
+from collector.ports import ModulesQuery
+from collector.receivers.http import Receivers, start_receivers
 from tests.support.sdk_requests import Requests
 from tests.support.streaming import produce
 

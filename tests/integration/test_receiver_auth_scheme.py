@@ -24,7 +24,8 @@ from collector.app.attribution_files import load_attribution
 from collector.app.settings import Settings
 from collector.exporters.clickhouse.store import ClickHouseStore
 from collector.pipelines.direct import DirectPipeline
-from collector.receivers.http import TRACE_SERVICE, ModulesQuery, Receivers, start_receivers
+from collector.ports import ModulesQuery
+from collector.receivers.http import TRACE_SERVICE, Receivers, start_receivers
 from tests.integration import receiver_app
 
 pytestmark = pytest.mark.integration

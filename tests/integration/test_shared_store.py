@@ -10,8 +10,9 @@ from collections.abc import Iterator
 import pytest
 
 from collector.app.service import SharedStore, StoreModulesQuery
+from collector.errors import UnavailableError
 from collector.exporters.clickhouse.store import ClickHouseStore
-from collector.receivers.http import IngressUnavailable, ModulesQuery
+from collector.ports import ModulesQuery
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +54,7 @@ def test_a_store_call_waits_for_the_call_in_progress(held: tuple[SharedStore, th
 def test_a_query_answers_503_when_the_store_stays_busy(held: tuple[SharedStore, threading.Event]) -> None:
     shared, release = held
     query = StoreModulesQuery(shared, retry_after_s=3, wait_s=0.2)
-    with pytest.raises(IngressUnavailable, match="busy") as err:
+    with pytest.raises(UnavailableError, match="busy") as err:
         query(ModulesQuery())
     assert err.value.retry_after_s == 3
     release.set()

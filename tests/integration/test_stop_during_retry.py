@@ -21,7 +21,7 @@ from collector.exporters.clickhouse.store import ClickHouseStore
 from collector.exporters.kafka.client import KafkaOptions, TraceConsumer
 from collector.pipelines.direct import DirectPipeline
 from collector.pipelines.stream import StreamConfig, StreamPipeline
-from collector.receivers.http import ModulesQuery
+from collector.ports import ModulesQuery
 from tests.support.faults import FaultyStore
 from tests.support.sdk_requests import Requests
 from tests.support.streaming import produce

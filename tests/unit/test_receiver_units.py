@@ -22,8 +22,8 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode, set_span_in_
 from attribution.events import EventValidationError
 from collector.errors import DecodeError
 from collector.exporters.kafka.gateway import otlp_json_to_proto, split_by_trace
+from collector.ports import Accepted
 from collector.receivers.http import (
-    Accepted,
     deploy_from_github,
     export_response,
     github_signature,

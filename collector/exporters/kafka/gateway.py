@@ -45,8 +45,8 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from attribution.events import deploy_event_to_json
 from attribution.model import DeployEvent, IncidentEvent
 from collector.codec.otlp import MAX_NESTING_DEPTH, load_json
-from collector.errors import BrokerError, DecodeError
-from collector.receivers.http import Accepted, IngressBusy, IngressUnavailable, ModulesQuery
+from collector.errors import BrokerError, BusyError, DecodeError, UnavailableError
+from collector.ports import Accepted, ModulesQuery
 
 log = logging.getLogger("prodloop.gateway")
 
@@ -212,9 +212,9 @@ class KafkaGateway:
     def _admit(self, size: int) -> None:
         with self._lock:
             if self._closing:
-                raise IngressUnavailable("prodloop is shutting down", self.retry_after_s)
+                raise UnavailableError("prodloop is shutting down", self.retry_after_s)
             if self._inflight and self._inflight + size > self.max_inflight_bytes:
-                raise IngressBusy(
+                raise BusyError(
                     f"prodloop is overloaded: {self._inflight} bytes are waiting for Kafka acks "
                     f"(gateway_max_inflight_bytes={self.max_inflight_bytes})",
                     self.retry_after_s,
@@ -227,12 +227,12 @@ class KafkaGateway:
 
     def _produce(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> list[str]:
         """Send and wait for every ack.  Returns per-record errors ("" when acked) for records
-        the broker refused for good; raises IngressUnavailable when it may be transient."""
+        the broker refused for good; raises UnavailableError when it may be transient."""
         deadline = time.monotonic() + self.ack_timeout_s
         try:
             futures = [self.producer.send(topic, key, value) for key, value in records]
         except BrokerError as exc:
-            raise IngressUnavailable(f"Kafka is unavailable: {exc}", self.retry_after_s) from exc
+            raise UnavailableError(f"Kafka is unavailable: {exc}", self.retry_after_s) from exc
         errors: list[str] = []
         for fut in futures:
             try:
@@ -240,7 +240,7 @@ class KafkaGateway:
                 errors.append("")
             except Exception as exc:
                 if _retriable(exc):
-                    raise IngressUnavailable(
+                    raise UnavailableError(
                         f"Kafka did not acknowledge within {self.ack_timeout_s:g}s: {type(exc).__name__}: {exc}",
                         self.retry_after_s,
                     ) from exc
@@ -296,7 +296,7 @@ class KafkaGateway:
             self._release(size)
         failed = [e for e in errors if e]
         if failed:
-            raise IngressUnavailable(f"Kafka refused {len(failed)} event(s): {failed[0]}", self.retry_after_s)
+            raise UnavailableError(f"Kafka refused {len(failed)} event(s): {failed[0]}", self.retry_after_s)
         return len(keyed)
 
     def add_deploys(self, events: Sequence[DeployEvent], raw: Sequence[dict[str, Any]]) -> int:
@@ -319,7 +319,7 @@ class KafkaGateway:
         )
 
     def query_modules(self, q: ModulesQuery) -> list[dict[str, Any]]:
-        raise IngressUnavailable(
+        raise UnavailableError(
             "this gateway holds no store: query the store with `prodloop query modules --store DSN`, "
             "or the service that consumes the traces topic",
             self.retry_after_s,
