@@ -21,6 +21,7 @@ demo: setup
 lint: setup
 	$(VENV)/bin/ruff check attribution collector tests bench scripts
 	$(VENV)/bin/ruff format --check attribution collector tests bench scripts
+	$(VENV)/bin/lint-imports --no-cache
 
 typecheck: setup
 	$(VENV)/bin/mypy

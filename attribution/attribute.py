@@ -1,4 +1,4 @@
-"""Attribution: span -> repository, module, owners, commit and deploy.  Pure.
+"""Attribution of spans: span -> repository, module, owners, commit and deploy, and its group id.  Pure.
 
 ``Attributor.attribute(span)`` returns an :class:`Attribution` or an :class:`Unattributed`
 (with a reason); it never raises for bad data.  Results are cached per distinct code
@@ -24,10 +24,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
-from attribution.codeowners import CodeOwners
 from attribution.deploys import DeployTimeline
 from attribution.model import (
     CODE_FILE_PATH,
@@ -41,26 +40,15 @@ from attribution.model import (
     RPC_SERVICE,
     UNATTRIBUTED_MODULE,
     Attribution,
-    DeployEvent,
     Resource,
     Span,
     Unattributed,
 )
-from attribution.modules import ModuleConfig, ModuleMatcher
+from attribution.modules import ModuleMatcher
+from attribution.repository import Repository, RepositoryIndex
 
 _HEX_SHA = re.compile(r"^[0-9a-fA-F]{7,40}$")
 _NO_DEPLOY: tuple[int, int, str, str] = (0, -1, "", "")
-
-
-@dataclass(frozen=True)
-class Repository:
-    """One repository: its services, CODEOWNERS and module rules."""
-
-    name: str
-    url: str = ""
-    services: frozenset[str] = frozenset()
-    codeowners: CodeOwners = field(default_factory=lambda: CodeOwners.parse("", "(no CODEOWNERS)"))
-    modules: ModuleConfig = field(default_factory=ModuleConfig)
 
 
 class GroupKey(NamedTuple):
@@ -87,16 +75,6 @@ class Explanation:
     reason: str = ""
 
 
-def normalize_repo_url(url: str) -> str:
-    u = url.strip().rstrip("/")
-    if u.endswith(".git"):
-        u = u[:-4]
-    if u.startswith("git@") and ":" in u:
-        host, _, path = u[4:].partition(":")
-        u = f"https://{host}/{path}"
-    return u.lower()
-
-
 class Attributor:
     """Attributes spans.  Holds caches; not thread-safe (one per pipeline)."""
 
@@ -112,22 +90,10 @@ class Attributor:
         self.repositories = tuple(repositories)
         self.timeline = timeline if timeline is not None else DeployTimeline()
         self._matchers = {r.name: ModuleMatcher(r.modules) for r in self.repositories}
-        self._by_service: dict[str, Repository] = {}
-        self._by_url: dict[str, Repository] = {}
-        for r in self.repositories:
-            for s in r.services:
-                self._by_service.setdefault(s, r)
-            if r.url:
-                self._by_url.setdefault(normalize_repo_url(r.url), r)
-        # the default repository: the one that lists no services, else the only one
-        unscoped = [r for r in self.repositories if not r.services]
-        self._default: Repository | None = (
-            unscoped[0] if unscoped else (self.repositories[0] if len(self.repositories) == 1 else None)
-        )
+        self._repos = RepositoryIndex(self.repositories)
         self._cache_limit = cache_limit
         self._loc_cache: dict[tuple[str, str, str, str, str, str, str, str], Attribution | Unattributed] = {}
         self._path_only: dict[tuple[str, str, str], Attribution | Unattributed] = {}
-        self._resource_repo: dict[Resource, Repository | None] = {}
         self._static_commit: dict[Resource, str] = {}
         self._deploy_cache: dict[tuple[str, str], tuple[int, int, str, str]] = {}
         self._deploy_cache_version = self.timeline.version
@@ -148,20 +114,9 @@ class Attributor:
         # per resource (service, environment, ...): (location slot, commit slot) -> group id
         self._gid_caches: dict[Resource, dict[int, int]] = {}
 
-    # -- repository --------------------------------------------------------------------
-
     def repository_for(self, resource: Resource) -> Repository | None:
-        try:
-            return self._resource_repo[resource]
-        except KeyError:
-            pass
-        repo = self._by_service.get(resource.service)
-        if repo is None and resource.repository:
-            repo = self._by_url.get(normalize_repo_url(resource.repository))
-        if repo is None:
-            repo = self._default
-        self._resource_repo[resource] = repo
-        return repo
+        """The repository of ``resource`` (see :class:`~attribution.repository.RepositoryIndex`)."""
+        return self._repos.repository_for(resource)
 
     # -- module and owners ---------------------------------------------------------------
 
@@ -478,7 +433,7 @@ class Attributor:
     def explain(self, path: str, service: str = "") -> Explanation:
         """Why is this path attributed to that module and those owners?  Same rules as attribute()."""
         res = Resource(service=service or "")
-        repo = self.repository_for(res) if service else (self._default or self.repositories[0])
+        repo = self.repository_for(res) if service else (self._repos.default or self.repositories[0])
         if repo is None:
             return Explanation(path, None, "", UNATTRIBUTED_MODULE, "", (), 0, "", "no_repository")
         matcher = self._matchers[repo.name]
@@ -504,6 +459,3 @@ class Attributor:
             codeowners_line=att.codeowners_line,
             codeowners_text=matched.text if matched else "",
         )
-
-    def live_deploys(self) -> list[DeployEvent]:
-        return self.timeline.events()

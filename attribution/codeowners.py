@@ -30,7 +30,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from attribution.globs import GlobMatcher, GlobSet, GlobSyntaxError, compile_glob
+from attribution.globs import GlobMatcher, GlobSyntaxError, compile_glob
+from attribution.globset import GlobSet
 
 __all__ = [
     "MAX_CODEOWNERS_BYTES",

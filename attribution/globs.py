@@ -1,4 +1,4 @@
-"""Gitignore-style globs on repo-relative POSIX paths, each compiled once to a regex.
+"""One gitignore-style glob on repo-relative POSIX paths: its syntax, compiled once to a test.
 
 The semantics are git's (``gitignore(5)`` on top of ``wildmatch`` with ``WM_PATHNAME``),
 and ``tests/unit/test_codeowners_git_differential.py`` checks them against
@@ -26,25 +26,21 @@ rejected.
 A glob is a single pattern, so there is no negation: a leading ``!`` is an error (write
 ``\\!`` for a literal one).  ``#`` has no special meaning here.
 
-:func:`compile_glob` caches compiled matchers.  :class:`GlobSet` tells which of many
-globs matches a path first or last, testing only the globs a path could match.
-:meth:`GlobMatcher.covers` (and :func:`glob_covers`) is a sound, incomplete check that one
-glob matches every path another one does; :meth:`GlobSet.shadowing` uses it to find rules
-that can never take effect.
+:func:`compile_glob` caches compiled matchers.  :meth:`GlobMatcher.covers` (and
+:func:`glob_covers`) is a sound, incomplete check that one glob matches every path another
+one does.  Many globs at once, indexed, are :class:`attribution.globset.GlobSet`.
 """
 
 from __future__ import annotations
 
 import re
-from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any, Final, Literal
 
 __all__ = [
     "GlobDialect",
     "GlobMatcher",
-    "GlobSet",
     "GlobSyntaxError",
     "compile_glob",
     "glob_covers",
@@ -52,7 +48,7 @@ __all__ = [
 
 GlobDialect = Literal["gitignore", "codeowners"]
 
-_Test = Callable[[str], object]  # truthy when the path matches
+PathTest = Callable[[str], object]  # truthy when the path matches
 
 
 class GlobSyntaxError(ValueError):
@@ -90,9 +86,9 @@ _CLASS: Final = 4  # a bracket expression (value: its regex)
 _Token = tuple[int, str | int]
 
 # GlobSet index keys: what a path must contain for a glob to match it.
-_KEY_PREFIX: Final = 0  # these leading path segments ("a/b")
-_KEY_COMPONENT: Final = 1  # this path component, at any depth
-_KEY_SUFFIX: Final = 2  # a path component ending with this
+KEY_PREFIX: Final = 0  # these leading path segments ("a/b")
+KEY_COMPONENT: Final = 1  # this path component, at any depth
+KEY_SUFFIX: Final = 2  # a path component ending with this
 
 
 def _class_char(ch: str) -> str:
@@ -241,11 +237,11 @@ class GlobMatcher:
 
     __slots__ = (
         "_dir",
-        "_file",
         "anchored",
         "dialect",
         "dir_only",
         "dir_regex",
+        "file_test",
         "index_key",
         "literal_dirs",
         "matches_everything",
@@ -337,14 +333,14 @@ class GlobMatcher:
         )
         self.index_key = _index_key(anchored, literal, segments)
         # Literal patterns (the bulk of most CODEOWNERS files) skip the regex engine.
-        self._file: _Test
+        self.file_test: PathTest
         if anchored and fully_literal:
-            self._file = _anchored_literal("/".join(literal), dir_only)
-        elif self.index_key is not None and self.index_key[0] == _KEY_COMPONENT:
-            self._file = _any_depth_literal(self.index_key[1], dir_only)
+            self.file_test = _anchored_literal("/".join(literal), dir_only)
+        elif self.index_key is not None and self.index_key[0] == KEY_COMPONENT:
+            self.file_test = _any_depth_literal(self.index_key[1], dir_only)
         else:
-            self._file = re.compile(self.regex, re.DOTALL).fullmatch
-        self._dir: _Test | None = None  # compiled on first use: directories are rarely asked
+            self.file_test = re.compile(self.regex, re.DOTALL).fullmatch
+        self._dir: PathTest | None = None  # compiled on first use: directories are rarely asked
 
     def match(self, path: str, *, is_dir: bool = False) -> bool:
         """Whether ``path`` (repo-relative; a trailing ``/`` means a directory) matches."""
@@ -352,7 +348,7 @@ class GlobMatcher:
             if self._dir is None:
                 self._dir = re.compile(self.dir_regex, re.DOTALL).fullmatch
             return bool(self._dir(path.rstrip("/")))
-        return bool(self._file(path))
+        return bool(self.file_test(path))
 
     def covers(self, other: GlobMatcher) -> bool:
         """Whether every file path ``other`` matches is also matched by this glob.
@@ -381,14 +377,14 @@ class GlobMatcher:
         return (compile_glob, (self.pattern, self.dialect))
 
 
-def _anchored_literal(literal: str, dir_only: bool) -> _Test:
+def _anchored_literal(literal: str, dir_only: bool) -> PathTest:
     below = literal + "/"
     if dir_only:
         return lambda path: path.startswith(below)
     return lambda path: path == literal or path.startswith(below)
 
 
-def _any_depth_literal(name: str, dir_only: bool) -> _Test:
+def _any_depth_literal(name: str, dir_only: bool) -> PathTest:
     needle = "/" + name + "/"
     if dir_only:
         return lambda path: needle in "/" + path
@@ -397,7 +393,7 @@ def _any_depth_literal(name: str, dir_only: bool) -> _Test:
 
 def _index_key(anchored: bool, literal: list[str], segments: list[list[_Token]]) -> tuple[int, str] | None:
     if anchored and literal:
-        return (_KEY_PREFIX, "/".join(literal))
+        return (KEY_PREFIX, "/".join(literal))
     if anchored and len(segments) == 2 and len(segments[0]) == 1:
         kind, value = segments[0][0]
         if kind == _STAR and isinstance(value, int) and value >= 2:
@@ -407,9 +403,9 @@ def _index_key(anchored: bool, literal: list[str], segments: list[list[_Token]])
         return None
     (segment,) = segments
     if segment and all(k == _LIT for k, _ in segment):
-        return (_KEY_COMPONENT, "".join(str(v) for _, v in segment))
+        return (KEY_COMPONENT, "".join(str(v) for _, v in segment))
     if len(segment) > 1 and segment[0][0] == _STAR and all(k == _LIT for k, _ in segment[1:]):
-        return (_KEY_SUFFIX, "".join(str(v) for _, v in segment[1:]))
+        return (KEY_SUFFIX, "".join(str(v) for _, v in segment[1:]))
     return None
 
 
@@ -417,137 +413,6 @@ def _index_key(anchored: bool, literal: list[str], segments: list[list[_Token]])
 def compile_glob(pattern: str, dialect: GlobDialect = "gitignore") -> GlobMatcher:
     """Compile (and cache) a glob.  Raises :class:`GlobSyntaxError` for a bad pattern."""
     return GlobMatcher(pattern, dialect)
-
-
-class GlobSet:
-    """Many globs, asked which of them match a file path.
-
-    :meth:`first` and :meth:`last` return the index of the first or last glob (in the
-    order given) that matches a file path, or ``None``.  Directory matching is not
-    offered: both CODEOWNERS and module rules look up files.
-
-    Globs are indexed by what a path must contain for them to match: anchored globs by
-    their literal leading segments (``/services/pay/*.py`` needs ``services/pay/`` first),
-    literal names by path component (``logs/``, ``**/Makefile``), ``*.ext`` by component
-    suffix.  Only the candidates found that way and the unindexable globs are tested, so
-    the cost grows with the number of unindexable globs, not with the whole set.
-    """
-
-    __slots__ = (
-        "_by_component",
-        "_by_prefix",
-        "_by_regex",
-        "_by_suffix",
-        "_everything",
-        "_tests",
-        "_unindexed",
-        "matchers",
-    )
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (GlobSet, (self.matchers,))
-
-    def __init__(self, patterns: Iterable[str | GlobMatcher], dialect: GlobDialect = "gitignore") -> None:
-        self.matchers: tuple[GlobMatcher, ...] = tuple(
-            p if isinstance(p, GlobMatcher) else compile_glob(p, dialect) for p in patterns
-        )
-        self._tests: tuple[_Test, ...] = tuple(m._file for m in self.matchers)
-        unindexed: list[int] = []
-        by: tuple[dict[str, list[int]], dict[str, list[int]], dict[str, list[int]]] = ({}, {}, {})
-        by_regex: dict[str, list[int]] = {}
-        for i, m in enumerate(self.matchers):
-            if m.index_key is None:
-                unindexed.append(i)
-            else:
-                kind, text = m.index_key
-                by[kind].setdefault(text, []).append(i)
-            by_regex.setdefault(m.regex, []).append(i)
-        self._unindexed = tuple(unindexed)
-        self._by_prefix = {k: tuple(v) for k, v in by[_KEY_PREFIX].items()}
-        self._by_component = {k: tuple(v) for k, v in by[_KEY_COMPONENT].items()}
-        self._by_suffix = tuple((k, tuple(v)) for k, v in by[_KEY_SUFFIX].items())
-        self._by_regex = {k: tuple(v) for k, v in by_regex.items()}
-        self._everything = tuple(i for i, m in enumerate(self.matchers) if m.matches_everything)
-
-    def __len__(self) -> int:
-        return len(self.matchers)
-
-    def _candidates(self, path: str) -> list[int]:
-        """Indexes of the globs that may match ``path`` (unsorted, maybe repeated)."""
-        found = list(self._unindexed)
-        if self._by_prefix:
-            by_prefix = self._by_prefix
-            start = 0
-            while True:
-                end = path.find("/", start)
-                hit = by_prefix.get(path if end < 0 else path[:end])
-                if hit:
-                    found.extend(hit)
-                if end < 0:
-                    break
-                start = end + 1
-        if self._by_component or self._by_suffix:
-            parts = path.split("/")
-            if self._by_component:
-                by_component = self._by_component
-                for part in set(parts) if len(parts) > 2 else parts:
-                    hit = by_component.get(part)
-                    if hit:
-                        found.extend(hit)
-            for suffix, hit in self._by_suffix:
-                for part in parts:
-                    if part.endswith(suffix):
-                        found.extend(hit)
-                        break
-        return found
-
-    def first(self, path: str) -> int | None:
-        """The index of the first glob that matches the file ``path``, or ``None``."""
-        tests = self._tests
-        for i in sorted(self._candidates(path)):
-            if tests[i](path):
-                return i
-        return None
-
-    def last(self, path: str) -> int | None:
-        """The index of the last glob that matches the file ``path``, or ``None``."""
-        tests = self._tests
-        for i in sorted(self._candidates(path), reverse=True):
-            if tests[i](path):
-                return i
-        return None
-
-    def all(self, path: str) -> list[int]:
-        """The indexes, in order, of every glob that matches the file ``path``."""
-        tests = self._tests
-        return [i for i in sorted(set(self._candidates(path))) if tests[i](path)]
-
-    def shadowing(self, i: int, *, wins: Literal["first", "last"]) -> int | None:
-        """A glob that keeps glob ``i`` from ever deciding a path, or ``None``.
-
-        With ``wins="last"`` (CODEOWNERS), that is the nearest later glob that matches
-        every path glob ``i`` matches; with ``wins="first"`` (rules tried in order), the
-        nearest earlier one.  Sound but incomplete, like :meth:`GlobMatcher.covers`.
-        """
-        target = self.matchers[i]
-        later = wins == "last"
-
-        def nearest(sorted_indexes: Sequence[int]) -> list[int]:
-            k = bisect_right(sorted_indexes, i) if later else bisect_left(sorted_indexes, i) - 1
-            return [sorted_indexes[k]] if 0 <= k < len(sorted_indexes) else []
-
-        found = {*nearest(self._everything), *nearest(self._by_regex[target.regex])}
-        if target.literal_dirs:
-            found.update(self._candidates("/".join(target.literal_dirs)))
-        order = (
-            sorted((j for j in found if j > i), reverse=False)
-            if later
-            else sorted((j for j in found if j < i), reverse=True)
-        )
-        for j in order:
-            if self.matchers[j].covers(target):
-                return j
-        return None
 
 
 def glob_covers(general: str, specific: str, dialect: GlobDialect = "gitignore") -> bool:

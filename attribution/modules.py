@@ -22,7 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from attribution.globs import GlobSet, GlobSyntaxError, compile_glob
+from attribution.globs import GlobSyntaxError, compile_glob
+from attribution.globset import GlobSet
 
 ROOT_MODULE = "(root)"
 _NAMESPACE_SEPARATORS = frozenset(".:/#\\$")

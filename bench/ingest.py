@@ -42,12 +42,14 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Status
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from attribution.aggregate import Aggregator
-from attribution.attribute import Attributor, Repository
+from attribution.attribute import Attributor
 from attribution.codeowners import CodeOwners
 from attribution.deploys import DeployTimeline
 from attribution.model import DeployEvent
 from attribution.modules import ModuleConfig
-from collector.codec.otlp import OtlpDecoder, iter_length_prefixed
+from attribution.repository import Repository
+from collector.codec.framing import iter_length_prefixed
+from collector.codec.otlp import OtlpDecoder
 from collector.processing.runtime import tune_gc
 
 SERVICES = ["frontend", "checkout", "payments", "inventory", "search"]

@@ -159,11 +159,11 @@ def client(target: str, spans: int, batch: int, concurrency: int) -> dict[str, A
 
 def server(args: argparse.Namespace) -> None:
     from collector.app.attribution_files import load_attribution
+    from collector.app.receivers import start_receivers
     from collector.app.settings import Settings
     from collector.demo.shop import SAMPLE_RATE_ATTRIBUTE, demo_dir
     from collector.exporters.clickhouse.store import ClickHouseStore
     from collector.pipelines.direct import DirectPipeline
-    from collector.receivers.http import start_receivers
 
     d = demo_dir()
     loaded = load_attribution(codeowners=d / "CODEOWNERS", modules=d / "modules.yaml")

@@ -1,1 +1,1 @@
-"""prodloop adapters and runtime."""
+"""prodloop's adapters: everything that touches the world, in the OpenTelemetry Collector's component model."""

@@ -15,15 +15,21 @@
     ├── RetryLaterError           cannot take a request now; ``retry_after_s`` says when to retry
     │   ├── BusyError             overloaded (HTTP 429, gRPC RESOURCE_EXHAUSTED + RetryInfo)
     │   └── UnavailableError      shutting down, store or broker failing (HTTP 503, gRPC UNAVAILABLE)
+    ├── RequestError              a receiver refuses one request as a whole; ``status`` is its HTTP
+    │                             status (collector.receivers.status maps it to gRPC)
+    ├── ServiceQueryError         `prodloop query` could not get an answer from the running service
     ├── TicketError               a ticket sink failed
-    └── WorkerError               a stream worker process died (the replica stops; intents make
-                                  the restart exact)
+    └── WorkerError               a stream worker process died or failed
+        └── WorkerDied            a worker process exited or broke its pipe (the replica stops;
+                                  intents make the restart exact)
 
 Bad input is a value in the hot path (rejections are counted and dead-lettered); these
 exceptions cross module boundaries only where one record, file or command as a whole fails.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 
 class ProdloopError(Exception):
@@ -99,9 +105,34 @@ class UnavailableError(RetryLaterError):
     """Not available now (shutting down, the store or the broker failing): HTTP 503, gRPC UNAVAILABLE."""
 
 
+class RequestError(ProdloopError):
+    """A receiver refuses one request as a whole (bad framing, auth, media type, size).
+
+    ``status`` is the HTTP status; :mod:`collector.receivers.status` maps it to the gRPC code.
+    ``headers`` go out with the answer; ``close`` asks to close the connection after it.
+    """
+
+    def __init__(
+        self, status: int, message: str, *, headers: Mapping[str, str] | None = None, close: bool = False
+    ) -> None:
+        self.status = status
+        self.message = message
+        self.headers = dict(headers or {})
+        self.close = close
+        super().__init__(message)
+
+
+class ServiceQueryError(ProdloopError):
+    """The running service could not answer `prodloop query` (unreachable, refused, not JSON)."""
+
+
 class TicketError(ProdloopError):
     """A ticket sink failed."""
 
 
 class WorkerError(ProdloopError):
     """A worker process of the stream pipeline died or failed."""
+
+
+class WorkerDied(WorkerError):
+    """A worker process died or failed: the replica stops (prodloop run exits 1)."""

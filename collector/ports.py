@@ -8,11 +8,14 @@ dataclasses, JSON documents are :data:`JsonObject`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol, TypeAlias
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol, TypeAlias, TypedDict
 
+from attribution.aggregate import AggregateRow
+from attribution.codeowners import owner_kind
 from attribution.model import DeployEvent, IncidentEvent
+from attribution.rules.findings import FindingKey
 
 JsonValue: TypeAlias = "str | int | float | bool | list[JsonValue] | dict[str, JsonValue] | None"
 JsonObject: TypeAlias = "dict[str, JsonValue]"
@@ -68,11 +71,372 @@ class TraceSink(Protocol):
 # --------------------------------------------------------------------------------------
 
 
+class AggregateStore(Protocol):
+    """Where partial aggregates go (``module_aggregates``).  A write retried with the same
+    ``dedup_token`` is harmless.  Failures raise :class:`SinkError` (retryable) or
+    :class:`StoreRejectedError` (the rows themselves; see ``on_refused``)."""
+
+    def write_aggregates(
+        self,
+        rows: Sequence[AggregateRow],
+        window_ns: int,
+        *,
+        dedup_token: str,
+        chunk_rows: int = 0,
+        on_chunk: Callable[[int], None] | None = None,
+        on_refused: Callable[[AggregateRow, str], None] | None = None,
+    ) -> int:
+        """Write ``rows`` (in inserts of ``chunk_rows``, tokens suffixed by chunk number); rows
+        the store refuses go to ``on_refused`` with its message.  Returns the rows written."""
+        ...
+
+
+class StreamIntent(TypedDict):
+    """A stream batch's write-ahead intent: what a replay of the batch must reproduce."""
+
+    end_offset: int
+    deploy_positions: dict[int, int]  # deploys topic partition -> offset read up to
+    deploy_bound_ms: int
+    token: str
+    chunk_rows: int
+
+
+class IntentLog(Protocol):
+    """The stream's write-ahead intents (``stream_intents``), one per batch of a partition."""
+
+    def write_intent(
+        self,
+        group: str,
+        topic: str,
+        partition: int,
+        start_offset: int,
+        end_offset: int,
+        deploy_positions: dict[int, int],
+        deploy_bound_ms: int,
+        token: str,
+        now_unix_nano: int,
+        chunk_rows: int = 0,
+    ) -> None: ...
+
+    def intent_at(self, group: str, topic: str, partition: int, start_offset: int) -> StreamIntent | None:
+        """The recorded batch that starts at ``start_offset``, if one was written."""
+        ...
+
+
+class DeploySource(NamedTuple):
+    """A stored deploy with its provenance in the deploys topic (-1, -1, 0 when none)."""
+
+    event: DeployEvent
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+
+class DeployStore(Protocol):
+    """Deploy and incident events (``deploys``, ``incidents``)."""
+
+    def write_deploys(
+        self,
+        events: Sequence[DeployEvent],
+        received_at_unix_nano: int,
+        sources: Sequence[tuple[int, int, int]] | None = None,
+    ) -> int:
+        """``sources``: (partition, offset, record timestamp ms) per event read from the topic."""
+        ...
+
+    def load_deploys(self) -> list[DeployEvent]: ...
+
+    def load_deploy_sources(self) -> list[DeploySource]: ...
+
+    def write_incidents(self, events: Sequence[IncidentEvent], received_at_unix_nano: int) -> int: ...
+
+
+class ModulesReadModel(Protocol):
+    """The read model over the aggregates: per-module summaries and merged per-window rows."""
+
+    def query_modules(
+        self,
+        *,
+        from_unix_nano: int | None = None,
+        to_unix_nano: int | None = None,
+        service: str | None = None,
+        environment: str | None = None,
+        attributed_only: bool = False,
+        group_by_deploy: bool = False,
+    ) -> list[JsonObject]:
+        """Per (service, environment, module, owners, commit_sha) over windows starting in [from, to)."""
+        ...
+
+    def load_rows(
+        self,
+        *,
+        service: str | None = None,
+        environment: str | None = None,
+        from_unix_nano: int | None = None,
+        to_unix_nano: int | None = None,
+    ) -> list[AggregateRow]: ...
+
+
+class IngestStore(AggregateStore, DeployStore, Protocol):
+    """What file ingest writes and reads."""
+
+
+class DirectStore(IngestStore, ModulesReadModel, Protocol):
+    """What direct mode uses: ingest, and the query API's read model."""
+
+
+class StreamStore(IngestStore, IntentLog, Protocol):
+    """What the stream pipeline uses: ingest, and the write-ahead intents."""
+
+
 # --------------------------------------------------------------------------------------
 # Sources and dead letters (pipelines <- Kafka)
 # --------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record of a topic, as a source hands it to a pipeline."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+class TraceSource(Protocol):
+    """The traces topic in a consumer group with manual commits
+    (:class:`collector.exporters.kafka.consumer.TraceConsumer`).  Partitions are numbers of
+    ``topic``; offsets are "next to read".  Failures raise :class:`BrokerError`."""
+
+    topic: str
+
+    def poll(self, timeout_ms: int, max_records: int | None = None) -> list[Record]: ...
+
+    def committed(self, partition: int) -> int | None: ...
+
+    def beginning(self, partition: int) -> int: ...
+
+    def seek(self, partition: int, offset: int) -> None: ...
+
+    def commit(self, offsets: Mapping[int, int]) -> None: ...
+
+    def pause(self, partitions: Iterable[int]) -> None: ...
+
+    def resume(self, partitions: Iterable[int]) -> None: ...
+
+    def assignment(self) -> list[int]: ...
+
+    def ends(self) -> dict[int, int]: ...
+
+    def close(self) -> None: ...
+
+
+class EventSource(Protocol):
+    """A small topic read whole, outside any group (deploys, incidents:
+    :class:`collector.exporters.kafka.consumer.EventReader`).  Failures raise :class:`BrokerError`."""
+
+    topic: str
+
+    def poll(self, timeout_ms: int = 0) -> list[Record]: ...
+
+    def seek(self, positions: Mapping[int, int]) -> None: ...
+
+    def positions(self) -> dict[int, int]: ...
+
+    def at_end(self) -> bool: ...
+
+
+class DeadLetterSink(Protocol):
+    """Where records that cannot be processed go, with why
+    (:class:`collector.exporters.kafka.producer.DeadLetters`).  ``flush`` returns once every
+    record sent is durable; failures raise :class:`BrokerError`."""
+
+    def send(self, record: Record, reason: str, error: str) -> None: ...
+
+    def flush(self, timeout_s: float = 30) -> None: ...
+
+
 # --------------------------------------------------------------------------------------
 # Alerts: lease and ticket state, ticket sinks
 # --------------------------------------------------------------------------------------
+
+
+class TicketBody(Protocol):
+    """A ticket's body, rendered as each sink needs it
+    (:class:`collector.codec.ticket_document.Doc`)."""
+
+    def markdown(self) -> str: ...
+
+    def adf(self) -> JsonObject:
+        """Atlassian Document Format (version 1)."""
+        ...
+
+
+@dataclass(frozen=True)
+class TicketDraft:
+    """A ticket to create: the engine's finding, rendered once for every sink."""
+
+    fingerprint: str
+    generation: int
+    title: str
+    doc: TicketBody
+    labels: tuple[str, ...] = ()
+    owners: tuple[str, ...] = ()  # CODEOWNERS owners: users are assigned, teams mentioned
+    assign_owners: bool = True
+    severity: str = "medium"
+    previous_url: str = ""
+    data: Mapping[str, JsonValue] = field(default_factory=dict)  # the finding, for the webhook/file
+    at_unix_nano: int = 0
+
+    @property
+    def users(self) -> tuple[str, ...]:
+        return tuple(o.lstrip("@") for o in self.owners if owner_kind(o) == "user")
+
+    @property
+    def teams(self) -> tuple[str, ...]:
+        return tuple(o for o in self.owners if owner_kind(o) == "team")
+
+
+@dataclass(frozen=True)
+class Note:
+    """A comment: fresh numbers, a recovery, or a closing remark."""
+
+    kind: str  # "update" | "recovered" | "closing"
+    doc: TicketBody
+    fingerprint: str
+    generation: int
+    data: Mapping[str, JsonValue] = field(default_factory=dict)
+    at_unix_nano: int = 0
+
+
+@dataclass(frozen=True)
+class TicketRef:
+    """A created ticket: GitHub issue number, Jira issue key, or a synthetic id; its URL."""
+
+    key: str
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class RemoteState:
+    """A ticket's state at its sink: open, or closed (when, and whether by prodloop)."""
+
+    open: bool
+    closed_at_unix_nano: int | None = None
+    closed_by_us: bool = False
+
+
+class TicketSink(Protocol):
+    """Where tickets go (``collector/exporters/tickets/``: GitHub, Jira, webhook, file).
+
+    ``find`` lists by the fingerprint label, so an intent left by a crash resolves to the ticket
+    an earlier attempt created.  Failures raise :class:`TicketError`.
+    """
+
+    name: str
+
+    def find(self, fingerprint: str, generation: int) -> TicketRef | None: ...
+
+    def create(self, draft: TicketDraft) -> TicketRef: ...
+
+    def comment(self, ref: TicketRef, note: Note) -> None: ...
+
+    def state(self, ref: TicketRef) -> RemoteState: ...
+
+    def close_ticket(self, ref: TicketRef, note: Note) -> None: ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+@dataclass
+class TicketRecord:
+    """The recorded state of one (fingerprint, sink, generation): a row of the ``tickets`` table."""
+
+    fingerprint: str
+    sink: str
+    generation: int
+    rule: str
+    service: str
+    environment: str
+    module: str
+    state: str  # intent | open | recovered | closed | void
+    ticket_key: str = ""
+    ticket_url: str = ""
+    previous_url: str = ""
+    opened_at: int = 0
+    last_comment_at: int = 0
+    recovered_at: int | None = None
+    closed_at: int | None = None
+    closed_by: str = ""
+    summary: str = ""
+
+    @property
+    def key(self) -> FindingKey:
+        return FindingKey(self.rule, self.service, self.environment, self.module)
+
+    @property
+    def ref(self) -> TicketRef:
+        return TicketRef(self.ticket_key, self.ticket_url)
+
+
+class AlertLease(Protocol):
+    """The evaluation lease: of several replicas, one holds it until it expires
+    (:class:`collector.exporters.clickhouse.alert_state.Lease`)."""
+
+    def acquire(self, now_unix_nano: int) -> bool:
+        """Take or renew the lease; False while another replica's unexpired lease stands."""
+        ...
+
+    def held(self) -> bool:
+        """Still the latest term (no one took over since)?"""
+        ...
+
+    def release(self, now_unix_nano: int) -> None:
+        """Hand over at once (on shutdown)."""
+        ...
+
+
+class AlertState(Protocol):
+    """What the alert engine reads (aggregates, deploys, incidents, last-seen times) and records
+    (the ``tickets`` table: intents and ticket states), in
+    :class:`collector.exporters.clickhouse.alert_state.ClickHouseAlertState`.  Failures raise
+    :class:`StoreError`."""
+
+    def load_deploys(self) -> list[DeployEvent]: ...
+
+    def load_rows(
+        self,
+        *,
+        service: str | None = None,
+        environment: str | None = None,
+        from_unix_nano: int | None = None,
+        to_unix_nano: int | None = None,
+    ) -> list[AggregateRow]:
+        """Merged per-window aggregate rows (partial rows of one key summed)."""
+        ...
+
+    def load_incidents(self, since_unix_nano: int) -> list[IncidentEvent]:
+        """Incidents started at or after ``since``, oldest first."""
+        ...
+
+    def last_seen(self, since_unix_nano: int) -> dict[tuple[str, str, str], int]:
+        """(service, environment, module) -> end of its last attributed window since ``since``."""
+        ...
+
+    def data_since(self) -> int | None:
+        """Start of the oldest stored window; None when nothing is stored."""
+        ...
+
+    def latest_tickets(self) -> dict[tuple[str, str], TicketRecord]:
+        """Per (fingerprint, sink): the record of the highest generation."""
+        ...
+
+    def save_ticket(self, rec: TicketRecord, now_unix_nano: int) -> None:
+        """Record ``rec`` as the latest state of its (fingerprint, sink, generation)."""
+        ...

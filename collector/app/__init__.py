@@ -1,1 +1,1 @@
-"""collector.app."""
+"""The application: settings, attribution files, the composition root (build.py), the service and its ops endpoints."""

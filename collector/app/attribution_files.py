@@ -27,16 +27,19 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
-from attribution.attribute import Repository
 from attribution.codeowners import MAX_CODEOWNERS_BYTES, CodeOwners, CodeOwnersProblem
 from attribution.modules import ModuleConfig, ModuleConfigError, ModuleMatcher, ModuleProblem
+from attribution.repository import Repository
 from collector.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collector.app.settings import Settings
 
 
 @dataclass
@@ -174,7 +177,7 @@ def load_attribution(
     return out
 
 
-def load_attribution_from(settings: Any) -> LoadedAttribution:
+def load_attribution_from(settings: Settings) -> LoadedAttribution:
     """:func:`load_attribution` from ``Settings.attribution``."""
     a = settings.attribution
     return load_attribution(

@@ -3,7 +3,7 @@
 A chDB store can be opened by one process only.  While `prodloop run` holds it, the CLI
 asks the service instead: with ``--url``, or by reading the address the service wrote next
 to the store (``<store dir>.prodloop-service.json``, see
-:func:`collector.receivers.http.service_file_for`) when opening the store says it is locked.
+:func:`collector.app.discovery.service_file_for`) when opening the store says it is locked.
 """
 
 from __future__ import annotations
@@ -18,14 +18,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from collector.errors import ProdloopError
-from collector.receivers.http import service_file_for
+from collector.app.discovery import service_file_for
+from collector.errors import ServiceQueryError
 
-__all__ = ["ServiceQueryError", "discover_service", "fetch_modules"]
-
-
-class ServiceQueryError(ProdloopError):
-    """The service could not answer the query."""
+__all__ = ["discover_service", "fetch_modules"]
 
 
 def _pid_alive(pid: int) -> bool:

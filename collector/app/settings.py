@@ -10,6 +10,7 @@ Errors name the key: ``store.dsn: ...`` or ``PRODLOOP_STORE__DSN: ...``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -29,8 +30,6 @@ def _split_list(v: Any) -> Any:
     if isinstance(v, str):
         text = v.strip()
         if text.startswith("["):
-            import json
-
             return json.loads(text)
         return [p for p in text.replace(",", " ").split() if p]
     return v

@@ -1,1 +1,1 @@
-"""collector.codec."""
+"""Encodings: OTLP protobuf and JSON decoding, JSON to protobuf, file framing and sniffing, events, ticket documents."""

@@ -21,10 +21,11 @@ import click
 
 from attribution.analysis import deploy_impact
 from attribution.deploys import DeployTimeline
-from collector.app.attribution_files import load_attribution
+from attribution.repository import Repository
+from collector.app import build
+from collector.app.settings import AttributionSettings, Settings, StoreSettings
+from collector.cli.render import render_modules_table
 from collector.demo.shop import SAMPLE_RATE_ATTRIBUTE, demo_dir, generate
-from collector.exporters.clickhouse.store import ClickHouseStore
-from collector.pipelines.files import ingest
 
 
 def _write_inputs(out: Path, requests: list[bytes], deploys: list[dict[str, Any]]) -> tuple[Path, Path]:
@@ -37,6 +38,19 @@ def _write_inputs(out: Path, requests: list[bytes], deploys: list[dict[str, Any]
     deploy_file = out / "deploys.jsonl"
     deploy_file.write_text("".join(json.dumps(d) + "\n" for d in deploys))
     return traces, deploy_file
+
+
+def demo_settings(store_dsn: str) -> Settings:
+    """The demo's settings: its store and attribution files; not read from the environment or a file."""
+    d = demo_dir()
+    return Settings.model_construct(
+        store=StoreSettings(dsn=store_dsn),
+        attribution=AttributionSettings(
+            codeowners=d / "CODEOWNERS",
+            modules=d / "modules.yaml",
+            sample_rate_attribute=SAMPLE_RATE_ATTRIBUTE,
+        ),
+    )
 
 
 def run_demo(
@@ -72,28 +86,25 @@ def run_demo(
     traces, deploy_file = _write_inputs(data_dir, traffic.requests, traffic.deploys)
     n_spans = sum(r.spans for r in traffic.truth.values())
 
-    d = demo_dir()
-    loaded = load_attribution(codeowners=d / "CODEOWNERS", modules=d / "modules.yaml")
-    store = ClickHouseStore(store_dsn)
+    settings = demo_settings(store_dsn)
+    loaded = build.load_attribution(settings)
+    store = build.open_store(settings)
     try:
-        store.apply_migrations()
         size = traces.stat().st_size
         with click.progressbar(length=size, label="  attributing and aggregating    ", width=30) as bar:
-            summary = ingest(
+            summary = build.ingest_files(
+                settings,
                 store,
                 loaded.repositories,
                 [traces],
                 [deploy_file],
                 now_unix_nano=traffic.end_unix_nano,
-                sample_rate_attribute=SAMPLE_RATE_ATTRIBUTE,
                 progress=bar.update,
             )
         echo(
             f"  {summary.spans_read} spans ({n_spans} emitted), {100 * summary.attributed_ratio:.1f}% attributed, "
             f"{summary.rows_written} aggregate rows, {summary.deploys_read} deploys -> {store_dsn}"
         )
-        from collector.cli.commands import render_modules_table
-
         rows = store.query_modules(attributed_only=False)
         echo("")
         echo("Modules, slowest p95 first (the whole run):")
@@ -141,24 +152,25 @@ def run_demo(
 
 
 def _alert_tickets(
-    store: ClickHouseStore, repositories: Any, now_unix_nano: int, data_dir: Path, echo: Callable[[str], None]
+    store: build.Store,
+    repositories: list[Repository],
+    now_unix_nano: int,
+    data_dir: Path,
+    echo: Callable[[str], None],
 ) -> list[dict[str, Any]]:
     """Evaluate collector/demo/rules.yaml with the file sink and print the tickets it opened."""
-    from collector.exporters.tickets.sinks import FileSink
-    from collector.pipelines.alerts import AlertEngine, declared_modules, load_rules
-
     out = data_dir / "tickets.jsonl"
     out.unlink(missing_ok=True)
-    engine = AlertEngine(
+    engine, sink = build.file_alert_engine(
         store,
-        load_rules(demo_dir() / "rules.yaml"),
-        [FileSink(out)],
-        declared=declared_modules(repositories),
+        demo_dir() / "rules.yaml",
+        out,
+        repositories,
         dashboard_url="http://localhost:3000/d/prodloop/modules?var-service={service}&var-module={module}"
         "&from={from_ms}&to={to_ms}",
     )
     report = engine.evaluate_once(now_unix_nano)
-    opened = [e for e in FileSink(out).events() if e["event"] == "opened"]
+    opened = [e for e in sink.events() if e["event"] == "opened"]
     echo("")
     echo(
         f"Alert rules (collector/demo/rules.yaml): {len(report.firing)} firing, {len(opened)} ticket(s) -> {out}"

@@ -1797,7 +1797,9 @@ def _encode(spans: Sequence[ReadableSpan], encoding: str = "otlp_proto") -> byte
     """One request, encoded by the real OpenTelemetry encoders (protobuf, or OTLP/JSON)."""
     if encoding == "otlp_json":
         # the OTLP/JSON encoder is a beta package, installed with the dev extra
-        from opentelemetry.exporter.otlp.json.common.trace_encoder import encode_spans as encode_json
+        from opentelemetry.exporter.otlp.json.common.trace_encoder import (  # noqa: PLC0415  beta package of the dev extra, needed for JSON only
+            encode_spans as encode_json,
+        )
 
         text = encode_json(spans).to_json()
         return text.encode() if isinstance(text, str) else bytes(text)

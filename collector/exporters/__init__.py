@@ -1,1 +1,1 @@
-"""collector.exporters."""
+"""The exporters: the implementations of the ports (ClickHouse, Kafka, ticket sinks)."""

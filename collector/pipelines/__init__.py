@@ -1,1 +1,1 @@
-"""collector.pipelines."""
+"""The pipelines (stream, direct, files, alerts): each works over the ports only."""

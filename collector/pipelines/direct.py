@@ -1,9 +1,8 @@
 """Direct mode: received spans go through decode -> attribute -> aggregate in this process,
 and the aggregates are written to the store every ``flush_interval`` seconds.
 
-The path is the one files and Kafka use (:class:`collector.codec.otlp.OtlpDecoder`,
-:class:`attribution.attribute.Attributor`, :class:`attribution.aggregate.Aggregator`,
-:meth:`collector.exporters.clickhouse.store.ClickHouseStore.write_aggregates`)::
+The processing is the one files and Kafka use (:class:`collector.processing.batch.BatchProcessor`:
+its decoders in the receiver threads, its open batch in the worker thread)::
 
     receiver thread:  bytes --decode--> spans --(bounded queue)--> 200 / partial success
     worker thread:    queue --> attribute + aggregate --every flush_interval--> store
@@ -28,7 +27,7 @@ counted twice.  While the store fails, the worker keeps retrying (with backoff) 
 taking from the queue; the queue fills and the receivers answer 503 with ``Retry-After``.
 
 **Overload.**  The queue is bounded in spans (``queue_max_spans``).  A request that does
-not fit gets :class:`collector.receivers.http.BusyError` (HTTP 429 / gRPC RESOURCE_EXHAUSTED
+not fit gets :class:`collector.errors.BusyError` (HTTP 429 / gRPC RESOURCE_EXHAUSTED
 with RetryInfo); OTLP clients retry it after the advised delay.  A request larger than
 the whole queue is still accepted when the queue is empty, so no request is refused for ever.
 
@@ -50,19 +49,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from attribution.aggregate import AggregateRow, Aggregator, BatchStats
-from attribution.attribute import Attributor, Repository
-from attribution.deploys import DeployTimeline
+from attribution.aggregate import AggregateRow, BatchStats
 from attribution.model import DEFAULT_TIME_BOUNDS, DeployEvent, IncidentEvent, Span, TimeBounds
-from collector.codec.otlp import OtlpDecoder, rejection_message
+from attribution.repository import Repository
+from collector.codec.otlp import OtlpDecoder
+from collector.codec.results import rejection_message
 from collector.errors import BusyError, EventError, StoreError, StoreRejectedError, UnavailableError
-from collector.exporters.clickhouse.store import ClickHouseStore
-from collector.ports import Accepted, ModulesQuery
+from collector.ports import Accepted, DirectStore, ModulesQuery
+from collector.processing.backoff import Backoff
+from collector.processing.batch import BatchProcessor, ProcessorConfig
+from collector.processing.tokens import DirectFlush, dedup_token
 
 log = logging.getLogger("prodloop.direct")
 
 _SPANS = 0
 _DEPLOYS = 1
+_BACKOFF_INITIAL_S = 0.2
+_BACKOFF_MAX_S = 10.0
 
 
 @dataclass
@@ -97,7 +100,7 @@ class DirectPipeline:
 
     def __init__(
         self,
-        store: ClickHouseStore,
+        store: DirectStore,
         repositories: Sequence[Repository],
         *,
         window_ns: int = 60_000_000_000,
@@ -117,14 +120,16 @@ class DirectPipeline:
         self.retry_after_s = retry_after_s
         self._clock = clock
         self._store_lock = threading.Lock()
-        timeline = DeployTimeline(self._locked(store.load_deploys) if load_deploys else ())
-        self.attributor = Attributor(list(repositories), timeline)
-        self.aggregator = Aggregator(
-            self.attributor, window_ns=window_ns, max_groups_per_window=max_groups_per_window
+        self.processor = BatchProcessor(
+            ProcessorConfig(
+                window_ns=window_ns,
+                max_groups_per_window=max_groups_per_window,
+                sample_rate_attribute=sample_rate_attribute,
+                time_bounds=time_bounds,
+            ),
+            repositories,
+            self._locked(store.load_deploys) if load_deploys else (),
         )
-        self._wanted = self.attributor.wanted_attributes
-        self._sample_rate_attribute = sample_rate_attribute or None
-        self._time_bounds = time_bounds
         self._local = threading.local()
         self.stats = DirectStats()
         self._run_id = uuid.uuid4().hex[:16]
@@ -144,11 +149,7 @@ class DirectPipeline:
     def _decoder(self) -> OtlpDecoder:
         d: OtlpDecoder | None = getattr(self._local, "decoder", None)
         if d is None:  # one per receiver thread: the decoder's caches are not shared
-            d = self._local.decoder = OtlpDecoder(
-                wanted_attributes=self._wanted,
-                sample_rate_attribute=self._sample_rate_attribute,
-                time_bounds=self._time_bounds,
-            )
+            d = self._local.decoder = self.processor.new_decoder()
         return d
 
     @property
@@ -262,7 +263,6 @@ class DirectPipeline:
     # -- worker ------------------------------------------------------------------------
 
     def _run(self) -> None:
-        st = BatchStats()
         next_flush = time.monotonic() + self.flush_interval_s
         while True:
             with self._cond:
@@ -281,17 +281,17 @@ class DirectPipeline:
             for kind, payload, n in items:
                 if kind == _SPANS:
                     spans: list[Span] = payload
-                    self.aggregator.add(spans, st)
+                    self.processor.add(spans)
                     taken += n
                 else:
-                    self.attributor.timeline.add_all(payload)
+                    self.processor.add_deploys(payload)
             if taken:
                 with self._cond:
                     self._queued_spans -= taken
             if closing or waiters or time.monotonic() >= next_flush:
+                rows, st = self.processor.drain()
                 self._account(st)
-                st = BatchStats()
-                ok = self._flush(final=closing, cut_at=cut_at)
+                ok = self._flush(rows, final=closing, cut_at=cut_at)
                 next_flush = time.monotonic() + self.flush_interval_s
                 if ok:
                     for w in waiters:
@@ -311,16 +311,15 @@ class DirectPipeline:
         s.overflow_spans += st.overflow
         s.unattributed_by_reason.update(st.unattributed_by_reason)
 
-    def _flush(self, *, final: bool, cut_at: int) -> bool:
-        """Write what the aggregator holds (everything accepted up to ``cut_at``), retrying;
+    def _flush(self, rows: list[AggregateRow], *, final: bool, cut_at: int) -> bool:
+        """Write the drained batch (everything accepted up to ``cut_at``), retrying;
         False if a stop's grace period ran out first."""
-        rows: list[AggregateRow] = self.aggregator.drain()
         if not rows:
             self.stats.last_flush_unix_nano = cut_at
             return True
         self._seq += 1
-        token = f"prodloop-direct-{self._run_id}-{self._seq}"
-        backoff = 0.2
+        token = dedup_token(DirectFlush(self._run_id, self._seq))
+        backoff = Backoff(_BACKOFF_INITIAL_S, _BACKOFF_MAX_S)
         refused: list[tuple[AggregateRow, str]] = []
         while True:
             refused.clear()
@@ -337,7 +336,8 @@ class DirectPipeline:
                 self.stats.last_error = str(exc)
                 self._store_failing = True
                 deadline = getattr(self, "_close_deadline", None) if (final or self._closing) else None
-                if deadline is not None and time.monotonic() + backoff > deadline:
+                delay = backoff.next()
+                if deadline is not None and time.monotonic() + delay > deadline:
                     lost = sum(r.spans for r in rows)
                     self.stats.spans_lost_at_stop += lost
                     log.error(
@@ -348,13 +348,12 @@ class DirectPipeline:
                         exc,
                     )
                     return False
-                log.warning("direct mode: flush %s failed, retrying in %.1fs: %s", token, backoff, exc)
+                log.warning("direct mode: flush %s failed, retrying in %.1fs: %s", token, delay, exc)
                 with self._cond:
                     if deadline is None:  # close() wakes this up, to retry within its grace period
-                        self._cond.wait_for(lambda: self._closing, timeout=backoff)
+                        self._cond.wait_for(lambda: self._closing, timeout=delay)
                     else:
-                        self._cond.wait(timeout=backoff)
-                backoff = min(backoff * 2, 10.0)
+                        self._cond.wait(timeout=delay)
                 continue
             for row, message in refused:
                 self.stats.rows_refused += 1

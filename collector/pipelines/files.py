@@ -10,20 +10,20 @@ no-op; re-attribute into a fresh store or database.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from attribution.aggregate import AggregateRow, Aggregator, BatchStats
-from attribution.attribute import Attributor, Repository
-from attribution.deploys import DeployTimeline
-from attribution.events import EventValidationError, parse_deploy_event
+from attribution.aggregate import AggregateRow
 from attribution.model import DeployEvent
-from collector.codec.otlp import OtlpDecoder, iter_json_lines, iter_length_prefixed, sniff_file_format
-from collector.errors import ConfigError, DecodeError
-from collector.exporters.clickhouse.store import ClickHouseStore
+from attribution.repository import Repository
+from collector.codec.events import decode_deploy_json
+from collector.codec.framing import iter_json_lines, iter_length_prefixed, sniff_file_format
+from collector.errors import ConfigError, DecodeError, EventError
+from collector.ports import IngestStore
+from collector.processing.batch import BatchProcessor, ProcessorConfig
+from collector.processing.tokens import FileContent, dedup_token
 
 MAX_MESSAGES_PER_REASON = 5
 
@@ -89,16 +89,10 @@ def read_deploy_file(path: Path, summary: IngestSummary) -> list[DeployEvent]:
                 continue
             where = f"{path}:{lineno}"
             try:
-                obj = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                events.append(decode_deploy_json(line))
+            except EventError as exc:
                 summary.deploys_rejected += 1
-                summary.note("invalid_event", f"{where}: not valid JSON: {exc}")
-                continue
-            try:
-                events.append(parse_deploy_event(obj))
-            except EventValidationError as exc:
-                summary.deploys_rejected += 1
-                summary.note("invalid_event", f"{where}: invalid deploy event: {exc}")
+                summary.note(exc.reason, f"{where}: invalid deploy event: {exc}")
                 continue
             summary.deploys_read += 1
     return events
@@ -113,28 +107,29 @@ def iter_records(path: Path) -> Iterator[tuple[str, str, bytes]]:
 
 
 class FileIngestor:
-    """Decode -> attribute -> aggregate, for files.  The store write is separate (``flush``)."""
+    """The batch processing of files: one batch per file; the store write is separate."""
 
     def __init__(
         self,
         repositories: list[Repository],
-        timeline: DeployTimeline,
+        deploys: Iterable[DeployEvent],
         *,
         window_ns: int,
         max_groups_per_window: int,
         sample_rate_attribute: str = "",
     ) -> None:
-        self.attributor = Attributor(repositories, timeline)
-        self.aggregator = Aggregator(
-            self.attributor, window_ns=window_ns, max_groups_per_window=max_groups_per_window
+        self.processor = BatchProcessor(
+            ProcessorConfig(
+                window_ns=window_ns,
+                max_groups_per_window=max_groups_per_window,
+                sample_rate_attribute=sample_rate_attribute,
+            ),
+            repositories,
+            deploys,
         )
-        self.decoder = OtlpDecoder(
-            wanted_attributes=self.attributor.wanted_attributes,
-            sample_rate_attribute=sample_rate_attribute or None,
-        )
+        self.decoder = self.processor.decoder
         self.window_ns = window_ns
         self.summary = IngestSummary()
-        self._stats = BatchStats()
 
     def add_payload(self, encoding: str, where: str, payload: bytes) -> None:
         s = self.summary
@@ -148,7 +143,7 @@ class FileIngestor:
         for rej in decoded.rejected:
             s.rejected_spans += 1
             s.note(rej.reason, rej.message)
-        self.aggregator.add(decoded.spans, self._stats)
+        self.processor.add(decoded.spans)
 
     def add_file(self, path: Path, progress: Callable[[int], None] | None = None) -> str:
         """Ingest one file; returns a digest of its content for the dedup token."""
@@ -169,25 +164,16 @@ class FileIngestor:
         return digest.hexdigest()
 
     def drain(self) -> list[AggregateRow]:
-        st = self._stats
+        rows, st = self.processor.drain()
         self.summary.spans_read += st.spans
         self.summary.spans_attributed += st.attributed
         self.summary.overflow_spans += st.overflow
         self.summary.unattributed_by_reason.update(st.unattributed_by_reason)
-        self._stats = BatchStats()
-        return self.aggregator.drain()
-
-
-def dedup_token(kind: str, content_digest: str, window_ns: int, extra: Iterable[str] = ()) -> str:
-    h = hashlib.sha256()
-    for part in (kind, content_digest, str(window_ns), *extra):
-        h.update(part.encode())
-        h.update(b"\0")
-    return f"prodloop-{kind}-{h.hexdigest()[:40]}"
+        return rows
 
 
 def ingest(
-    store: ClickHouseStore,
+    store: IngestStore,
     repositories: list[Repository],
     trace_files: list[Path],
     deploy_files: list[Path],
@@ -205,10 +191,9 @@ def ingest(
         new_events.extend(read_deploy_file(p, summary_deploys))
     if new_events:
         store.write_deploys(new_events, now_unix_nano)
-    timeline = DeployTimeline(store.load_deploys())
     ing = FileIngestor(
         repositories,
-        timeline,
+        store.load_deploys(),
         window_ns=window_ns,
         max_groups_per_window=max_groups_per_window,
         sample_rate_attribute=sample_rate_attribute,
@@ -229,6 +214,6 @@ def ingest(
             )
 
         s.rows_written += store.write_aggregates(
-            rows, window_ns, dedup_token=dedup_token("file", digest, window_ns), on_refused=refused
+            rows, window_ns, dedup_token=dedup_token(FileContent(digest, window_ns)), on_refused=refused
         )
     return s

@@ -2,7 +2,7 @@
 
 A batch is tagged with the deploys loaded without Kafka provenance ("static") and with every
 deploy from the topic whose record time is at most the batch's bound and whose offset the
-deploys reader had passed when the batch was cut (``positions``); see collector/pipelines/stream.py.
+deploys reader had passed when the batch was cut (``positions``); see collector/pipelines/events.py.
 
 The consumer process and every worker keep the same :class:`DeployLog`: each change is sent
 to every worker ahead of any batch cut after it, on the same ordered pipe.  A batch then

@@ -16,8 +16,10 @@ the results are the same (and so are the insert-deduplication tokens on a replay
 the restart exactly-once).  A worker whose consumer process dies sees the end of its job pipe
 and exits: no orphans after a ``kill -9``.
 
-:class:`InlineWorkers` runs the same :class:`BatchProcessor` in the calling process
-(``stream.workers: 0``), with the same interface.
+:class:`InlineWorkers` runs the same processing
+(:class:`collector.processing.partitions.PartitionProcessor` over the one
+:class:`collector.processing.batch.BatchProcessor`) in the calling process (``stream.workers: 0``),
+with the same interface.
 """
 
 from __future__ import annotations
@@ -32,208 +34,25 @@ import subprocess
 import sys
 import threading
 import traceback
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from attribution.aggregate import AggregateRow, Aggregator, BatchStats
-from attribution.attribute import Attributor, Repository
-from attribution.deploys import DeployTimeline
-from attribution.model import DEFAULT_TIME_BOUNDS, DeployEvent, TimeBounds
-from collector.codec.otlp import OtlpDecoder, rejection_message
-from collector.errors import DecodeError, WorkerError
-from collector.processing.deploy_sets import DeployLog, Selection, TopicDeploy
+from attribution.model import DeployEvent
+from attribution.repository import Repository
+from collector.errors import WorkerDied
+from collector.processing.batch import BatchOutcome, ProcessorConfig, RawRecord
+from collector.processing.deploy_sets import Selection, TopicDeploy
+from collector.processing.partitions import PartitionProcessor
 from collector.processing.runtime import tune_gc
-
-# (offset, timestamp ms, value) of one Kafka record; a timestamp < 0 means none
-RawRecord = tuple[int, int, bytes]
-
-
-@dataclass(frozen=True)
-class ProcessorConfig:
-    encoding: str = "otlp_proto"  # otlp_proto | otlp_json | auto
-    dedup_horizon: int = 1000
-    window_ns: int = 60_000_000_000
-    max_groups_per_window: int = 10_000
-    sample_rate_attribute: str = ""
-    time_bounds: TimeBounds = DEFAULT_TIME_BOUNDS
-
-
-@dataclass
-class BatchOutcome:
-    """What one batch of records aggregates to, and what went wrong on the way."""
-
-    rows: list[AggregateRow]
-    stats: BatchStats
-    spans_in: int = 0
-    duplicates: int = 0
-    errors: list[tuple[int, str, str]] = field(default_factory=list)  # offset, reason, message
-    partial: list[tuple[int, str, str]] = field(
-        default_factory=list
-    )  # the same, records with some spans rejected
-    rejected: dict[str, int] = field(default_factory=dict)  # invalid spans by reason
-    detected: dict[str, int] = field(default_factory=dict)  # encoding auto-detections
-
-
-class DedupWindow:
-    """Which spans of a partition repeat one seen within ``horizon`` offsets before.
-
-    Keys are trace id + span id, compared exactly: ids are not always random (test
-    generators, some SDKs), so a shorter hash could merge two real spans.
-    """
-
-    def __init__(self, horizon: int) -> None:
-        self.horizon = horizon
-        self._seen: dict[bytes, int] = {}
-        self._order: deque[tuple[int, list[bytes]]] = deque()
-
-    def _evict(self, offset: int) -> None:
-        floor = offset - self.horizon
-        order = self._order
-        seen = self._seen
-        while order and order[0][0] < floor:
-            off, keys = order.popleft()
-            for k in keys:
-                if seen.get(k) == off:
-                    del seen[k]
-
-    def observe(self, offset: int, keys: list[bytes]) -> list[bool]:
-        """Mark ``keys`` seen at ``offset``; True where a key was seen within the horizon."""
-        self._evict(offset)
-        seen = self._seen
-        out = [k in seen for k in keys]
-        for k in keys:
-            seen[k] = offset
-        self._order.append((offset, keys))
-        return out
-
-
-class BatchProcessor:
-    """Decode, deduplicate, attribute and aggregate batches of trace records, per partition."""
-
-    def __init__(self, cfg: ProcessorConfig, repositories: Sequence[Repository]) -> None:
-        self.cfg = cfg
-        self.repositories = list(repositories)
-        self.decoder = OtlpDecoder(
-            wanted_attributes=Attributor(self.repositories).wanted_attributes,
-            sample_rate_attribute=cfg.sample_rate_attribute or None,
-            time_bounds=cfg.time_bounds,
-        )
-        self.windows: dict[int, DedupWindow] = {}
-        self.deploys = DeployLog()
-        self._attributors: dict[Selection, Attributor] = {}  # of the log's current version
-
-    def reset(self, partition: int) -> None:
-        self.windows[partition] = DedupWindow(self.cfg.dedup_horizon)
-
-    def drop(self, partition: int) -> None:
-        self.windows.pop(partition, None)
-
-    def _window(self, partition: int) -> DedupWindow:
-        w = self.windows.get(partition)
-        if w is None:
-            w = self.windows[partition] = DedupWindow(self.cfg.dedup_horizon)
-        return w
-
-    def _decode(
-        self,
-        topic: str,
-        partition: int,
-        offset: int,
-        timestamp_ms: int,
-        value: bytes,
-        detected: dict[str, int],
-    ) -> Any:
-        enc = self.cfg.encoding
-        if enc == "auto":
-            head = value.lstrip()[:1]
-            enc = "otlp_json" if head in (b"{", b"[") else "otlp_proto"
-            detected[enc] = detected.get(enc, 0) + 1
-        # span times are judged against the record's timestamp: a pure function of the log
-        reference = timestamp_ms * 1_000_000 if timestamp_ms >= 0 else None
-        return self.decoder.decode(value, enc, f"{topic}[{partition}]@{offset}", reference)
-
-    def history(self, topic: str, partition: int, records: Sequence[RawRecord]) -> None:
-        """Feed records before the committed offset to the dedup window only."""
-        window = self._window(partition)
-        detected: dict[str, int] = {}
-        for offset, ts, value in records:
-            try:
-                spans = self._decode(topic, partition, offset, ts, value, detected).spans
-            except DecodeError:
-                continue
-            window.observe(offset, [s.trace_id + s.span_id for s in spans])
-
-    def add_deploys(self, static: Sequence[DeployEvent], topic: Sequence[TopicDeploy]) -> None:
-        if self.deploys.add(static, topic):
-            self._attributors.clear()
-
-    def attributor(self, selection: Selection) -> Attributor:
-        att = self._attributors.get(selection)
-        if att is None:
-            events = self.deploys.events(selection)
-            if len(self._attributors) >= 8:
-                self._attributors.pop(next(iter(self._attributors)))
-            att = Attributor(self.repositories, DeployTimeline(events))
-            self._attributors[selection] = att
-        return att
-
-    def process(
-        self,
-        topic: str,
-        partition: int,
-        records: Sequence[RawRecord],
-        selection: Selection,
-    ) -> BatchOutcome:
-        cfg = self.cfg
-        aggregator = Aggregator(
-            self.attributor(selection),
-            window_ns=cfg.window_ns,
-            max_groups_per_window=cfg.max_groups_per_window,
-        )
-        window = self._window(partition)
-        out = BatchOutcome(rows=[], stats=BatchStats())
-        for offset, ts, value in records:
-            try:
-                decoded = self._decode(topic, partition, offset, ts, value, out.detected)
-            except DecodeError as exc:
-                out.errors.append((offset, exc.reason, str(exc)))
-                window.observe(offset, [])
-                continue
-            if decoded.rejected:
-                for rej in decoded.rejected:
-                    out.rejected[rej.reason] = out.rejected.get(rej.reason, 0) + 1
-                kept = len(decoded.spans)
-                out.partial.append(
-                    (
-                        offset,
-                        decoded.rejected[0].reason,
-                        f"{rejection_message(decoded.rejected)}; the record's other {kept} span(s) were counted",
-                    )
-                )
-            spans = decoded.spans
-            out.spans_in += len(spans)
-            dup = window.observe(offset, [s.trace_id + s.span_id for s in spans])
-            if True in dup:
-                out.duplicates += sum(dup)
-                spans = [s for s, d in zip(spans, dup, strict=True) if not d]
-            aggregator.add(spans, out.stats)
-        out.rows = aggregator.drain()
-        return out
-
-
-class WorkerDied(WorkerError):
-    """A worker process died or failed: the replica stops (prodloop run exits 1)."""
 
 
 class InlineWorkers:
     """The batch work in this process: each job is done when submitted."""
 
     def __init__(self, cfg: ProcessorConfig, repositories: Sequence[Repository]) -> None:
-        self.processor = BatchProcessor(cfg, repositories)
+        self.processor = PartitionProcessor(cfg, repositories)
         self._done: list[tuple[int, BatchOutcome]] = []
         self._ticket = 0
 
@@ -274,7 +93,7 @@ def _worker_main(jobs: Connection, results: Connection) -> None:
     except (EOFError, OSError):
         return
     assert kind == "init", kind
-    processor = BatchProcessor(cfg, repositories)
+    processor = PartitionProcessor(cfg, repositories)
     tune_gc()
     while True:
         try:

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.e2e
 
 SERVICE = """\
 import logging, signal, sys, threading
-from collector.receivers.http import run_receivers_forever
+from collector.app.receivers import run_receivers_forever
 from collector.app.settings import load_settings
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)
 stop = threading.Event()

@@ -38,8 +38,8 @@ with warnings.catch_warnings():
     from kafka import KafkaAdminClient
 
 
-# importing collector.exporters.kafka.client applies its fix of kafka-python's socket leak on refused connections
-import collector.exporters.kafka.client  # noqa: E402, F401
+# importing collector.exporters.kafka.compat applies its fix of kafka-python's socket leak on refused connections
+import collector.exporters.kafka.compat  # noqa: E402, F401
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXTERNAL_BOOTSTRAP_ENV = "PRODLOOP_KAFKA_BOOTSTRAP"

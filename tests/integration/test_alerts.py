@@ -16,12 +16,18 @@ from ruamel.yaml import YAML
 
 from attribution.aggregate import AggregateRow
 from attribution.model import DeployEvent, IncidentEvent
-from attribution.rules import DeclaredModule, parse_rules
+from attribution.rules.inputs import DeclaredModule
+from attribution.rules.parse import parse_rules
 from attribution.sketch import bucket_of
+from collector.app.rules_file import load_rules
 from collector.errors import ConfigError
+from collector.exporters.clickhouse.alert_state import ClickHouseAlertState, Lease, TicketBook
 from collector.exporters.clickhouse.store import ClickHouseStore
-from collector.exporters.tickets.sinks import FileSink, GitHubSink, RetryPolicy, TicketDraft, TicketRef
-from collector.pipelines.alerts import AlertEngine, Lease, TicketBook, load_rules
+from collector.exporters.tickets.file import FileSink
+from collector.exporters.tickets.github import GitHubSink
+from collector.exporters.tickets.http import RetryPolicy
+from collector.pipelines.alerts import AlertEngine
+from collector.ports import TicketDraft, TicketRef
 from tests.conftest import run_prodloop
 from tests.integration.ticket_servers import FakeServer, GitHubApi, serve
 
@@ -118,7 +124,7 @@ class Crash(Exception):
 
 def engine(store: ClickHouseStore, sinks: list[Any], rules: str = RULES, **kw: Any) -> AlertEngine:
     return AlertEngine(
-        store,
+        ClickHouseAlertState(store),
         parse_rules(YAML(typ="safe").load(rules), "rules.yaml"),
         sinks,
         window_ns=MIN,

@@ -16,7 +16,8 @@ from attribution.aggregate import AggregateRow, merge_all, merge_rows
 from attribution.model import DeployEvent
 from attribution.sketch import bucket_of, exact_quantile, quantile
 from collector.errors import ConfigError, StoreLockedError
-from collector.exporters.clickhouse.store import ClickHouseStore, Migration, load_migrations
+from collector.exporters.clickhouse.migrations import Migration, load_migrations
+from collector.exporters.clickhouse.store import ClickHouseStore
 
 pytestmark = pytest.mark.integration
 

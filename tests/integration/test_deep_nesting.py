@@ -15,14 +15,16 @@ from pathlib import Path
 import pytest
 
 from collector.app.attribution_files import load_attribution
+from collector.app.receivers import Receivers, start_receivers
 from collector.app.settings import Settings
-from collector.codec.otlp import MAX_NESTING_DEPTH, OtlpDecoder
+from collector.codec.otlp import OtlpDecoder
+from collector.codec.results import MAX_NESTING_DEPTH
+from collector.codec.transcode import otlp_json_to_proto
 from collector.errors import DecodeError
 from collector.exporters.clickhouse.store import ClickHouseStore
-from collector.exporters.kafka.gateway import AckFuture, KafkaGateway, otlp_json_to_proto
+from collector.exporters.kafka.gateway import AckFuture, KafkaGateway
 from collector.pipelines.direct import DirectPipeline
 from collector.ports import ModulesQuery
-from collector.receivers.http import Receivers, start_receivers
 from tests.support.sdk_requests import Requests
 
 pytestmark = pytest.mark.integration

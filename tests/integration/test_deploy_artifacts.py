@@ -33,10 +33,12 @@ from attribution.aggregate import AggregateRow
 from attribution.model import DeployEvent
 from attribution.sketch import bucket_of, merge_bins, quantile
 from collector.app.attribution_files import load_attribution
+from collector.app.rules_file import load_rules
 from collector.app.settings import Settings, load_settings
 from collector.cli import commands as cli
-from collector.exporters.clickhouse.store import MIGRATIONS_DIR, ClickHouseStore, quantile_sql
-from collector.pipelines.alerts import load_rules
+from collector.exporters.clickhouse.aggregates import quantile_sql
+from collector.exporters.clickhouse.migrations import MIGRATIONS_DIR
+from collector.exporters.clickhouse.store import ClickHouseStore
 
 pytestmark = pytest.mark.integration
 
@@ -445,17 +447,21 @@ def test_dockerfile_installs_the_cli() -> None:
     assert re.search(r"^USER 10001", text, re.M)
     for copied in re.findall(r"^COPY (\S+) ", text, re.M):
         assert (REPO / copied).exists(), copied
-    # from a checkout, the migrations are the repository's own
-    assert Path(cli.__file__).resolve().parent.parent / "schemas" / "clickhouse" == MIGRATIONS_DIR
+    # from a checkout, the migrations are the repository's own (linked into the package)
+    assert MIGRATIONS_DIR.resolve() == REPO / "schemas" / "clickhouse"
 
 
-def test_the_wheel_carries_its_migrations_and_event_schemas(tmp_path: Path) -> None:
-    """`pip install prodloop` (the Docker image does it) must be able to `schema apply`."""
+def test_the_wheel_installs_away_from_the_checkout_and_runs(tmp_path: Path) -> None:
+    """The built wheel, installed elsewhere: every module imports from it, it carries its
+    migrations and event schemas (`schema apply` works, as in the Docker image), and
+    `prodloop demo` runs the whole loop there."""
     src = tmp_path / "src"  # build from a copy: no build/ left in the checkout, nothing stale in it
     src.mkdir()
     for name in ("pyproject.toml", "README.md", "attribution", "collector", "schemas"):
         if (REPO / name).is_dir():
-            shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(
+                REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"), symlinks=True
+            )
         else:
             shutil.copy2(REPO / name, src / name)
     subprocess.run(
@@ -477,26 +483,44 @@ def test_the_wheel_carries_its_migrations_and_event_schemas(tmp_path: Path) -> N
         assert sorted(p.name for p in (shipped / sub).iterdir()) == sorted(
             p.name for p in (REPO / "schemas" / sub).iterdir()
         ), sub
-    # run the installed package, away from the checkout: it applies the migrations it carries
+    assert not (site / "tests").exists()  # test code does not ship
+    modules = sorted(
+        ".".join(p.relative_to(site).with_suffix("").parts).removesuffix(".__init__")
+        for pkg in ("attribution", "collector")
+        for p in (site / pkg).rglob("*.py")
+        if p.name != "__main__.py"
+    )
+    in_checkout = sorted(
+        ".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+        for pkg in ("attribution", "collector")
+        for p in (REPO / pkg).rglob("*.py")
+        if p.name != "__main__.py"
+    )
+    assert modules == in_checkout  # the wheel carries every module (packages found automatically)
     env = {**os.environ, "PYTHONPATH": str(site)}
     env.pop("PRODLOOP_CONFIG", None)
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import collector.exporters.clickhouse.store as c, sys; print(c.MIGRATIONS_DIR); "
-            "from collector.cli.commands import main; sys.argv = ['prodloop', 'schema', 'apply', "
-            f"'--store', 'chdb://{tmp_path / 'store'}']; main()",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+        )
+
+    imported = run(
+        "-c",
+        "import importlib, sys\nfor name in sys.argv[1:]:\n    print(importlib.import_module(name).__file__)",
+        *modules,
     )
-    assert run.returncode == 0, run.stderr
-    assert run.stdout.splitlines()[0] == str(shipped / "clickhouse")
-    assert "0006_tickets" in run.stdout + run.stderr
+    assert imported.returncode == 0, imported.stderr
+    files = imported.stdout.splitlines()
+    assert len(files) == len(modules)
+    assert all(Path(f).is_relative_to(site) for f in files), [f for f in files if str(site) not in f]
+    # away from the checkout, it applies the migrations it carries
+    applied = run("-m", "collector.cli", "schema", "apply", "--store", f"chdb://{tmp_path / 'store'}")
+    assert applied.returncode == 0, applied.stderr
+    assert "0006_tickets" in applied.stdout + applied.stderr
+    demo = run("-m", "collector.cli", "demo", "--minutes", "3", "--store", f"chdb://{tmp_path / 'demo'}")
+    assert demo.returncode == 0, demo.stderr
+    assert "payments" in demo.stdout
 
 
 # -- Grafana dashboards, executed ---------------------------------------------------------------
@@ -697,7 +721,7 @@ def test_dashboards_are_well_formed() -> None:
 
 
 def test_dashboards_use_the_exact_quantile_sql() -> None:
-    """p50/p95/p99 over a time range: collector.exporters.clickhouse.store.quantile_sql over sumMap(latency_bins)."""
+    """p50/p95/p99 over a time range: collector.exporters.clickhouse.aggregates.quantile_sql over sumMap(latency_bins)."""
     overview = (REPO / "grafana/dashboards/modules-overview.json").read_text()
     for q in (0.5, 0.95, 0.99):
         assert (

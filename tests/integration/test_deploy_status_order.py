@@ -24,10 +24,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from attribution.model import DeployEvent
 from collector.app.attribution_files import load_attribution
+from collector.app.receivers import Receivers, start_receivers
 from collector.app.settings import Settings
-from collector.exporters.clickhouse.store import ClickHouseStore, load_migrations
+from collector.exporters.clickhouse.migrations import load_migrations
+from collector.exporters.clickhouse.store import ClickHouseStore
 from collector.pipelines.direct import DirectPipeline
-from collector.receivers.http import Receivers, start_receivers
 from tests.integration import receiver_app
 
 pytestmark = pytest.mark.integration

@@ -25,9 +25,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from collector.app.attribution_files import load_attribution
+from collector.app.receivers import Receivers, start_receivers
 from collector.app.settings import Settings
 from collector.exporters.clickhouse.store import ClickHouseStore
-from collector.receivers.http import Receivers, start_receivers
 from tests.integration import receiver_app
 
 if TYPE_CHECKING:
@@ -88,7 +88,8 @@ def _spans_at(r: Receivers, minute: int, n: int) -> None:
 def _pipeline(
     kafka_broker: KafkaBroker, topics: dict[str, str], store: ClickHouseStore, tmp: Path, group: str
 ) -> Any:
-    from collector.exporters.kafka.client import EventReader, KafkaOptions, TraceConsumer
+    from collector.exporters.kafka.consumer import EventReader, TraceConsumer
+    from collector.exporters.kafka.options import KafkaOptions
     from collector.pipelines.stream import StreamConfig, StreamPipeline
 
     modules, codeowners = receiver_app.write_config(tmp)

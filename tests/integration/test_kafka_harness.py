@@ -54,7 +54,7 @@ def _consumer(kafka_broker: KafkaBroker, **config: object) -> KafkaConsumer:
 
 
 def _subscribe(consumer: KafkaConsumer, topic: str) -> None:
-    """Join the group knowing the topic's partitions, as collector.exporters.kafka.client.TraceConsumer does: a
+    """Join the group knowing the topic's partitions, as collector.exporters.kafka.consumer.TraceConsumer does: a
     leader that joins without them assigns nothing until its next metadata refresh (5 min)."""
     assert consumer.partitions_for_topic(topic), f"no partitions known for {topic}"
     consumer.subscribe([topic])

@@ -25,11 +25,11 @@ from typing import Any
 
 import pytest
 
-from collector.app.service import OpsServer, Readiness
+from collector.app.ops import OpsServer, Readiness
 from collector.app.settings import load_settings
 from collector.errors import ConfigError
 from collector.processing.metrics import Metrics
-from collector.receivers.http import bearer_matches
+from collector.receivers.auth import bearer_matches
 from tests.support.certs import self_signed
 from tests.support.streaming import RunProcess, free_port
 
@@ -64,7 +64,7 @@ def _wait_for(check: Callable[[], bool], timeout: float, what: str, tail: Callab
 
 
 class _Broker:
-    """A stand-in for collector.exporters.kafka.client.BrokerProbe: the answer is set by the test."""
+    """A stand-in for collector.exporters.kafka.probe.BrokerProbe: the answer is set by the test."""
 
     def __init__(self) -> None:
         self.answer: str | None = None
@@ -362,7 +362,8 @@ def test_readyz_follows_the_broker_and_healthz_does_not(
 
 def test_an_unused_port_is_not_ready_in_a_probe() -> None:
     """The broker probe against a port nobody listens on names the server and the reason."""
-    from collector.exporters.kafka.client import BrokerProbe, KafkaOptions
+    from collector.exporters.kafka.options import KafkaOptions
+    from collector.exporters.kafka.probe import BrokerProbe
 
     nobody = f"127.0.0.1:{free_port()}"
     problem = BrokerProbe(KafkaOptions((nobody,))).probe()
@@ -393,7 +394,8 @@ def test_an_unused_port_is_not_ready_in_a_probe() -> None:
 
 @pytest.mark.kafka
 def test_the_broker_probe_gets_a_kafka_answer(kafka_broker: Any) -> None:
-    from collector.exporters.kafka.client import BrokerProbe, KafkaOptions
+    from collector.exporters.kafka.options import KafkaOptions
+    from collector.exporters.kafka.probe import BrokerProbe
 
     probe = BrokerProbe(KafkaOptions((kafka_broker.bootstrap,)))
     assert probe.probe() is None
@@ -410,7 +412,9 @@ def test_readyz_follows_the_store(kafka_broker: Any, new_topic: Callable[..., st
     the store is unhealthy until a write succeeds again; /healthz stays 200; nothing is lost."""
     from collector.app.attribution_files import load_attribution
     from collector.demo.shop import SAMPLE_RATE_ATTRIBUTE, demo_dir, generate
-    from collector.exporters.kafka.client import BrokerProbe, EventReader, KafkaOptions, TraceConsumer
+    from collector.exporters.kafka.consumer import EventReader, TraceConsumer
+    from collector.exporters.kafka.options import KafkaOptions
+    from collector.exporters.kafka.probe import BrokerProbe
     from collector.pipelines.stream import StreamConfig, StreamPipeline
     from tests.support.faults import FaultyStore
     from tests.support.streaming import produce, produce_deploys

@@ -26,15 +26,17 @@ from kafka import KafkaConsumer
 
 from attribution.aggregate import AggregateRow
 from collector.app.attribution_files import load_attribution
+from collector.app.receivers import Receivers, start_receivers
 from collector.app.settings import Settings
 from collector.codec.otlp import OtlpDecoder
 from collector.errors import StoreRejectedError
 from collector.exporters.clickhouse.store import ClickHouseStore
-from collector.exporters.kafka.client import DeadLetters, KafkaOptions, TraceConsumer
+from collector.exporters.kafka.consumer import TraceConsumer
+from collector.exporters.kafka.options import KafkaOptions
+from collector.exporters.kafka.producer import DeadLetters
 from collector.pipelines.direct import DirectPipeline
 from collector.pipelines.stream import StreamConfig, StreamPipeline
 from collector.ports import ModulesQuery
-from collector.receivers.http import Receivers, start_receivers
 from tests.support.sdk_requests import Requests
 from tests.support.streaming import produce
 

@@ -30,11 +30,12 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from collector.app.attribution_files import load_attribution
+from collector.app.receivers import Receivers, start_receivers
 from collector.app.settings import Settings
 from collector.exporters.clickhouse.store import ClickHouseStore
 from collector.pipelines.direct import DirectPipeline
 from collector.ports import ModulesQuery
-from collector.receivers.http import TRACE_SERVICE, Receivers, start_receivers
+from collector.receivers.grpc import TRACE_SERVICE
 from tests.integration import receiver_app
 from tests.support.certs import self_signed
 

@@ -25,10 +25,11 @@ from kafka import KafkaConsumer
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from collector.app.attribution_files import load_attribution
+from collector.app.receivers import Receivers, start_receivers
 from collector.app.settings import Settings
 from collector.exporters.clickhouse.store import ClickHouseStore
 from collector.pipelines.direct import DirectPipeline
-from collector.receivers.http import TRACE_SERVICE, Receivers, start_receivers
+from collector.receivers.grpc import TRACE_SERVICE
 from tests.integration import receiver_app
 from tests.integration.test_receiver_otlp import assert_rows_equal_truth
 
@@ -134,7 +135,8 @@ def test_gateway_produces_one_record_per_trace_and_consuming_equals_direct_mode(
     assert len({r.partition for r in records}) > 1
 
     # consume the topic with `prodloop run`'s own streaming pipeline (in process: one chDB engine)
-    from collector.exporters.kafka.client import KafkaOptions, TraceConsumer
+    from collector.exporters.kafka.consumer import TraceConsumer
+    from collector.exporters.kafka.options import KafkaOptions
     from collector.pipelines.stream import StreamConfig, StreamPipeline
 
     modules, codeowners = receiver_app.write_config(tmp_path)

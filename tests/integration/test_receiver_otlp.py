@@ -25,12 +25,13 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from attribution.sketch import exact_quantile
 from collector.app.attribution_files import load_attribution
+from collector.app.receivers import Receivers, start_receivers
 from collector.app.settings import Settings
 from collector.demo.shop import SAMPLE_RATE_ATTRIBUTE, demo_dir, generate
 from collector.exporters.clickhouse.store import ClickHouseStore
 from collector.pipelines.direct import DirectPipeline
 from collector.ports import ModulesQuery
-from collector.receivers.http import TRACE_SERVICE, Receivers, start_receivers
+from collector.receivers.grpc import TRACE_SERVICE
 from tests.integration import receiver_app
 
 pytestmark = pytest.mark.integration

@@ -1,5 +1,5 @@
 """The service's store shared by the pipeline's thread and the receivers' query threads
-(collector.app.service.SharedStore, StoreModulesQuery), on the real chDB engine."""
+(collector.app.shared_store.SharedStore, StoreModulesQuery), on the real chDB engine."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from collector.app.service import SharedStore, StoreModulesQuery
+from collector.app.shared_store import SharedStore, StoreModulesQuery
 from collector.errors import UnavailableError
 from collector.exporters.clickhouse.store import ClickHouseStore
 from collector.ports import ModulesQuery

@@ -18,7 +18,8 @@ import pytest
 
 from collector.app.attribution_files import load_attribution
 from collector.exporters.clickhouse.store import ClickHouseStore
-from collector.exporters.kafka.client import KafkaOptions, TraceConsumer
+from collector.exporters.kafka.consumer import TraceConsumer
+from collector.exporters.kafka.options import KafkaOptions
 from collector.pipelines.direct import DirectPipeline
 from collector.pipelines.stream import StreamConfig, StreamPipeline
 from collector.ports import ModulesQuery

@@ -409,7 +409,9 @@ def test_exporter_retries_are_not_counted_twice(setup: Setup, traffic: Traffic) 
 
 def _in_process_pipeline(setup: Setup, store: Any, **cfg: Any) -> Any:
     from collector.app.attribution_files import load_attribution
-    from collector.exporters.kafka.client import DeadLetters, EventReader, KafkaOptions, TraceConsumer
+    from collector.exporters.kafka.consumer import EventReader, TraceConsumer
+    from collector.exporters.kafka.options import KafkaOptions
+    from collector.exporters.kafka.producer import DeadLetters
     from collector.pipelines.stream import StreamConfig, StreamPipeline
 
     d = demo_dir()

@@ -9,21 +9,12 @@ from collections.abc import Iterator
 import pytest
 from pydantic import SecretStr
 
+from collector.codec.ticket_blocks import Bullets, Heading, Para, Table, Text
+from collector.codec.ticket_document import Doc, fingerprint_label, marker
 from collector.errors import TicketError
-from collector.exporters.tickets.sinks import (
-    Bullets,
-    Doc,
-    GitHubSink,
-    Heading,
-    Note,
-    Para,
-    RetryPolicy,
-    Table,
-    Text,
-    TicketDraft,
-    fingerprint_label,
-    marker,
-)
+from collector.exporters.tickets.github import GitHubSink
+from collector.exporters.tickets.http import RetryPolicy
+from collector.ports import Note, TicketDraft
 from tests.integration.ticket_servers import GITHUB_SPEC, FakeServer, Fault, GitHubApi, serve
 
 TOKEN = "ghp_test_token_never_logged"

@@ -12,22 +12,13 @@ from collections.abc import Iterator
 import pytest
 from pydantic import SecretStr
 
+from collector.codec.ticket_blocks import Bullets, Heading, Para, Table, Text
+from collector.codec.ticket_document import Doc, marker
 from collector.errors import TicketError
-from collector.exporters.tickets.sinks import (
-    SIGNATURE_HEADER,
-    Bullets,
-    Doc,
-    Heading,
-    JiraSink,
-    Note,
-    Para,
-    RetryPolicy,
-    Table,
-    Text,
-    TicketDraft,
-    WebhookSink,
-    marker,
-)
+from collector.exporters.tickets.http import RetryPolicy
+from collector.exporters.tickets.jira import JiraSink
+from collector.exporters.tickets.webhook import SIGNATURE_HEADER, WebhookSink
+from collector.ports import Note, TicketDraft
 from tests.integration.ticket_servers import FakeServer, Fault, JiraApi, WebhookReceiver, serve, validate_adf
 
 FP = "fedcba9876543210"

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from collector.errors import SinkError, StoreError
-from collector.exporters.kafka.client import Record
+from collector.ports import Record
 
 
 class FaultyStore:

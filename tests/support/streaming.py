@@ -23,7 +23,7 @@ with warnings.catch_warnings():
     from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
     from kafka.admin import NewTopic
 
-    import collector.exporters.kafka.client  # noqa: F401  (applies the kafka-python socket fix)
+    import collector.exporters.kafka.compat  # noqa: F401  (applies the kafka-python socket fix)
 
 REPO = Path(__file__).resolve().parents[2]
 

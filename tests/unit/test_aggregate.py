@@ -26,9 +26,10 @@ from attribution.aggregate import (
     merge_rows,
     weight_milli,
 )
-from attribution.attribute import Attributor, Repository
+from attribution.attribute import Attributor
 from attribution.model import Span
 from attribution.modules import ModuleConfig
+from attribution.repository import Repository
 from attribution.sketch import bucket_of
 from collector.codec.otlp import OtlpDecoder
 

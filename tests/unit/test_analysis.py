@@ -15,10 +15,11 @@ from opentelemetry.trace import StatusCode
 
 from attribution.aggregate import AggregateRow, Aggregator
 from attribution.analysis import ModuleImpact, deploy_impact
-from attribution.attribute import Attributor, Repository
+from attribution.attribute import Attributor
 from attribution.deploys import DeployTimeline
 from attribution.model import DeployEvent, Span
 from attribution.modules import ModuleConfig
+from attribution.repository import Repository
 
 if TYPE_CHECKING:
     from conftest import Otel

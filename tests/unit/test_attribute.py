@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from attribution.attribute import Attributor, GroupKey, Repository, normalize_repo_url
+from attribution.attribute import Attributor, GroupKey
 from attribution.codeowners import CodeOwners
 from attribution.deploys import DeployTimeline
 from attribution.model import Attribution, DeployEvent, Span, Unattributed
 from attribution.modules import ModuleConfig
+from attribution.repository import Repository, normalize_repo_url
 
 if TYPE_CHECKING:
     from conftest import Otel

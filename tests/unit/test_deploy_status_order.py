@@ -17,8 +17,10 @@ import pytest
 from attribution.deploys import DeployTimeline
 from attribution.events import EventValidationError, deploy_event_to_json, parse_deploy_event
 from attribution.model import DeployEvent
+from collector.errors import EventError
 from collector.processing.deploy_sets import DeployLog
-from collector.receivers.http import GithubDeliveries, bearer_matches, deploy_from_github
+from collector.receivers.auth import bearer_matches
+from collector.receivers.github import GithubDeliveries, deploy_from_github
 from tests.unit.test_events import DEPLOY, MIN_DEPLOY, _schema_fields
 
 T0 = 1_772_323_200 * 1_000_000_000  # 2026-03-01T00:00:00Z
@@ -180,7 +182,7 @@ def test_github_statuses_carry_their_own_time_and_id() -> None:
     assert old is not None and old.status_order < ev.status_order
     no_id = deploy_from_github(_github("success", None, "2026-03-01T00:01:00Z"))
     assert no_id is not None and no_id.status_order == (T0 + 60 * SECOND, 0)
-    with pytest.raises(EventValidationError, match="status_id"):
+    with pytest.raises(EventError, match="status_id"):
         deploy_from_github(_github("success", -5, "2026-03-01T00:01:00Z"))
 
 

@@ -10,11 +10,11 @@ import pytest
 from attribution.globs import (
     GlobDialect,
     GlobMatcher,
-    GlobSet,
     GlobSyntaxError,
     compile_glob,
     glob_covers,
 )
+from attribution.globset import GlobSet
 
 # (pattern, path, expected).  A trailing "/" on a path marks a directory.
 CASES: list[tuple[str, str, bool]] = [

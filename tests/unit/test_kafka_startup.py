@@ -1,4 +1,4 @@
-"""prodloop run's wait for a reachable broker at start (collector.exporters.kafka.client.wait_for_brokers)."""
+"""prodloop run's wait for a reachable broker at start (collector.exporters.kafka.probe.wait_for_brokers)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 import pytest
 
 from collector.errors import BrokerError, ConfigError
-from collector.exporters.kafka.client import wait_for_brokers
+from collector.exporters.kafka.probe import wait_for_brokers
 from tests.support.streaming import free_port  # a port nobody listens on
 
 

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from attribution.attribute import Attributor, Repository
+from attribution.attribute import Attributor
 from attribution.model import Attribution, Unattributed
 from attribution.modules import ROOT_MODULE, ModuleConfig, ModuleConfigError, ModuleMatcher
+from attribution.repository import Repository
 
 if TYPE_CHECKING:
     from conftest import Otel

@@ -22,7 +22,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
 from attribution.model import WANTED_ATTRIBUTES, Span
-from collector.codec.otlp import OtlpDecoder, iter_json_lines, iter_length_prefixed, sniff_file_format
+from collector.codec.framing import iter_json_lines, iter_length_prefixed, sniff_file_format
+from collector.codec.otlp import OtlpDecoder
 from collector.errors import DecodeError, PayloadError
 
 if TYPE_CHECKING:

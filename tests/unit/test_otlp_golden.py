@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 
 from attribution.model import WANTED_ATTRIBUTES, AttrValue, Span
-from collector.codec.otlp import Decoded, OtlpDecoder, iter_json_lines, iter_length_prefixed
+from collector.codec.framing import iter_json_lines, iter_length_prefixed
+from collector.codec.otlp import OtlpDecoder
+from collector.codec.results import Decoded
 
 GOLDEN = Path(__file__).resolve().parent.parent / "data" / "golden"
 EXPECTED: dict[str, Any] = json.loads((GOLDEN / "expected.json").read_text(encoding="utf-8"))

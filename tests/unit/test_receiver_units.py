@@ -19,17 +19,11 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, set_span_in_context
 
-from attribution.events import EventValidationError
-from collector.errors import DecodeError
-from collector.exporters.kafka.gateway import otlp_json_to_proto, split_by_trace
+from collector.codec.transcode import otlp_json_to_proto, split_by_trace
+from collector.errors import DecodeError, EventError
 from collector.ports import Accepted
-from collector.receivers.http import (
-    deploy_from_github,
-    export_response,
-    github_signature,
-    status_body,
-    verify_github_signature,
-)
+from collector.receivers.github import deploy_from_github, github_signature, verify_github_signature
+from collector.receivers.status import export_response, status_body
 
 
 class _Keep(SpanExporter):
@@ -158,9 +152,9 @@ def test_github_deployment_status_mapping() -> None:
     ev = deploy_from_github(_payload("error"))
     assert ev is not None and ev.status == "failed" and not ev.live
     assert deploy_from_github(_payload("queued")) is None
-    with pytest.raises(EventValidationError, match="commit_sha"):
+    with pytest.raises(EventError, match="commit_sha"):
         deploy_from_github(_payload(sha="main"))
-    with pytest.raises(EventValidationError, match="deployment"):
+    with pytest.raises(EventError, match="deployment"):
         deploy_from_github({"deployment_status": {"state": "success"}})
 
 

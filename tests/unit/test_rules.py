@@ -13,26 +13,13 @@ from ruamel.yaml import YAML
 
 from attribution.aggregate import AggregateRow
 from attribution.model import DeployEvent, IncidentEvent
-from attribution.rules import (
-    BREACH,
-    DAY,
-    HOUR,
-    MINUTE,
-    NO_DATA,
-    OK,
-    CostShare,
-    DeclaredModule,
-    EvaluationData,
-    FindingKey,
-    Regression,
-    RulesFileError,
-    Threshold,
-    evaluate_rule,
-    module_paths,
-    parse_duration,
-    parse_rules,
-    required_ranges,
-)
+from attribution.rules.errors import RulesFileError
+from attribution.rules.evaluate import evaluate_rule, module_paths, required_ranges
+from attribution.rules.findings import BREACH, NO_DATA, OK, FindingKey
+from attribution.rules.inputs import DeclaredModule, EvaluationData
+from attribution.rules.parse import parse_rules
+from attribution.rules.schema import CostShare, Regression, Threshold
+from attribution.rules.values import DAY, HOUR, MINUTE, parse_duration
 from attribution.sketch import bucket_of
 
 T0 = 1_767_225_600 * 1_000_000_000  # 2026-01-01T00:00:00Z

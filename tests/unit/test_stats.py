@@ -13,7 +13,7 @@ from itertools import product
 
 import pytest
 
-from attribution.rules import latency_test
+from attribution.rules.evaluators.regression import latency_test
 from attribution.sketch import bucket_of, quantile
 from attribution.stats import (
     fisher_exact_greater,

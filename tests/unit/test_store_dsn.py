@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from collector.errors import ConfigError, StoreError
-from collector.exporters.clickhouse import store as ch
+from collector.exporters.clickhouse import client as ch
 from collector.exporters.clickhouse.store import ClickHouseStore
 
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")

@@ -18,15 +18,10 @@ from attribution.attribute import Attributor
 from attribution.events import parse_deploy_event
 from collector.app.attribution_files import load_attribution
 from collector.demo.shop import SAMPLE_RATE_ATTRIBUTE, Traffic, demo_dir, generate
+from collector.errors import WorkerDied
+from collector.processing.batch import BatchOutcome, ProcessorConfig
 from collector.processing.deploy_sets import DeployLog
-from collector.processing.workers import (
-    BatchOutcome,
-    InlineWorkers,
-    ProcessorConfig,
-    ProcessWorkers,
-    WorkerDied,
-    resolve_workers,
-)
+from collector.processing.workers import InlineWorkers, ProcessWorkers, resolve_workers
 from tests.support.procs import running
 
 REPO = Path(__file__).resolve().parents[2]
@@ -177,7 +172,8 @@ _PARENT = """
 import sys, time
 from collector.app.attribution_files import load_attribution
 from collector.demo.shop import demo_dir
-from collector.processing.workers import ProcessorConfig, ProcessWorkers
+from collector.processing.batch import ProcessorConfig
+from collector.processing.workers import ProcessWorkers
 d = demo_dir()
 repos = load_attribution(codeowners=d / "CODEOWNERS", modules=d / "modules.yaml").repositories
 pool = ProcessWorkers(2, ProcessorConfig(), repos)
@@ -231,7 +227,7 @@ def test_kafka_python_checks_crcs_in_c() -> None:
 
     import crc32c
 
-    import collector.exporters.kafka.client  # noqa: F401  (imports kafka-python, minding its deprecation warnings)
+    import collector.exporters.kafka.compat  # noqa: F401  (imports kafka-python, minding its deprecation warnings)
 
     util = importlib.import_module("kafka.record.util")
 

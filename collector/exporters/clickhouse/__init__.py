@@ -1,1 +1,1 @@
-"""collector.exporters.clickhouse."""
+"""ClickHouse: the client, migrations, aggregates and read model, stream and alert state."""

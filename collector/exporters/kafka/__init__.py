@@ -1,1 +1,1 @@
-"""collector.exporters.kafka."""
+"""Kafka: the trace and event consumers, the producer, the gateway, kafka-python compatibility."""

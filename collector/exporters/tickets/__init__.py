@@ -1,1 +1,1 @@
-"""collector.exporters.tickets."""
+"""The ticket sinks (GitHub, Jira, webhook, file) and their shared HTTP client."""

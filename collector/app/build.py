@@ -1,0 +1,280 @@
+"""The one composition root: every store, pipeline config, sink and client built from :class:`Settings`.
+
+Defaults live in the settings (``collector/app/settings.py``); this module only maps settings
+onto the constructors of the exporters and pipelines, in one place.  The CLI, the service and
+the demo call it; nothing else restates a setting.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeAlias
+
+from attribution.repository import Repository
+from collector.app.attribution_files import LoadedAttribution, load_attribution_from
+from collector.app.rules_file import load_rules
+from collector.app.settings import Settings
+from collector.app.shared_store import SharedStore
+from collector.exporters.clickhouse.alert_state import ClickHouseAlertState
+from collector.exporters.clickhouse.client import default_dsn
+from collector.exporters.clickhouse.store import ClickHouseStore
+from collector.exporters.kafka.consumer import EventReader, TraceConsumer
+from collector.exporters.kafka.gateway import KafkaGateway
+from collector.exporters.kafka.options import KafkaOptions
+from collector.exporters.kafka.probe import BrokerProbe, wait_for_brokers
+from collector.exporters.kafka.producer import DeadLetters, KafkaProducerAdapter
+from collector.exporters.tickets.file import FileSink
+from collector.pipelines.alerts import AlertEngine, declared_modules
+from collector.pipelines.direct import DirectPipeline
+from collector.pipelines.files import IngestSummary, ingest
+from collector.pipelines.stream import StreamConfig, StreamPipeline
+from collector.processing.metrics import Metrics
+from collector.processing.workers import resolve_workers
+
+log = logging.getLogger("prodloop.build")
+
+_NS_PER_S = 1_000_000_000
+
+Store: TypeAlias = ClickHouseStore  # what open_store returns, for callers that may not import exporters
+
+
+# -- the store ---------------------------------------------------------------------------------
+
+
+def store_dsn(settings: Settings) -> str:
+    """``store.dsn``, or the embedded store under the working directory when unset."""
+    return settings.store.dsn or default_dsn()
+
+
+def store_password(settings: Settings) -> str | None:
+    """``store.password`` in clear, for the client only (never printed)."""
+    pw = settings.store.password
+    return pw.get_secret_value() if pw is not None else None
+
+
+def open_store(settings: Settings, *, migrate: bool = True) -> ClickHouseStore:
+    """The ClickHouse store of ``settings.store``, its migrations applied unless ``migrate`` is False."""
+    store = ClickHouseStore(store_dsn(settings), settings.store.database, password=store_password(settings))
+    if migrate:
+        try:
+            store.apply_migrations()
+        except BaseException:
+            store.close()
+            raise
+    return store
+
+
+# -- attribution -------------------------------------------------------------------------------
+
+
+def load_attribution(settings: Settings, *, log_problems: bool = False) -> LoadedAttribution:
+    """The repositories of ``settings.attribution``; load it once per process and pass it on.
+
+    ``log_problems``: log the CODEOWNERS and modules problems as warnings (the service; the CLI
+    prints them itself).
+    """
+    loaded = load_attribution_from(settings)
+    if log_problems:
+        for p in loaded.codeowners_problems:
+            log.warning("%s:%s: %s: %s", p.source, p.line, p.severity, p.message)
+        for m in loaded.module_problems:
+            log.warning("%s", m)
+    return loaded
+
+
+# -- Kafka -------------------------------------------------------------------------------------
+
+
+def kafka_options(settings: Settings, *, client_id: str = "prodloop") -> KafkaOptions:
+    """The Kafka clients' connection, security and group-membership options (``settings.kafka``)."""
+    k = settings.kafka
+    return KafkaOptions(
+        bootstrap_servers=tuple(k.bootstrap_servers),
+        security_protocol=k.security_protocol,
+        sasl_mechanism=k.sasl_mechanism,
+        sasl_username=k.sasl_username,
+        sasl_password=k.sasl_password.get_secret_value() if k.sasl_password else "",
+        ssl_cafile=str(k.ssl_cafile) if k.ssl_cafile else None,
+        ssl_certfile=str(k.ssl_certfile) if k.ssl_certfile else None,
+        ssl_keyfile=str(k.ssl_keyfile) if k.ssl_keyfile else None,
+        ssl_check_hostname=k.ssl_check_hostname,
+        client_id=client_id,
+        group_instance_id=k.group_instance_id,
+        leave_group_on_stop=k.leave_group_on_stop,
+        session_timeout_ms=k.session_timeout_ms,
+    )
+
+
+# -- the three ingest paths --------------------------------------------------------------------
+
+
+def stream_config(settings: Settings) -> StreamConfig:
+    """The stream pipeline's config (``kafka``, ``stream``, ``aggregation``, ``testing``)."""
+    k, s = settings.kafka, settings.stream
+    return StreamConfig(
+        group_id=k.group_id,
+        encoding=k.traces_encoding,
+        batch_records=s.batch_records,
+        linger_ms=s.linger_ms,
+        max_buffered_records=s.max_buffered_records,
+        max_buffered_bytes=s.max_buffered_bytes,
+        dedup_horizon=s.dedup_horizon,
+        deploy_skew_ms=s.deploy_skew_ms,
+        window_ns=settings.aggregation.window_seconds * _NS_PER_S,
+        max_groups_per_window=settings.aggregation.max_groups_per_window,
+        sample_rate_attribute=settings.attribution.sample_rate_attribute,
+        time_bounds=settings.time_bounds(),
+        write_chunk_rows=s.write_chunk_rows,
+        workers=resolve_workers(s.workers),
+        backoff_max_s=s.backoff_max_seconds,
+        grace_s=settings.service.grace_seconds,
+        crash_at=settings.testing.crash_at,
+        idempotent=not settings.testing.disable_idempotence,
+    )
+
+
+def wait_for_kafka(settings: Settings, stop: threading.Event) -> bool:
+    """Wait up to ``kafka.startup_timeout_seconds`` for a reachable broker; False when ``stop`` came first."""
+    k = settings.kafka
+    return wait_for_brokers(k.bootstrap_servers, stop, k.startup_timeout_seconds)
+
+
+@dataclass
+class StreamParts:
+    """The stream pipeline and the Kafka clients it holds; :meth:`close` closes them in order."""
+
+    pipeline: StreamPipeline
+    deploys: EventReader
+    incidents: EventReader
+    dead_letters: DeadLetters
+    broker: BrokerProbe  # started; the readiness check stops it
+
+    def close(self) -> None:
+        self.pipeline.close()
+        self.deploys.close()
+        self.incidents.close()
+        self.dead_letters.close()
+
+
+def stream_pipeline(
+    settings: Settings,
+    store: SharedStore,
+    repositories: list[Repository],
+    *,
+    metrics: Metrics,
+    stop: threading.Event,
+) -> StreamParts:
+    """The stream pipeline over the traces topic, with the deploys, incidents and dead-letter topics."""
+    options = kafka_options(settings)
+    k = settings.kafka
+    dead = DeadLetters(options, k.dead_letter_topic)
+    deploys = EventReader(options, k.deploys_topic)
+    incidents = EventReader(options, k.incidents_topic)
+
+    def consumer(
+        on_assigned: Callable[[list[int]], None], on_revoked: Callable[[list[int]], None]
+    ) -> TraceConsumer:
+        return TraceConsumer(
+            options, k.traces_topic, k.group_id, on_assigned=on_assigned, on_revoked=on_revoked
+        )
+
+    pipeline = StreamPipeline(
+        stream_config(settings),
+        consumer,
+        store,
+        repositories,
+        deploys=deploys,
+        incidents=incidents,
+        dead_letters=dead,
+        metrics=metrics,
+        stop=stop,
+    )
+    return StreamParts(pipeline, deploys, incidents, dead, BrokerProbe(options).start())
+
+
+def direct_pipeline(
+    settings: Settings, store: ClickHouseStore, repositories: Sequence[Repository]
+) -> DirectPipeline:
+    """The receivers' sink in direct mode: aggregate here, flush to ``store`` every interval."""
+    r = settings.receiver
+    return DirectPipeline(
+        store,
+        list(repositories),
+        window_ns=settings.aggregation.window_seconds * _NS_PER_S,
+        max_groups_per_window=settings.aggregation.max_groups_per_window,
+        sample_rate_attribute=settings.attribution.sample_rate_attribute,
+        flush_interval_s=r.flush_interval_seconds,
+        queue_max_spans=r.queue_max_spans,
+        retry_after_s=r.retry_after_seconds,
+        time_bounds=settings.time_bounds(),
+    )
+
+
+def kafka_gateway(settings: Settings) -> KafkaGateway:
+    """The receivers' sink in gateway mode: produce to the traces, deploys and incidents topics."""
+    r, k = settings.receiver, settings.kafka
+    producer = KafkaProducerAdapter(
+        kafka_options(settings, client_id="prodloop-gateway").client_config(),
+        max_request_size=r.max_request_bytes,
+        max_block_s=r.gateway_ack_timeout_seconds,
+    )
+    return KafkaGateway(
+        producer,
+        traces_topic=k.traces_topic,
+        deploys_topic=k.deploys_topic,
+        incidents_topic=k.incidents_topic,
+        max_inflight_bytes=r.gateway_max_inflight_bytes,
+        ack_timeout_s=r.gateway_ack_timeout_seconds,
+        retry_after_s=r.retry_after_seconds,
+    )
+
+
+def ingest_files(
+    settings: Settings,
+    store: ClickHouseStore,
+    repositories: list[Repository],
+    trace_files: list[Path],
+    deploy_files: list[Path],
+    *,
+    now_unix_nano: int,
+    progress: Callable[[int], None] | None = None,
+) -> IngestSummary:
+    """``prodloop ingest``: the file pipeline with ``aggregation`` and ``attribution`` settings."""
+    return ingest(
+        store,
+        repositories,
+        trace_files,
+        deploy_files,
+        now_unix_nano=now_unix_nano,
+        window_ns=settings.aggregation.window_seconds * _NS_PER_S,
+        max_groups_per_window=settings.aggregation.max_groups_per_window,
+        sample_rate_attribute=settings.attribution.sample_rate_attribute,
+        progress=progress,
+    )
+
+
+# -- alerts ------------------------------------------------------------------------------------
+
+
+def file_alert_engine(
+    store: ClickHouseStore,
+    rules_file: Path,
+    tickets_file: Path,
+    repositories: Sequence[Repository],
+    *,
+    dashboard_url: str = "",
+) -> tuple[AlertEngine, FileSink]:
+    """An alert engine without a lease whose only sink appends to ``tickets_file`` (the demo)."""
+    sink = FileSink(tickets_file)
+    engine = AlertEngine(
+        ClickHouseAlertState(store),
+        load_rules(rules_file),
+        [sink],
+        declared=declared_modules(repositories),
+        dashboard_url=dashboard_url,
+    )
+    return engine, sink

@@ -1,0 +1,334 @@
+"""The aggregates table: writing partial aggregates (chunks, tokens, bisection of refused rows)
+and the read model over it (per-module summaries with sketch quantiles, merged per-window rows).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from attribution.aggregate import AggregateRow
+from attribution.sketch import GAMMA
+from collector.errors import ConfigError, StoreRejectedError
+from collector.exporters.clickhouse.client import ClickHouseClient
+from collector.ports import JsonObject
+
+AGGREGATE_COLUMNS = (
+    "window_start",
+    "window_seconds",
+    "service",
+    "environment",
+    "repository",
+    "module",
+    "owners",
+    "commit_sha",
+    "deploy_id",
+    "unattributed_reason",
+    "spans",
+    "spans_adjusted_milli",
+    "errors",
+    "errors_adjusted_milli",
+    "duration_sum_ns",
+    "duration_adjusted_sum_ns",
+    "duration_min_ns",
+    "duration_max_ns",
+    "latency_bins",
+)
+
+
+def quantile_sql(bins: str, spans: str, dmin: str, dmax: str, q: float) -> str:
+    """SQL for the rank-based sketch quantile (ns), the same formula as attribution.sketch.
+
+    ``bins`` etc. are SQL expressions written by prodloop, never user input; ``q`` is a
+    float literal from code.
+    """
+    if not 0.0 <= q <= 1.0:
+        raise ValueError("q must be within [0, 1]")
+    qs = repr(float(q))
+    k = (
+        f"toInt64(mapKeys(mapSort({bins}))[arrayFirstIndex(c -> c >= greatest(1, toUInt64(ceil({qs} * {spans}))), "
+        f"arrayCumSum(mapValues(mapSort({bins}))))])"
+    )
+    g = "(1.01 / 0.99)"
+    return (
+        f"if({spans} = 0, nan, least(greatest(if({k} = 0, 0., 2. * pow({g}, {k} - 1) / ({g} + 1.)), "
+        f"toFloat64({dmin})), toFloat64({dmax})))"
+    )
+
+
+assert abs(GAMMA - 1.01 / 0.99) < 1e-15, "sketch gamma and the SQL literal must agree"
+
+
+class AggregateTables(ClickHouseClient):
+    """Writes and reads ``module_aggregates``."""
+
+    def _insert_isolating(
+        self, table: str, rows: list[list[Any]], columns: Sequence[str], token: str, first: int = 0
+    ) -> tuple[int, list[tuple[int, str]]]:
+        """Insert ``rows`` under the deduplication ``token``; if the store refuses them, bisect
+        (halves get ``token.0`` and ``token.1``) down to the rows it refuses alone.
+
+        Returns (rows written, [(index of a refused row, the store's message)]).  The split
+        depends only on the rows, so a replay makes the same inserts with the same tokens.
+        """
+        try:
+            self.insert(table, rows, columns, {"insert_deduplicate": 1, "insert_deduplication_token": token})
+        except StoreRejectedError as exc:
+            if len(rows) <= 1:
+                return 0, [(first, str(exc))]
+            mid = len(rows) // 2
+            a_written, a_refused = self._insert_isolating(table, rows[:mid], columns, f"{token}.0", first)
+            b_written, b_refused = self._insert_isolating(
+                table, rows[mid:], columns, f"{token}.1", first + mid
+            )
+            return a_written + b_written, a_refused + b_refused
+        return len(rows), []
+
+    def write_aggregates(
+        self,
+        rows: Sequence[AggregateRow],
+        window_ns: int,
+        *,
+        dedup_token: str,
+        chunk_rows: int = 0,
+        on_chunk: Callable[[int], None] | None = None,
+        on_refused: Callable[[AggregateRow, str], None] | None = None,
+    ) -> int:
+        """Insert partial aggregates.  Retrying with the same ``dedup_token`` is harmless.
+
+        With ``chunk_rows``, the rows (in their given, deterministic order) go in inserts of
+        at most that many rows, each with the token suffixed by its chunk number, so a write
+        interrupted between chunks is completed, not doubled, by a retry.
+
+        Rows the store refuses (:class:`StoreRejectedError`: retrying cannot help) are
+        isolated by bisection and handed to ``on_refused`` with the store's message; the
+        others are written.  Without ``on_refused``, a refusal raises once the rest is in.
+        Returns the number of rows written.
+        """
+        if window_ns % 1_000_000_000:
+            raise ConfigError("the aggregation window must be a whole number of seconds")
+        window_seconds = window_ns // 1_000_000_000
+        data = [
+            [
+                r.window_start_unix_nano // 1_000_000_000,
+                window_seconds,
+                r.service,
+                r.environment,
+                r.repository,
+                r.module,
+                list(r.owners),
+                r.commit_sha,
+                r.deploy_id,
+                r.unattributed_reason,
+                r.spans,
+                r.spans_adjusted_milli,
+                r.errors,
+                r.errors_adjusted_milli,
+                r.duration_sum_ns,
+                r.duration_adjusted_sum_ns,
+                r.duration_min_ns,
+                r.duration_max_ns,
+                r.latency_bins,
+            ]
+            for r in rows
+        ]
+        if not chunk_rows or len(data) <= chunk_rows:
+            chunks = [(dedup_token, 0)] if data else []
+            chunk_rows = len(data)
+        else:
+            chunks = [(f"{dedup_token}#{i // chunk_rows}", i) for i in range(0, len(data), chunk_rows)]
+        written = 0
+        refused: list[tuple[int, str]] = []
+        for n, (token, first) in enumerate(chunks):
+            w, r = self._insert_isolating(
+                "module_aggregates", data[first : first + chunk_rows], AGGREGATE_COLUMNS, token, first
+            )
+            written += w
+            refused += r
+            if on_chunk is not None:
+                on_chunk(n)
+        if not chunks and on_chunk is not None:
+            on_chunk(0)
+        if refused:
+            if on_refused is None:
+                raise StoreRejectedError(
+                    f"{len(refused)} of {len(data)} aggregate rows were refused (the rest is written); "
+                    f"first: {refused[0][1]}"
+                )
+            for i, message in refused:
+                on_refused(rows[i], message)
+        return written
+
+    def query_modules(
+        self,
+        *,
+        from_unix_nano: int | None = None,
+        to_unix_nano: int | None = None,
+        service: str | None = None,
+        environment: str | None = None,
+        attributed_only: bool = False,
+        group_by_deploy: bool = False,
+    ) -> list[JsonObject]:
+        """Per (service, environment, module, owners, commit_sha) over a time range.
+
+        The range selects windows whose start lies in ``[from, to)``.
+        """
+        where = ["1"]
+        params: dict[str, Any] = {}
+        if from_unix_nano is not None:
+            where.append("window_start >= toDateTime({from_s:Int64}, 'UTC')")
+            params["from_s"] = from_unix_nano // 1_000_000_000
+        if to_unix_nano is not None:
+            where.append("window_start < toDateTime({to_s:Int64}, 'UTC')")
+            params["to_s"] = -(-to_unix_nano // 1_000_000_000)
+        if service:
+            where.append("service = {service:String}")
+            params["service"] = service
+        if environment is not None:
+            where.append("environment = {environment:String}")
+            params["environment"] = environment
+        if attributed_only:
+            where.append("unattributed_reason = ''")
+        extra = ", deploy_id" if group_by_deploy else ""
+        sql = f"""
+            SELECT service, environment, module, owners, commit_sha{extra},
+                   spans, spans_adjusted, errors, errors_adjusted, duration_sum_ns, duration_adjusted_sum_ns,
+                   duration_min_ns, duration_max_ns,
+                   {quantile_sql("bins", "spans", "duration_min_ns", "duration_max_ns", 0.5)} AS p50_ns,
+                   {quantile_sql("bins", "spans", "duration_min_ns", "duration_max_ns", 0.95)} AS p95_ns,
+                   {quantile_sql("bins", "spans", "duration_min_ns", "duration_max_ns", 0.99)} AS p99_ns,
+                   reasons, first_ns, last_ns
+            FROM (
+                SELECT service, environment, module, owners, commit_sha{extra},
+                       sum(spans) AS spans,
+                       sum(spans_adjusted_milli) / 1000 AS spans_adjusted,
+                       sum(errors) AS errors,
+                       sum(errors_adjusted_milli) / 1000 AS errors_adjusted,
+                       sum(duration_sum_ns) AS duration_sum_ns,
+                       sum(duration_adjusted_sum_ns) AS duration_adjusted_sum_ns,
+                       min(duration_min_ns) AS duration_min_ns,
+                       max(duration_max_ns) AS duration_max_ns,
+                       sumMap(latency_bins) AS bins,
+                       groupUniqArrayIf(unattributed_reason, unattributed_reason != '') AS reasons,
+                       toInt64(toUnixTimestamp(min(window_start))) * 1000000000 AS first_ns,
+                       toInt64(toUnixTimestamp(max(window_start)) + any(window_seconds)) * 1000000000 AS last_ns
+                FROM module_aggregates
+                WHERE {" AND ".join(where)}
+                GROUP BY service, environment, module, owners, commit_sha{extra}
+            )
+            ORDER BY p95_ns DESC, service, environment, module, commit_sha
+        """
+        rows = self.query(sql, params)
+        out = []
+        for raw in rows:
+            r = list(raw)
+            deploy_id = r.pop(5) if group_by_deploy else None
+            (
+                svc,
+                env,
+                module,
+                owners,
+                commit,
+                spans,
+                spans_adj,
+                errors,
+                errors_adj,
+                dsum,
+                dsum_adj,
+                dmin,
+                dmax,
+                p50,
+                p95,
+                p99,
+                reasons,
+                first_ns,
+                last_ns,
+            ) = r
+            item: JsonObject = {
+                "service": svc,
+                "environment": env,
+                "module": module,
+                "owners": list(owners),
+                "commit_sha": commit,
+                "spans": int(spans),
+                "spans_adjusted": float(spans_adj),
+                "errors": int(errors),
+                "errors_adjusted": float(errors_adj),
+                "error_rate": float(errors_adj) / float(spans_adj) if spans_adj else 0.0,
+                "p50_ms": float(p50) / 1e6,
+                "p95_ms": float(p95) / 1e6,
+                "p99_ms": float(p99) / 1e6,
+                "duration_sum_ms": int(dsum) / 1e6,
+                "duration_adjusted_sum_ms": int(dsum_adj) / 1e6,
+                "duration_min_ms": int(dmin) / 1e6,
+                "duration_max_ms": int(dmax) / 1e6,
+                "unattributed_reasons": sorted(reasons),
+                "first_window_unix_nano": int(first_ns),
+                "last_window_end_unix_nano": int(last_ns),
+            }
+            if deploy_id is not None:
+                item["deploy_id"] = deploy_id
+            out.append(item)
+        return out
+
+    def load_rows(
+        self,
+        *,
+        service: str | None = None,
+        environment: str | None = None,
+        from_unix_nano: int | None = None,
+        to_unix_nano: int | None = None,
+    ) -> list[AggregateRow]:
+        """Merged per-window rows (partial rows of one key summed), for analysis."""
+        where = ["1"]
+        params: dict[str, Any] = {}
+        if service is not None:
+            where.append("service = {service:String}")
+            params["service"] = service
+        if environment is not None:
+            where.append("environment = {environment:String}")
+            params["environment"] = environment
+        if from_unix_nano is not None:
+            where.append("window_start >= toDateTime({from_s:Int64}, 'UTC')")
+            params["from_s"] = from_unix_nano // 1_000_000_000
+        if to_unix_nano is not None:
+            where.append("window_start < toDateTime({to_s:Int64}, 'UTC')")
+            params["to_s"] = -(-to_unix_nano // 1_000_000_000)
+        rows = self.query(
+            f"""
+            SELECT toInt64(toUnixTimestamp(window_start)), service, environment, repository, module, owners,
+                   commit_sha, deploy_id, unattributed_reason,
+                   sum(spans), sum(spans_adjusted_milli), sum(errors), sum(errors_adjusted_milli),
+                   sum(duration_sum_ns), sum(duration_adjusted_sum_ns), min(duration_min_ns), max(duration_max_ns),
+                   sumMap(latency_bins)
+            FROM module_aggregates
+            WHERE {" AND ".join(where)}
+            GROUP BY window_start, service, environment, repository, module, owners, commit_sha, deploy_id,
+                     unattributed_reason
+            ORDER BY window_start, service, environment, module, commit_sha, deploy_id
+            """,
+            params,
+        )
+        return [
+            AggregateRow(
+                int(r[0]) * 1_000_000_000,
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                tuple(r[5]),
+                r[6],
+                r[7],
+                r[8],
+                int(r[9]),
+                int(r[10]),
+                int(r[11]),
+                int(r[12]),
+                int(r[13]),
+                int(r[14]),
+                int(r[15]),
+                int(r[16]),
+                {int(k): int(v) for k, v in r[17].items()},
+            )
+            for r in rows
+        ]

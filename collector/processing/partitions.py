@@ -1,0 +1,64 @@
+"""A stream worker's state over its partitions: their dedup windows and the deploy log's attributors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from attribution.attribute import Attributor
+from attribution.deploys import DeployTimeline
+from attribution.model import DeployEvent
+from attribution.repository import Repository
+from collector.processing.batch import BatchOutcome, BatchProcessor, ProcessorConfig, RawRecord
+from collector.processing.dedup import DedupWindow
+from collector.processing.deploy_sets import DeployLog, Selection, TopicDeploy
+
+_ATTRIBUTORS_KEPT = 8
+
+
+class PartitionProcessor:
+    """The :class:`BatchProcessor` of one worker, with each partition's dedup window and the
+    attributors of the deploy selections its batches are tagged with."""
+
+    def __init__(self, cfg: ProcessorConfig, repositories: Sequence[Repository]) -> None:
+        self.cfg = cfg
+        self.batches = BatchProcessor(cfg, repositories)
+        self.windows: dict[int, DedupWindow] = {}
+        self.deploys = DeployLog()
+        self._attributors: dict[Selection, Attributor] = {}  # of the log's current version
+
+    def reset(self, partition: int) -> None:
+        self.windows[partition] = DedupWindow(self.cfg.dedup_horizon)
+
+    def drop(self, partition: int) -> None:
+        self.windows.pop(partition, None)
+
+    def _window(self, partition: int) -> DedupWindow:
+        w = self.windows.get(partition)
+        if w is None:
+            w = self.windows[partition] = DedupWindow(self.cfg.dedup_horizon)
+        return w
+
+    def history(self, topic: str, partition: int, records: Sequence[RawRecord]) -> None:
+        """Feed records before the committed offset to the dedup window only."""
+        self.batches.history(f"{topic}[{partition}]", records, self._window(partition))
+
+    def add_deploys(self, static: Sequence[DeployEvent], topic: Sequence[TopicDeploy]) -> None:
+        if self.deploys.add(static, topic):
+            self._attributors.clear()
+
+    def attributor(self, selection: Selection) -> Attributor:
+        att = self._attributors.get(selection)
+        if att is None:
+            events = self.deploys.events(selection)
+            if len(self._attributors) >= _ATTRIBUTORS_KEPT:
+                self._attributors.pop(next(iter(self._attributors)))
+            att = Attributor(self.batches.repositories, DeployTimeline(events))
+            self._attributors[selection] = att
+        return att
+
+    def process(
+        self, topic: str, partition: int, records: Sequence[RawRecord], selection: Selection
+    ) -> BatchOutcome:
+        return self.batches.process(
+            f"{topic}[{partition}]", records, self._window(partition), self.attributor(selection)
+        )
