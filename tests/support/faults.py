@@ -1,21 +1,17 @@
-"""In-memory fakes and fault injectors of prodloop's ports, for tests.
+"""Fault injection for tests.
 
-* :class:`FaultyStore` wraps a real :class:`collector.exporters.clickhouse.store.ClickHouseStore` and
-  injects failures into writes: plain errors, timeouts, and a timeout *after* the server
-  has in fact committed (the write landed, the client was told it failed).
-* :class:`MemoryDeadLetters` collects dead letters.
-* :class:`ManualClock` is a settable clock.
+:class:`FaultyStore` wraps a real :class:`collector.exporters.clickhouse.store.ClickHouseStore`
+and injects failures into writes: plain errors, timeouts, and a timeout *after* the server has
+in fact committed (the write landed, the client was told it failed).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
-from collector.errors import SinkError, StoreError
-from collector.ports import Record
+from collector.errors import SinkError
 
 
 class FaultyStore:
@@ -70,32 +66,3 @@ class FaultyStore:
             return result
 
         return wrapped
-
-
-class MemoryDeadLetters:
-    def __init__(self) -> None:
-        self.records: list[tuple[Record, str, str]] = []
-
-    def send(self, record: Record, reason: str, error: str) -> None:
-        self.records.append((record, reason, error))
-
-    def flush(self, timeout_s: float = 30) -> None:
-        return None
-
-
-class ManualClock:
-    def __init__(self, now_unix_nano: int) -> None:
-        self.now_unix_nano = now_unix_nano
-
-    def __call__(self) -> int:
-        return self.now_unix_nano
-
-    def advance(self, ns: int) -> None:
-        self.now_unix_nano += ns
-
-
-def raising(exc: type[StoreError] = StoreError) -> Callable[..., Any]:
-    def fn(*_: Any, **__: Any) -> Any:
-        raise exc("injected")
-
-    return fn
