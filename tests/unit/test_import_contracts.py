@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grimp
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,3 +81,40 @@ def test_a_forbidden_import_breaks_its_contract(
     assert any(contract in line for line in broken), result.stdout
     module = path.removesuffix(".py").replace("/", ".")
     assert module in result.stdout, result.stdout
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    """No import circle, counting every import: function-local and TYPE_CHECKING ones too."""
+    graph = grimp.build_graph("collector", "attribution", exclude_type_checking_imports=False, cache_dir=None)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    circles: list[list[str]] = []
+
+    def visit(v: str) -> None:  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.find_modules_directly_imported_by(v):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for module in sorted(graph.modules):
+        if module not in index:
+            visit(module)
+    assert len(graph.modules) > 100
+    assert circles == []
