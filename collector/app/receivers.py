@@ -261,7 +261,7 @@ def run_receivers_forever(
                     mode,
                     receivers.grpc_endpoint or "off",
                     receivers.http_url or "off",
-                    f", store {dsn}" if store is not None else "",
+                    f", store {store.display_dsn}" if store is not None else "",
                 )
                 if on_ready is not None:
                     on_ready(receivers)

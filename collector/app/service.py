@@ -149,7 +149,7 @@ def run_stream(settings: Settings, stop: threading.Event, metrics: Metrics, read
         k.traces_encoding,
         k.group_id,
         ",".join(k.bootstrap_servers),
-        store.dsn,
+        store.display_dsn,
         store.database,
     )
     alerts = AlertLoop(settings, shared, loaded.repositories)

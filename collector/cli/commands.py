@@ -76,7 +76,7 @@ def schema_apply(flags: SettingsFlags, ttl_days: int | None) -> None:
         for m in done:
             click.echo(f"applied {m.version:04d}_{m.name}")
         click.echo(
-            f"schema up to date ({len(store.applied_versions())} migrations) in {store.dsn} database {store.database}"
+            f"schema up to date ({len(store.applied_versions())} migrations) in {store.display_dsn} database {store.database}"
         )
     finally:
         store.close()

@@ -258,6 +258,30 @@ def test_a_server_error_is_a_store_error_after_reaching_the_configured_host(v4: 
     assert {r.authorization for r in v4.requests} == {_basic("prodloop", "p@ss")}
 
 
+def test_store_errors_name_the_store_without_its_password(v4: Listener) -> None:
+    v4.fail = True
+    dsn = f"http://prodloop:s3cret-pw@127.0.0.1:{v4.port}/prodloop"
+    with pytest.raises(StoreError) as failed:
+        ClickHouseStore(dsn, connect_timeout=2)
+    message = str(failed.value)
+    assert f"http://prodloop:***@127.0.0.1:{v4.port}/prodloop" in message
+    assert "s3cret" not in message
+
+
+@pytest.mark.parametrize(
+    ("dsn", "shown"),
+    [
+        ("http://u:pw@h:8123/db", "http://u:***@h:8123/db"),
+        ("https://u@h/db", "https://u@h/db"),
+        ("http://u:pw@h/db?secure=1", "http://u:***@h/db?secure=1"),
+        ("http://u:p%40ss@[::1]:8123/db", "http://u:***@[::1]:8123/db"),
+        ("chdb:///var/lib/prodloop", "chdb:///var/lib/prodloop"),
+    ],
+)
+def test_redact_dsn(dsn: str, shown: str) -> None:
+    assert ch.redact_dsn(dsn) == shown
+
+
 # -- the argument-building function ---------------------------------------------------------
 
 

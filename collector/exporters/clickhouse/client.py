@@ -79,7 +79,20 @@ def _held_by_another_process(directory: Path) -> bool:
         os.close(fd)
 
 
+def redact_dsn(dsn: str) -> str:
+    """``dsn`` as it may be shown: its password (``user:PASSWORD@host``) replaced by ``***``.
+
+    (A ``password`` query key is refused by :func:`http_client_args`.)"""
+    parts = urlsplit(dsn)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return dsn
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
 def _wrap(exc: Exception, what: str, dsn: str) -> StoreError:
+    dsn = redact_dsn(dsn)
     text = str(exc)
     parts = urlsplit(dsn)
     held = parts.scheme == "chdb" and "EmbeddedServer" in text and _held_by_another_process(Path(parts.path))
@@ -261,6 +274,11 @@ class ClickHouseClient:
         except Exception as exc:
             raise _wrap(exc, "opening the store", dsn) from exc
 
+    @property
+    def display_dsn(self) -> str:
+        """The DSN as logs and messages show it, without its password."""
+        return redact_dsn(self.dsn)
+
     def close(self) -> None:
         with contextlib.suppress(Exception):  # closing is best effort
             self.client.close()
@@ -295,7 +313,9 @@ class ClickHouseClient:
         except Exception as exc:
             if _refused(exc):
                 raise StoreRejectedError(f"{self.database}.{table} refused the rows: {exc}") from exc
-            raise SinkError(f"insert into {self.database}.{table} failed on {self.dsn}: {exc}") from exc
+            raise SinkError(
+                f"insert into {self.database}.{table} failed on {self.display_dsn}: {exc}"
+            ) from exc
 
     def insert_rows(
         self, table: str, rows: list[list[Any]], column_names: Sequence[str], *, token: str | None = None
