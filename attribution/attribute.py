@@ -4,6 +4,10 @@
 (with a reason); it never raises for bad data.  Results are cached per distinct code
 location, so the hot path is a couple of dict lookups per span.
 
+``Attributor.throw_site(resource, exc)`` attributes a recorded exception to the code that threw
+it: the innermost frame of its root cause inside the repository (see
+:mod:`attribution.stacktrace`), attributed like a span at that code location.
+
 ``Attributor.group_of(span)`` is the hot-path entry used by the aggregator: it returns a
 small int naming the span's full group (service, environment, repository, module, owners,
 commit, deploy, unattributed reason).  ``Attributor.group(i)`` turns it back into a
@@ -22,6 +26,7 @@ at the span's start when its commit is the span's commit, else "".
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,16 +43,21 @@ from attribution.model import (
     OVERFLOW_MODULE,
     RPC_METHOD,
     RPC_SERVICE,
+    TELEMETRY_SDK_LANGUAGE,
     UNATTRIBUTED_MODULE,
     Attribution,
+    ExceptionInfo,
     Resource,
     Span,
     Unattributed,
 )
 from attribution.modules import ModuleMatcher
 from attribution.repository import Repository, RepositoryIndex
+from attribution.stacktrace import Frame, ParsedStack, parse_stacktrace
+from attribution.stacktrace import throw_site as _throw_site
 
 _HEX_SHA = re.compile(r"^[0-9a-fA-F]{7,40}$")
+_DRIVE = re.compile(r"[A-Za-z]:[\\/]")
 _NO_DEPLOY: tuple[int, int, str, str] = (0, -1, "", "")
 
 
@@ -84,6 +94,7 @@ class Attributor:
         timeline: DeployTimeline | None = None,
         *,
         cache_limit: int = 200_000,
+        throw_cache_limit: int = 4096,
     ) -> None:
         if not repositories:
             repositories = [Repository(name="default")]
@@ -113,6 +124,9 @@ class Attributor:
         self._commit_slots: dict[tuple[str, str], int] = {}
         # per resource (service, environment, ...): (location slot, commit slot) -> group id
         self._gid_caches: dict[Resource, dict[int, int]] = {}
+        # (service, repository, language, digest of the stack trace) -> throw-site attribution
+        self._throw_cache: dict[tuple[str, str, str, bytes], Attribution | Unattributed] = {}
+        self._throw_cache_limit = throw_cache_limit
 
     def repository_for(self, resource: Resource) -> Repository | None:
         """The repository of ``resource`` (see :class:`~attribution.repository.RepositoryIndex`)."""
@@ -188,6 +202,67 @@ class Attributor:
         return Unattributed(
             "no_location", "span has no code.* attributes and no rule matches its name or route"
         ), False
+
+    # -- exceptions -----------------------------------------------------------------------
+
+    def throw_site(self, resource: Resource, exc: ExceptionInfo) -> Attribution | Unattributed:
+        """The module that threw ``exc``: its root cause's innermost frame in the repository,
+        attributed as a span at that frame's code location would be.
+
+        Reasons when none: ``no_stacktrace``, ``unparseable:<reason>`` (see
+        :data:`attribution.stacktrace.REASONS`), ``no_frame_in_root``, ``no_repository``.
+        Cached per (service, repository, language, stack trace); the cache is bounded.
+        """
+        text = exc.stacktrace
+        if not text.strip():
+            return Unattributed("no_stacktrace", f"{exc.type or 'the exception'} has no stack trace")
+        lang = resource.attributes.get(TELEMETRY_SDK_LANGUAGE)
+        language = lang if isinstance(lang, str) else ""
+        # a digest, not the text: traces are up to 64 KiB and the cache outlives the spans
+        digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        key = (resource.service, resource.repository, language, digest)
+        hit = self._throw_cache.get(key)
+        if hit is not None:
+            return hit
+        result = self._throw_site_uncached(resource, text, language)
+        if len(self._throw_cache) >= self._throw_cache_limit:
+            self._throw_cache.clear()
+        self._throw_cache[key] = result
+        return result
+
+    def _throw_site_uncached(self, res: Resource, text: str, language: str) -> Attribution | Unattributed:
+        repo = self.repository_for(res)
+        if repo is None:
+            return Unattributed("no_repository", f"service {res.service!r} is not listed in any repository")
+        parsed = parse_stacktrace(text, language)
+        if not isinstance(parsed, ParsedStack):
+            return Unattributed(f"unparseable:{parsed.reason}", "the stack trace could not be read")
+        matcher = self._matchers[repo.name]
+        by_path = parsed.runtime != "jvm"  # JVM frames name a file, not a path
+
+        def located(frame: Frame) -> tuple[str, str, str]:
+            """(file, namespace, function) to attribute the frame by."""
+            f = frame.file
+            # a drive-letter path can lie under no source root (they are POSIX paths)
+            usable = by_path and f and not _DRIVE.match(f) and matcher.normalize(f) is not None
+            file = f if usable else ""
+            q = frame.qualified
+            return file, (_namespace_of(q) if q else ""), q
+
+        def in_root(frame: Frame) -> bool:
+            file, ns, fn = located(frame)
+            return bool(file) or (
+                bool(fn) and matcher.match_other(res.service, ns, fn, "", "", "") is not None
+            )
+
+        site = _throw_site(parsed, in_root)
+        if site is None:
+            return Unattributed(
+                "no_frame_in_root",
+                f"no {parsed.runtime} frame of the root cause is inside repository {repo.name!r}",
+            )
+        file, ns, fn = located(site)
+        return self._attribute_uncached(res, file, ns, fn, "", "", "")[0]
 
     @staticmethod
     def _make(
@@ -459,3 +534,10 @@ class Attributor:
             codeowners_line=att.codeowners_line,
             codeowners_text=matched.text if matched else "",
         )
+
+
+def _namespace_of(qualified: str) -> str:
+    """The class or package part of a qualified name: ``a.b.C.m`` -> ``a.b.C``,
+    ``example.com/p.(*T).M`` -> ``example.com/p.(*T)``."""
+    cut = qualified.rfind(".")
+    return qualified[:cut] if cut > qualified.rfind("/") else qualified

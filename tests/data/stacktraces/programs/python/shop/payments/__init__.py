@@ -1,0 +1,1 @@
+"""Payments: a toy module that fails in known places."""
