@@ -24,18 +24,25 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from attribution.attribute import Attributor, GroupKey
-from attribution.model import STATUS_ERROR, Span
+from attribution.model import STATUS_ERROR, LogException, Span, Unattributed
 from attribution.sketch import INV_LOG_GAMMA as _INV_LOG_GAMMA
+from attribution.sketch import merge_bins
 
 DEFAULT_WINDOW_NS = 60 * 1_000_000_000
 
+NO_MIN = 2**64 - 1  # the min of no values: a row without self time carries it, so min() merges stay exact
+# shared empty defaults, typed read-only (rows are never changed in place; they must pickle)
+_NO_BINS: Mapping[int, int] = {}
+_NO_TYPES: Mapping[str, int] = {}
+
 # accumulator slots
-_SPANS, _ADJ, _ERR, _ERR_ADJ, _DSUM, _DSUM_ADJ, _DMIN, _DMAX, _BINS = range(9)
+_SPANS, _ADJ, _ERR, _ERR_ADJ, _DSUM, _DSUM_ADJ, _DMIN, _DMAX, _BINS, _CPU, _EXC = range(11)
+_NO_EXTRA = (0, 0, 0, 0, 0, 0)
 
 
 class AggregateRow(NamedTuple):
@@ -59,9 +66,34 @@ class AggregateRow(NamedTuple):
     duration_min_ns: int
     duration_max_ns: int
     latency_bins: dict[int, int]
+    # self time (attribution.selftime), from the trace buffer when the span's trace completes
+    self_spans: int = 0
+    self_spans_adjusted_milli: int = 0
+    self_time_sum_ns: int = 0
+    self_time_adjusted_sum_ns: int = 0
+    self_time_min_ns: int = NO_MIN
+    self_time_max_ns: int = 0
+    self_bins: Mapping[int, int] = _NO_BINS
+    own_errors: int = 0
+    own_errors_adjusted_milli: int = 0
+    cpu_time_sum_ns: int = 0
+    exception_events: int = 0  # exception events on this row's spans
+    exceptions: int = 0  # exceptions whose stack trace threw in this row's module
+    exception_types: Mapping[str, int] = _NO_TYPES
 
     def key(self) -> tuple[object, ...]:
         return self[:9]
+
+
+class NameRow(NamedTuple):
+    """Unattributed spans of one window, service, environment, reason and span name (coverage)."""
+
+    window_start_unix_nano: int
+    service: str
+    environment: str
+    unattributed_reason: str
+    span_name: str
+    spans: int
 
 
 def merge_rows(a: AggregateRow, b: AggregateRow) -> AggregateRow:
@@ -81,6 +113,19 @@ def merge_rows(a: AggregateRow, b: AggregateRow) -> AggregateRow:
         duration_min_ns=min(a.duration_min_ns, b.duration_min_ns),
         duration_max_ns=max(a.duration_max_ns, b.duration_max_ns),
         latency_bins=bins,
+        self_spans=a.self_spans + b.self_spans,
+        self_spans_adjusted_milli=a.self_spans_adjusted_milli + b.self_spans_adjusted_milli,
+        self_time_sum_ns=a.self_time_sum_ns + b.self_time_sum_ns,
+        self_time_adjusted_sum_ns=a.self_time_adjusted_sum_ns + b.self_time_adjusted_sum_ns,
+        self_time_min_ns=min(a.self_time_min_ns, b.self_time_min_ns),
+        self_time_max_ns=max(a.self_time_max_ns, b.self_time_max_ns),
+        self_bins=merge_bins(a.self_bins, b.self_bins),
+        own_errors=a.own_errors + b.own_errors,
+        own_errors_adjusted_milli=a.own_errors_adjusted_milli + b.own_errors_adjusted_milli,
+        cpu_time_sum_ns=a.cpu_time_sum_ns + b.cpu_time_sum_ns,
+        exception_events=a.exception_events + b.exception_events,
+        exceptions=a.exceptions + b.exceptions,
+        exception_types=merge_bins(a.exception_types, b.exception_types),
     )
 
 
@@ -99,6 +144,8 @@ class BatchStats:
     attributed: int = 0
     overflow: int = 0
     unattributed_by_reason: dict[str, int] = field(default_factory=dict)
+    log_exceptions: int = 0
+    exceptions_unattributed: dict[str, int] = field(default_factory=dict)  # by reason
 
 
 def weight_milli(p: float) -> int:
@@ -106,6 +153,88 @@ def weight_milli(p: float) -> int:
     if p >= 1.0 or not p > 0.0:
         return 1000
     return round(1000.0 / p)
+
+
+def bins_of(values: Sequence[int]) -> dict[int, int]:
+    """The sketch bins (bucket -> count) of ``values`` (ns)."""
+    inv = _INV_LOG_GAMMA
+    log = math.log
+    ceil = math.ceil
+    return dict(Counter([ceil(log(d) * inv) + 1 if d > 0 else 0 for d in values]))
+
+
+def _empty_row(w: int, k: GroupKey) -> AggregateRow:
+    """A row of key ``(w, k)`` with no spans, to carry self time or thrown exceptions."""
+    return AggregateRow(w, *k, 0, 0, 0, 0, 0, 0, NO_MIN, 0, {})
+
+
+def merge_sorted(*parts: Iterable[AggregateRow]) -> list[AggregateRow]:
+    """Merge rows of equal keys, in key order (the deterministic order writes rely on)."""
+    merged = merge_all(r for part in parts for r in part)
+    return [merged[k] for k in sorted(merged)]
+
+
+class SelfTimes:
+    """Accumulates completed spans' self times and own errors per (window, group index); the
+    trace buffer owns one, and ``rows`` turns its indices back into groups."""
+
+    def __init__(self, window_ns: int) -> None:
+        self.window_ns = window_ns
+        # (window, group index) -> [self times, adj delta, adj sum delta, own errors, own errors adj]
+        self._acc: dict[tuple[int, int], list[Any]] = {}
+
+    def __len__(self) -> int:
+        return len(self._acc)
+
+    def add_trace(
+        self,
+        group_flags: Sequence[int],
+        starts: Sequence[int],
+        selfs: Sequence[int],
+        weights: Sequence[int],
+        own: Sequence[bool] | None,
+    ) -> None:
+        """One completed trace's spans: ``group_flags`` is each span's group index * 2 (+1 for an
+        error, ignored here), ``own`` its own-error flags (``None``: no errors)."""
+        acc = self._acc
+        wns = self.window_ns
+        for i, gf in enumerate(group_flags):
+            start = starts[i]
+            key = (start - start % wns, gf >> 1)
+            a = acc.get(key)
+            if a is None:
+                a = acc[key] = [[], 0, 0, 0, 0]
+            v = selfs[i]
+            a[0].append(v)
+            w = weights[i]
+            if w != 1000:
+                a[1] += w - 1000
+                a[2] += v * w // 1000 - v
+            if own is not None and own[i]:
+                a[3] += 1
+                a[4] += w
+
+    def rows(self, groups: Sequence[GroupKey]) -> list[AggregateRow]:
+        """Drain: one row per (window, group) with only the self-time columns set."""
+        out = []
+        for (w, gidx), (vals, adj, sum_adj, own, own_adj) in self._acc.items():
+            n = len(vals)
+            total = sum(vals)
+            out.append(
+                _empty_row(w, groups[gidx])._replace(
+                    self_spans=n,
+                    self_spans_adjusted_milli=1000 * n + adj,
+                    self_time_sum_ns=total,
+                    self_time_adjusted_sum_ns=total + sum_adj,
+                    self_time_min_ns=min(vals),
+                    self_time_max_ns=max(vals),
+                    self_bins=bins_of(vals),
+                    own_errors=own,
+                    own_errors_adjusted_milli=own_adj,
+                )
+            )
+        self._acc.clear()
+        return out
 
 
 class Aggregator:
@@ -116,8 +245,17 @@ class Aggregator:
 
     The hot path appends each span's duration to its (window, group) list; counts, sums,
     min/max and sketch bins are computed in bulk when lists are folded (every
-    ``fold_every`` spans, and on drain).  Errors and sampled spans, which are rarer, are
-    accounted for as they come.
+    ``fold_every`` spans, and on drain).  Errors, sampled spans, spans with CPU time or
+    exceptions, which are rarer, are accounted for as they come.  After ``add``,
+    :attr:`last_gids` holds each span's group id (after the cardinality cap), for the trace
+    buffer.
+
+    Exceptions: each recorded exception counts on its span's row (``exception_events``) and,
+    when its stack trace leads to a module, on that module's row (``exceptions``, at most
+    ``max_exception_types`` types per row, the rest as ``(other)``); ones that lead nowhere
+    are counted by reason in :attr:`BatchStats.exceptions_unattributed`.  Unattributed spans
+    are also counted by name (:class:`NameRow`, at most ``max_names_per_window`` names per
+    window and service, the rest as ``(other)``).
     """
 
     def __init__(
@@ -128,6 +266,10 @@ class Aggregator:
         max_groups_per_window: int = 10_000,
         allowed_lateness_ns: int = 0,
         fold_every: int = 200_000,
+        cpu_time_attribute: str = "",
+        cpu_time_unit_ns: int = 1_000_000_000,
+        max_exception_types: int = 10,
+        max_names_per_window: int = 100,
     ) -> None:
         if window_ns <= 0:
             raise ValueError("window_ns must be positive")
@@ -136,16 +278,26 @@ class Aggregator:
         self.max_groups_per_window = max_groups_per_window
         self.allowed_lateness_ns = allowed_lateness_ns
         self.fold_every = fold_every
+        self.cpu_time_attribute = cpu_time_attribute
+        self.cpu_time_unit_ns = cpu_time_unit_ns
+        self.max_exception_types = max_exception_types
+        self.max_names_per_window = max_names_per_window
         # window -> gid -> pending durations (ns)
         self._pending: dict[int, dict[int, list[int]]] = {}
-        # window -> gid -> [errors, adj_delta, err_adj_delta, dsum_adj_delta] for errors / sampled spans
+        # window -> gid -> [errors, adj_delta, err_adj_delta, dsum_adj_delta, cpu_ns, exception events]
         self._extra: dict[int, dict[int, list[int]]] = {}
         # window -> gid -> folded accumulator
         self._folded: dict[int, dict[int, list[object]]] = {}
         # window -> the groups it holds (pending or folded), for the cardinality cap
         self._known: dict[int, set[int]] = {}
+        # (window, throwing code's group) -> exception types -> count
+        self._thrown: dict[tuple[int, GroupKey], Counter[str]] = {}
+        # (window, service, environment, reason) -> span name -> count
+        self._names: dict[tuple[int, str, str, str], Counter[str]] = {}
         self._pending_count = 0
         self.overflowed_spans = 0
+        self.last_gids: list[int] = []
+        self._stats = BatchStats()  # of the add in progress
 
     def __len__(self) -> int:
         keys: set[tuple[int, int]] = set()
@@ -155,15 +307,16 @@ class Aggregator:
         return len(keys)
 
     def add(self, spans: Sequence[Span], stats: BatchStats | None = None) -> BatchStats:
-        st = stats if stats is not None else BatchStats()
+        st = self._stats = stats if stats is not None else BatchStats()
         attributor = self.attributor
         gids = attributor.group_ids(spans)
         window_ns = self.window_ns
         cap = self.max_groups_per_window
         pending = self._pending
+        cpu_attr = self.cpu_time_attribute
         last_w = -1
         win: dict[int, list[int]] = {}
-        for span, gid in zip(spans, gids, strict=True):
+        for i, (span, gid) in enumerate(zip(spans, gids, strict=True)):
             start = span.start_unix_nano
             w = start - start % window_ns
             if w != last_w:
@@ -178,7 +331,7 @@ class Aggregator:
                 if known is None:
                     known = self._known[w] = set()
                 if gid not in known and len(known) >= cap:
-                    gid = attributor.overflow_group(attributor.group(gid))
+                    gid = gids[i] = attributor.overflow_group(attributor.group(gid))
                     st.overflow += 1
                     self.overflowed_spans += 1
                     durations = win.get(gid)
@@ -187,20 +340,47 @@ class Aggregator:
                     known.add(gid)
             d = span.end_unix_nano - start
             durations.append(d)
-            if span.status_code == STATUS_ERROR or span.sample_probability != 1.0:
+            if (
+                span.status_code == STATUS_ERROR
+                or span.sample_probability != 1.0
+                or span.exceptions
+                or (cpu_attr and cpu_attr in span.attributes)
+            ):
                 self._account_extra(w, gid, d, span)
         n = len(spans)
         st.spans += n
+        unattributed: set[int] = set()
         for gid, count in Counter(gids).items():
             if attributor.is_attributed(gid):
                 st.attributed += count
             else:
                 reason = attributor.group(gid).unattributed_reason
                 st.unattributed_by_reason[reason] = st.unattributed_by_reason.get(reason, 0) + count
+                unattributed.add(gid)
+        if unattributed:
+            self._count_names(spans, gids, unattributed)
         self._pending_count += n
+        self.last_gids = gids
         if self._pending_count >= self.fold_every:
             self.fold()
         return st
+
+    def _count_names(self, spans: Sequence[Span], gids: Sequence[int], unattributed: set[int]) -> None:
+        group = self.attributor.group
+        window_ns = self.window_ns
+        for span, g in zip(spans, gids, strict=True):
+            if g not in unattributed:
+                continue
+            k = group(g)
+            start = span.start_unix_nano
+            key = (start - start % window_ns, k.service, k.environment, k.unattributed_reason)
+            names = self._names.get(key)
+            if names is None:
+                names = self._names[key] = Counter()
+            name = span.name
+            if name not in names and len(names) >= self.max_names_per_window:
+                name = "(other)"
+            names[name] += 1
 
     def _account_extra(self, w: int, gid: int, d: int, span: Span) -> None:
         groups = self._extra.get(w)
@@ -208,19 +388,73 @@ class Aggregator:
             groups = self._extra[w] = {}
         x = groups.get(gid)
         if x is None:
-            x = groups[gid] = [0, 0, 0, 0]
+            x = groups[gid] = [0, 0, 0, 0, 0, 0]
         wt = weight_milli(span.sample_probability)
         if span.status_code == STATUS_ERROR:
             x[0] += 1
             x[2] += wt - 1000
         x[1] += wt - 1000
         x[3] += d * wt // 1000 - d
+        if self.cpu_time_attribute:
+            cpu = span.attributes.get(self.cpu_time_attribute)
+            if isinstance(cpu, int | float) and not isinstance(cpu, bool) and cpu > 0:
+                x[4] += round(cpu * self.cpu_time_unit_ns)
+        if span.exceptions:
+            x[5] += len(span.exceptions)
+            self._account_thrown(w, gid, span)
+
+    def _account_thrown(self, w: int, gid: int, span: Span) -> None:
+        attributor = self.attributor
+        k = attributor.group(gid)
+        for exc in span.exceptions:
+            site = attributor.throw_site(span.resource, exc)
+            if isinstance(site, Unattributed):
+                reasons = self._stats.exceptions_unattributed
+                reasons[site.reason] = reasons.get(site.reason, 0) + 1
+                continue
+            thrower = k._replace(
+                repository=site.repository, module=site.module, owners=site.owners, unattributed_reason=""
+            )
+            self._count_thrown(w, thrower, exc.type or "(unknown)")
+
+    def _count_thrown(self, w: int, thrower: GroupKey, exc_type: str) -> None:
+        types = self._thrown.get((w, thrower))
+        if types is None:
+            types = self._thrown[(w, thrower)] = Counter()
+        if exc_type not in types and len(types) >= self.max_exception_types:
+            exc_type = "(other)"
+        types[exc_type] += 1
+
+    def add_log_exceptions(
+        self, items: Sequence[LogException], stats: BatchStats | None = None
+    ) -> BatchStats:
+        """Exceptions recorded as OTLP log records: each counts on the module its stack trace
+        threw in, with the commit and deploy live at its time (there is no span to count on)."""
+        st = stats if stats is not None else BatchStats()
+        attributor = self.attributor
+        window_ns = self.window_ns
+        for item in items:
+            res = item.resource
+            t = item.time_unix_nano
+            site = attributor.throw_site(res, item.exception)
+            st.log_exceptions += 1
+            if isinstance(site, Unattributed):
+                st.exceptions_unattributed[site.reason] = st.exceptions_unattributed.get(site.reason, 0) + 1
+                continue
+            commit = attributor.static_commit(res)
+            dep_commit, dep_id = attributor.deploy_at(res.service, res.environment, t)
+            if not commit:
+                commit, deploy_id = dep_commit, dep_id
+            else:
+                deploy_id = dep_id if dep_commit == commit else ""
+            thrower = GroupKey(
+                res.service, res.environment, site.repository, site.module, site.owners, commit, deploy_id, ""
+            )
+            self._count_thrown(t - t % window_ns, thrower, item.exception.type or "(unknown)")
+        return st
 
     def fold(self) -> None:
         """Fold pending durations into accumulators (bounded memory; same results)."""
-        inv = _INV_LOG_GAMMA
-        log = math.log
-        ceil = math.ceil
         for w, groups in self._pending.items():
             folded = self._folded.get(w)
             if folded is None:
@@ -232,8 +466,8 @@ class Aggregator:
                 n = len(ds)
                 dsum = sum(ds)
                 x = extra.pop(gid, None)
-                errors, adj_d, err_adj_d, dsum_adj_d = x if x is not None else (0, 0, 0, 0)
-                bins = Counter([ceil(log(d) * inv) + 1 if d > 0 else 0 for d in ds])
+                errors, adj_d, err_adj_d, dsum_adj_d, cpu, exc_events = x if x is not None else _NO_EXTRA
+                bins = bins_of(ds)
                 acc = folded.get(gid)
                 if acc is None:
                     folded[gid] = [
@@ -245,7 +479,9 @@ class Aggregator:
                         dsum + dsum_adj_d,
                         min(ds),
                         max(ds),
-                        dict(bins),
+                        bins,
+                        cpu,
+                        exc_events,
                     ]
                 else:
                     acc[_SPANS] += n  # type: ignore[operator]
@@ -259,6 +495,8 @@ class Aggregator:
                     b: dict[int, int] = acc[_BINS]  # type: ignore[assignment]
                     for k, v in bins.items():
                         b[k] = b.get(k, 0) + v
+                    acc[_CPU] += cpu  # type: ignore[operator]
+                    acc[_EXC] += exc_events  # type: ignore[operator]
         self._pending.clear()
         self._extra.clear()
         self._pending_count = 0
@@ -271,14 +509,7 @@ class Aggregator:
             out.append(
                 AggregateRow(
                     w,
-                    k.service,
-                    k.environment,
-                    k.repository,
-                    k.module,
-                    k.owners,
-                    k.commit_sha,
-                    k.deploy_id,
-                    k.unattributed_reason,
+                    *k,
                     acc[_SPANS],  # type: ignore[arg-type]
                     acc[_ADJ],  # type: ignore[arg-type]
                     acc[_ERR],  # type: ignore[arg-type]
@@ -288,21 +519,40 @@ class Aggregator:
                     acc[_DMIN],  # type: ignore[arg-type]
                     acc[_DMAX],  # type: ignore[arg-type]
                     acc[_BINS],  # type: ignore[arg-type]
+                    cpu_time_sum_ns=acc[_CPU],  # type: ignore[arg-type]
+                    exception_events=acc[_EXC],  # type: ignore[arg-type]
                 )
             )
-        out.sort(key=lambda r: r[:9])
+        return out
+
+    def _thrown_rows(self, windows: Iterable[int] | None) -> list[AggregateRow]:
+        keys = [k for k in self._thrown if windows is None or k[0] in windows]
+        out = []
+        for w, thrower in keys:
+            types = self._thrown.pop((w, thrower))
+            out.append(
+                _empty_row(w, thrower)._replace(exceptions=sum(types.values()), exception_types=dict(types))
+            )
+        return out
+
+    def _name_rows(self, windows: Iterable[int] | None) -> list[NameRow]:
+        keys = [k for k in self._names if windows is None or k[0] in windows]
+        out = []
+        for key in sorted(keys):
+            for name, n in sorted(self._names.pop(key).items()):
+                out.append(NameRow(*key, name, n))
         return out
 
     def collect(self, now_unix_nano: int) -> list[AggregateRow]:
         """Drain the windows that ended at least ``allowed_lateness_ns`` before ``now``."""
         self.fold()
         limit = now_unix_nano - self.allowed_lateness_ns - self.window_ns
+        done = {w for w in self._folded if w <= limit} | {w for w, _ in self._thrown if w <= limit}
         out: list[AggregateRow] = []
-        for w in sorted(self._folded):
-            if w <= limit:
-                out.extend(self._rows(w, self._folded.pop(w)))
-                self._known.pop(w, None)
-        return out
+        for w in sorted(done):
+            out.extend(self._rows(w, self._folded.pop(w, {})))
+            self._known.pop(w, None)
+        return merge_sorted(out, self._thrown_rows(done))
 
     def drain(self) -> list[AggregateRow]:
         """Drain every window, in a deterministic order."""
@@ -312,4 +562,8 @@ class Aggregator:
             out.extend(self._rows(w, self._folded[w]))
         self._folded.clear()
         self._known.clear()
-        return out
+        return merge_sorted(out, self._thrown_rows(None))
+
+    def drain_names(self) -> list[NameRow]:
+        """The unattributed span names counted so far (every window), in a deterministic order."""
+        return self._name_rows(None)

@@ -32,6 +32,7 @@ CODE_LINENO_OLD: Final = "code.lineno"
 HTTP_ROUTE: Final = "http.route"
 RPC_SERVICE: Final = "rpc.service"
 RPC_METHOD: Final = "rpc.method"
+CODE_STACKTRACE: Final = "code.stacktrace"
 
 WANTED_ATTRIBUTES: Final[tuple[str, ...]] = (
     CODE_FILE_PATH,
@@ -53,6 +54,7 @@ DEPLOYMENT_ENVIRONMENT_NAME: Final = "deployment.environment.name"
 DEPLOYMENT_ENVIRONMENT_OLD: Final = "deployment.environment"
 VCS_REF_HEAD_REVISION: Final = "vcs.ref.head.revision"
 VCS_REPOSITORY_URL_FULL: Final = "vcs.repository.url.full"
+TELEMETRY_SDK_LANGUAGE: Final = "telemetry.sdk.language"
 
 STATUS_UNSET: Final = 0
 STATUS_OK: Final = 1
@@ -103,6 +105,19 @@ class Resource:
         )
 
 
+class ExceptionInfo(NamedTuple):
+    """One exception recorded on a span: an ``exception`` span event (``exception.type``,
+    ``exception.message``, ``exception.stacktrace``), the span attribute ``code.stacktrace``,
+    or an OTLP log record carrying ``exception.*``."""
+
+    type: str
+    message: str = ""
+    stacktrace: str = ""
+
+
+_NO_EXCEPTIONS: tuple[ExceptionInfo, ...] = ()
+
+
 class Span(NamedTuple):
     """One decoded span.  ``attributes`` holds only the projected keys.
 
@@ -121,6 +136,7 @@ class Span(NamedTuple):
     kind: int = 0
     parent_span_id: bytes = b""
     sample_probability: float = 1.0
+    exceptions: tuple[ExceptionInfo, ...] = _NO_EXCEPTIONS
 
     @property
     def duration_nano(self) -> int:
@@ -132,6 +148,17 @@ class Span(NamedTuple):
             f"trace_id={self.trace_id.hex()}, span_id={self.span_id.hex()}, "
             f"start={self.start_unix_nano}, end={self.end_unix_nano}, status={self.status_code})"
         )
+
+
+class LogException(NamedTuple):
+    """An exception recorded as an OTLP log record carrying ``exception.*`` attributes (OTEP
+    4430 moves span events to log records), with its trace and span when the record names them."""
+
+    resource: Resource
+    time_unix_nano: int
+    exception: ExceptionInfo
+    trace_id: bytes = b""
+    span_id: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Final
+from typing import Final, TypeVar
 
 RELATIVE_ACCURACY: Final = 0.01
 GAMMA: Final = 1.01 / 0.99  # (1 + a) / (1 - a), written as ClickHouse reads it
 LOG_GAMMA: Final = math.log(GAMMA)
 INV_LOG_GAMMA: Final = 1.0 / LOG_GAMMA
+
+K = TypeVar("K")
 
 
 def bucket_of(duration_ns: int) -> int:
@@ -73,7 +75,8 @@ def exact_quantile(sorted_values: list[int], q: float) -> int:
     return sorted_values[rank_of(q, len(sorted_values)) - 1]
 
 
-def merge_bins(a: Mapping[int, int], b: Mapping[int, int]) -> dict[int, int]:
+def merge_bins(a: Mapping[K, int], b: Mapping[K, int]) -> dict[K, int]:
+    """Sum two count maps (sketch bins, or counts by any key)."""
     out = dict(a)
     for k, v in b.items():
         out[k] = out.get(k, 0) + v

@@ -524,3 +524,87 @@ def test_rows_keep_each_services_spans_at_a_shared_path(otel: Otel) -> None:
     agg = Aggregator(Attributor([]))
     agg.add(spans)
     assert {r.service: r.spans for r in agg.drain()} == {"checkout": 3, "payments": 5}
+
+
+# -- CPU time, exceptions and unattributed names -------------------------------------------------
+
+from attribution.model import ExceptionInfo, LogException, Resource  # noqa: E402
+
+_RES = Resource("checkout", "prod")
+_ROOTED = Repository(
+    name="shop",
+    modules=ModuleConfig.from_mapping(
+        {
+            "source_roots": ["/srv"],
+            "modules": [{"name": f"checkout/{m}", "paths": [f"services/checkout/{m}/**"]} for m in MODULES],
+        }
+    ),
+)
+
+
+def _plain(name: str, path: str, **kw: Any) -> Span:
+    attrs = {"code.file.path": path} if path else {}
+    attrs.update(kw.pop("attrs", {}))
+    return Span(_RES, b"\x01" * 16, b"\x02" * 8, name, T0, T0 + 5 * MS, attributes=attrs, **kw)
+
+
+def _python_trace(file: str, line: int) -> str:
+    return f'Traceback (most recent call last):\n  File "{file}", line {line}, in f\n    raise E()\nValueError: x\n'
+
+
+def test_cpu_time_is_summed_in_the_configured_unit() -> None:
+    agg = Aggregator(Attributor([REPO]), cpu_time_attribute="process.cpu.time", cpu_time_unit_ns=1_000_000)
+    path = "services/checkout/api/x.py"
+    agg.add(
+        [_plain("a", path, attrs={"process.cpu.time": 2.5}), _plain("b", path, attrs={"process.cpu.time": 4})]
+    )
+    agg.add([_plain("c", path), _plain("d", path, attrs={"process.cpu.time": "bad"})])
+    (row,) = agg.drain()
+    assert (row.spans, row.cpu_time_sum_ns) == (4, 6_500_000)
+
+
+def test_exceptions_count_on_the_span_and_on_the_module_that_threw() -> None:
+    agg = Aggregator(Attributor([_ROOTED]), max_exception_types=2)
+    thrower = "/srv/services/checkout/db/q.py"
+    excs = tuple(ExceptionInfo(t, "m", _python_trace(thrower, 3)) for t in ("A", "B", "C", "A"))
+    agg.add([_plain("a", "services/checkout/api/x.py", exceptions=excs)])
+    rows = {r.module: r for r in agg.drain()}
+    assert rows["checkout/api"].exception_events == 4 and rows["checkout/api"].exceptions == 0
+    db = rows["checkout/db"]
+    assert (db.spans, db.exceptions) == (0, 4)
+    assert dict(db.exception_types) == {"A": 2, "B": 1, "(other)": 1}  # capped at two types
+
+
+def test_an_exception_without_a_usable_stack_trace_is_counted_by_reason() -> None:
+    agg = Aggregator(Attributor([REPO]))
+    st = agg.add([_plain("a", "services/checkout/api/x.py", exceptions=(ExceptionInfo("E", "", ""),))])
+    assert st.exceptions_unattributed == {"no_stacktrace": 1}
+    assert all(r.exceptions == 0 for r in agg.drain())
+
+
+def test_log_record_exceptions_count_on_the_throwing_module() -> None:
+    agg = Aggregator(Attributor([_ROOTED]))
+    exc = ExceptionInfo("Boom", "", _python_trace("/srv/services/checkout/retry/r.py", 9))
+    st = agg.add_log_exceptions(
+        [LogException(_RES, T0 + SECOND, exc), LogException(_RES, T0 + 2 * SECOND, exc)]
+    )
+    (row,) = agg.drain()
+    assert st.log_exceptions == 2
+    assert (row.module, row.exceptions, dict(row.exception_types), row.spans) == (
+        "checkout/retry",
+        2,
+        {"Boom": 2},
+        0,
+    )
+
+
+def test_unattributed_span_names_are_counted_and_capped() -> None:
+    agg = Aggregator(Attributor([REPO]), max_names_per_window=2)
+    agg.add([_plain(n, "") for n in ("GET /a", "GET /b", "GET /a", "GET /c", "GET /d")])
+    agg.add([_plain("x", "services/checkout/api/x.py")])
+    names = {(r.span_name, r.unattributed_reason): r.spans for r in agg.drain_names()}
+    assert names == {
+        ("GET /a", "no_location"): 2,
+        ("GET /b", "no_location"): 1,
+        ("(other)", "no_location"): 2,
+    }

@@ -1,0 +1,186 @@
+"""Self time: the interval union, per-trace self times and own errors, and the trace buffer's
+completion rules and exact rebuild."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from attribution.aggregate import AggregateRow, merge_sorted
+from attribution.attribute import GroupKey
+from attribution.model import STATUS_ERROR, STATUS_UNSET, Resource, Span
+from attribution.selftime import covered, self_time, trace_self_times
+from attribution.tracebuffer import RebuildState, TraceBuffer
+
+R = Resource("svc")
+
+
+def brute_covered(lo: int, hi: int, intervals: list[tuple[int, int]]) -> int:
+    """Count the unit cells [t, t+1) inside [lo, hi) that some interval covers."""
+    return sum(1 for t in range(lo, hi) if any(a <= t < b for a, b in intervals))
+
+
+@pytest.mark.parametrize(
+    ("children", "expected"),
+    [
+        ([], 100),
+        ([(10, 20)], 90),  # nested
+        ([(10, 30), (20, 40)], 70),  # overlapping: 10..40 counted once
+        ([(50, 60), (10, 20)], 80),  # out of order
+        ([(10, 10), (20, 20)], 100),  # zero-length
+        ([(-50, 10), (90, 150)], 80),  # clipped at both ends
+        ([(-50, 150)], 0),  # a child that covers the whole parent
+        ([(10, 20), (10, 20)], 90),  # the same interval twice
+        ([(200, 300)], 100),  # entirely outside
+    ],
+)
+def test_self_time_is_the_duration_minus_the_union_of_children(
+    children: list[tuple[int, int]], expected: int
+) -> None:
+    assert self_time(0, 100, children) == expected
+
+
+def test_covered_matches_a_brute_force_union() -> None:
+    rng = random.Random(7)
+    for _ in range(2000):
+        lo = rng.randint(-20, 20)
+        hi = lo + rng.randint(0, 60)
+        intervals = []
+        for _ in range(rng.randint(0, 8)):
+            a = rng.randint(-40, 80)
+            intervals.append((a, a + rng.randint(-5, 40)))  # some are empty or reversed
+        assert covered(lo, hi, intervals) == brute_covered(lo, hi, [(a, b) for a, b in intervals if b > a])
+
+
+def _id(i: int) -> bytes:
+    return i.to_bytes(8, "big")
+
+
+def test_trace_self_times_orphans_and_own_errors() -> None:
+    # root(0..100) -> a(10..60, error) -> b(20..30, error); root -> c(50..90); d's parent is missing
+    ids = [_id(1), _id(2), _id(3), _id(4), _id(5)]
+    parents = [b"\0" * 8, _id(1), _id(2), _id(1), _id(99)]
+    starts = [0, 10, 20, 50, 0]
+    ends = [100, 60, 30, 90, 7]
+    errors = [True, True, True, False, False]
+    selfs, own, orphans = trace_self_times(ids, parents, starts, ends, [int(e) for e in errors])
+    assert selfs == [100 - 80, 50 - 10, 10, 40, 7]  # root: union of 10..60 and 50..90 = 80
+    assert own == [False, False, True, False, False]  # only b threw: a and root propagated
+    assert orphans == 1
+
+
+def _span(trace: int, sid: int, parent: int, start: int, end: int, error: bool = False) -> Span:
+    return Span(
+        R,
+        trace.to_bytes(16, "big"),
+        _id(sid),
+        "op",
+        start,
+        end,
+        STATUS_ERROR if error else STATUS_UNSET,
+        parent_span_id=_id(parent) if parent else b"",
+    )
+
+
+GROUP = GroupKey("svc", "", "repo", "m", (), "", "", "")
+
+
+def _buffer(wait_ms: int = 1000, max_spans: int = 1000) -> TraceBuffer:
+    return TraceBuffer(window_ns=60 * 10**9, wait_ms=wait_ms, max_spans=max_spans, exact=True)
+
+
+def _add(buf: TraceBuffer, offset: int, ts: int, spans: list[Span], emit: bool = True) -> None:
+    gidx = buf.group_indices([0] * len(spans), lambda _: GROUP, "owner")
+    buf.add_record(offset, ts, spans, gidx, emit)
+
+
+def test_a_trace_split_over_records_completes_after_its_wait() -> None:
+    buf = _buffer(wait_ms=1000)
+    _add(buf, 0, 10_000, [_span(1, 2, 1, 10, 20)])  # the child first
+    _add(buf, 1, 10_500, [_span(1, 1, 0, 0, 100)])
+    assert buf.take_rows() == [] and len(buf) == 1
+    _add(buf, 2, 11_000, [])  # the watermark reaches 10_000 + 1000
+    (row,) = buf.take_rows()
+    assert (row.self_spans, row.self_time_sum_ns) == (2, 90 + 10)
+    assert buf.take_stats().orphans == 0
+
+
+def test_a_span_after_its_trace_completed_is_late_and_keeps_its_duration() -> None:
+    buf = _buffer(wait_ms=1000)
+    _add(buf, 0, 0, [_span(1, 1, 0, 0, 100)])
+    _add(buf, 1, 5_000, [_span(1, 2, 1, 10, 20)])
+    _add(buf, 2, 9_000, [])
+    rows = merge_sorted(buf.take_rows())
+    assert rows[0].self_time_sum_ns == 100 + 10  # the root kept its whole duration
+    st = buf.take_stats()
+    assert (st.late, st.orphans) == (1, 0)
+
+
+def test_the_span_cap_completes_the_oldest_traces_early() -> None:
+    buf = _buffer(wait_ms=10**9, max_spans=4)
+    for i in range(6):
+        _add(buf, i, i, [_span(i + 1, 1, 0, 0, 10), _span(i + 1, 2, 1, 0, 5)])
+        assert buf.buffered <= 4 + 2
+    st = buf.take_stats()
+    assert st.early == 4 and buf.buffered == 4
+
+
+def _random_log(rng: random.Random, n_records: int) -> list[tuple[int, list[Span]]]:
+    """Records of traces split over several records, with out-of-order timestamps."""
+    log: list[tuple[int, list[Span]]] = [(0, []) for _ in range(n_records)]
+    next_trace = 1
+    for at in range(n_records):
+        for _ in range(rng.randint(0, 2)):
+            trace, next_trace = next_trace, next_trace + 1
+            spans = [_span(trace, 1, 0, 0, 1000, rng.random() < 0.2)]
+            for sid in range(2, rng.randint(2, 7)):
+                parent = rng.randint(1, sid - 1)
+                a = rng.randint(0, 900)
+                spans.append(_span(trace, sid, parent, a, a + rng.randint(0, 300), rng.random() < 0.2))
+            rng.shuffle(spans)
+            for s in spans:  # each span lands in this record or up to 6 records later
+                where = min(n_records - 1, at + rng.randint(0, 6))
+                log[where][1].append(s)
+    return [(max(0, 100 * i + rng.randint(-250, 250)), spans) for i, (_, spans) in enumerate(log)]
+
+
+def _run(
+    buf: TraceBuffer, log: list[tuple[int, list[Span]]], lo: int, hi: int, emit: bool = True
+) -> list[AggregateRow]:
+    for offset in range(lo, hi):
+        ts, spans = log[offset]
+        _add(buf, offset, ts, spans, emit)
+    return buf.take_rows()
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_a_rebuild_from_the_commit_decides_exactly_as_the_original(seed: int) -> None:
+    rng = random.Random(seed)
+    log = _random_log(rng, 80)
+    wait, cap = rng.choice([300, 700, 2000]), rng.choice([5, 20, 1000])
+    cuts = [*sorted(rng.sample(range(1, 80), 6)), 80]
+    original = _buffer(wait, cap)
+    rows: list[list[AggregateRow]] = []
+    states: list[RebuildState] = []
+    at = 0
+    for cut in cuts:  # the original run, batch by batch
+        rows.append(_run(original, log, at, cut))
+        states.append(original.rebuild_state(cut))
+        at = cut
+    for i, cut in enumerate(cuts[:-1]):  # a crash after each batch: rebuild, then go on
+        state = RebuildState.from_json(states[i].to_json())
+        assert state.low_offset <= cut
+        again = _buffer(wait, cap)
+        again.restore(state)
+        assert _run(again, log, state.low_offset, cut, emit=False) == []
+        assert again.rebuild_state(cut) == states[i]
+        at = cut
+        for j, nxt in enumerate(cuts[i + 1 :], start=i + 1):
+            assert merge_sorted(_run(again, log, at, nxt)) == merge_sorted(rows[j]), (seed, i, j)
+            assert again.rebuild_state(nxt) == states[j]
+            at = nxt
+    total = merge_sorted(*rows, original.take_rows())
+    original.complete_all()
+    spans_in = sum(len(s) for _, s in log)
+    assert sum(r.self_spans for r in merge_sorted(total, original.take_rows())) == spans_in
