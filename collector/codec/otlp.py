@@ -7,18 +7,49 @@ of :mod:`collector.codec.proto`; OTLP/JSON is decoded by :mod:`collector.codec.o
 **Errors.**  A record that cannot be parsed at all raises :class:`DecodeError` naming where
 (also one nested deeper than :data:`~collector.codec.results.MAX_NESTING_DEPTH`).  A span that
 parses but is invalid is a :class:`~collector.codec.results.Rejection` value in the result.
+
+**Exceptions.**  ``exception`` span events and ``code.stacktrace`` become ``Span.exceptions``
+(bounded; see :mod:`collector.codec.exceptions`).  A span without events costs one probe.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
-from attribution.model import DEFAULT_TIME_BOUNDS, WANTED_ATTRIBUTES, AttrValue, Resource, Span, TimeBounds
+from attribution.model import (
+    CODE_STACKTRACE,
+    DEFAULT_TIME_BOUNDS,
+    STATUS_ERROR,
+    WANTED_ATTRIBUTES,
+    AttrValue,
+    ExceptionInfo,
+    Resource,
+    Span,
+    TimeBounds,
+)
 from attribution.sampling import probability_from_sample_rate, probability_from_tracestate
+from collector.codec.exceptions import (
+    EXCEPTION_EVENT,
+    EXCEPTION_MESSAGE,
+    EXCEPTION_STACKTRACE,
+    EXCEPTION_TYPE,
+    MAX_EXCEPTIONS_PER_SPAN,
+    NO_EXCEPTIONS,
+    exception_info,
+    span_exceptions,
+)
 from collector.codec.otlp_json import decode_json
-from collector.codec.proto import AnyValue, LeanTracesData, any_value_proto, resource_from_proto
+from collector.codec.proto import (
+    AnyValue,
+    LeanStatus,
+    LeanTraceEvents,
+    LeanTracesData,
+    any_value_proto,
+    resource_from_proto,
+)
 from collector.codec.results import MAX_NESTING_DEPTH, ZERO_SPAN_ID, ZERO_TRACE_ID, Decoded, Rejection, reject
 from collector.errors import DecodeError
 
@@ -47,18 +78,75 @@ class OtlpDecoder:
         self.sample_rate_attribute = sample_rate_attribute or ""
         self._resource_cache: dict[bytes, Resource] = {}
         self._value_cache: dict[bytes, object] = {}
+        self._status_cache: dict[bytes, int] = {}
 
     def _decode_value(self, raw: bytes, where: str) -> AttrValue | None:
+        val = self._value_once(raw, where)
+        self._value_cache[raw] = val
+        return val
+
+    @staticmethod
+    def _value_once(raw: bytes | None, where: str) -> AttrValue | None:
+        """A serialized ``AnyValue``, not cached (a stacktrace, a message)."""
+        if raw is None:
+            return None
         try:
-            val = any_value_proto(AnyValue.FromString(raw))
+            return any_value_proto(AnyValue.FromString(raw))
         except ProtobufDecodeError as exc:
             raise DecodeError(
                 f"an attribute value is not a valid AnyValue (truncated, or nested deeper than "
                 f"{MAX_NESTING_DEPTH} levels): {exc}",
                 where=where,
             ) from exc
-        self._value_cache[raw] = val
-        return val
+
+    @staticmethod
+    def _status(raw: bytes, where: str) -> Any:
+        try:
+            return LeanStatus.FromString(raw)
+        except ProtobufDecodeError as exc:
+            raise DecodeError(f"a span status is not valid: {exc}", where=where) from exc
+
+    def _status_code(self, raw: bytes, where: str) -> int:
+        code: int = self._status(raw, where).code
+        if len(self._status_cache) > 10_000:
+            self._status_cache.clear()
+        self._status_cache[raw] = code
+        return code
+
+    @staticmethod
+    def _events_view(data: bytes, where: str) -> Any:
+        try:
+            return LeanTraceEvents.FromString(data)
+        except ProtobufDecodeError as exc:
+            raise DecodeError(f"a span event is not valid: {exc}", where=where) from exc
+
+    def _exceptions(self, sp: Any, events: Any, where: str) -> tuple[ExceptionInfo, ...]:
+        """A span's exceptions: its ``exception`` events (``events``: the events-only view's span,
+        or None) and its ``code.stacktrace``."""
+        found: list[ExceptionInfo] = []
+        if events is not None:
+            for ev in events.events:
+                if ev.name != EXCEPTION_EVENT:
+                    continue
+                get = ev.attributes.get
+                found.append(
+                    exception_info(
+                        self._value_once(get(EXCEPTION_TYPE), where),
+                        self._value_once(get(EXCEPTION_MESSAGE), where),
+                        self._value_once(get(EXCEPTION_STACKTRACE), where),
+                    )
+                )
+                if len(found) == MAX_EXCEPTIONS_PER_SPAN:
+                    break
+        status = self._status(sp.status, where)
+        code = status.code
+        if found:
+            if all(e.stacktrace for e in found):
+                return tuple(found)
+        elif code != STATUS_ERROR:
+            return NO_EXCEPTIONS
+        st = self._value_once(sp.attributes.get(CODE_STACKTRACE), where)
+        return span_exceptions(found, st if isinstance(st, str) else "", code, status.message)
 
     # -- protobuf ----------------------------------------------------------------------
 
@@ -87,6 +175,10 @@ class OtlpDecoder:
         if len(vcache) > 100_000:
             vcache.clear()
         new_span = tuple.__new__
+        events_view: Any = None  # parsed once, for the first span with events
+        no_exceptions = NO_EXCEPTIONS
+        status_cache = self._status_cache
+        error = STATUS_ERROR
         for ri, rs in enumerate(msg.resource_spans):
             raw_resource = rs.resource
             resource = resource_cache.get(raw_resource)
@@ -150,6 +242,20 @@ class OtlpDecoder:
                         trace_state = sp.trace_state
                         if trace_state:
                             p = probability_from_tracestate(trace_state)
+                    raw_status = sp.status
+                    status_code = 0
+                    if raw_status:
+                        cached = status_cache.get(raw_status)
+                        status_code = self._status_code(raw_status, where) if cached is None else cached
+                    exceptions = no_exceptions
+                    if sp.last_event:
+                        if events_view is None:
+                            events_view = self._events_view(data, where)
+                        exceptions = self._exceptions(
+                            sp, events_view.resource_spans[ri].scope_spans[si].spans[pi], where
+                        )
+                    elif status_code == error:
+                        exceptions = self._exceptions(sp, None, where)
                     append(
                         new_span(
                             Span,
@@ -160,11 +266,12 @@ class OtlpDecoder:
                                 sp.name,
                                 start,
                                 end,
-                                sp.status.code,
+                                status_code,
                                 attrs,
                                 sp.kind,
                                 parent,
                                 p,
+                                exceptions,
                             ),
                         )
                     )

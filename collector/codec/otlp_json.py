@@ -3,8 +3,9 @@
 The OTLP specification's JSON mapping, as the Collector writes it: lowerCamelCase keys
 (snake_case accepted), trace/span ids as hex strings, enums as integers (names accepted),
 64-bit integers as decimal strings or numbers, unknown fields ignored.  The field readers here
-(:func:`load_json`, :func:`json_list`, :func:`json_id`) are shared with the transcoder to
-protobuf (:mod:`collector.codec.transcode`).
+(:func:`load_json`, :func:`json_list`, :func:`json_id`, :func:`json_int`,
+:func:`json_attributes`) are shared with the transcoder to protobuf
+(:mod:`collector.codec.transcode`) and the log decoder (:mod:`collector.codec.otlp_logs`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,27 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from attribution.model import AttrValue, Resource, Span, TimeBounds
+from attribution.model import (
+    CODE_STACKTRACE,
+    STATUS_ERROR,
+    AttrValue,
+    ExceptionInfo,
+    Resource,
+    Span,
+    TimeBounds,
+)
 from attribution.sampling import probability_from_sample_rate, probability_from_tracestate
+from collector.codec.exceptions import (
+    EXCEPTION_EVENT,
+    EXCEPTION_KEYS,
+    EXCEPTION_MESSAGE,
+    EXCEPTION_STACKTRACE,
+    EXCEPTION_TYPE,
+    MAX_EXCEPTIONS_PER_SPAN,
+    NO_EXCEPTIONS,
+    exception_info,
+    span_exceptions,
+)
 from collector.codec.results import TOO_DEEP, ZERO_SPAN_ID, ZERO_TRACE_ID, Decoded, Rejection, reject
 from collector.errors import DecodeError
 
@@ -70,7 +90,8 @@ def json_id(value: Any, what: str) -> bytes:
         raise ValueError(f"{what} is not hex: {value[:80]!r}") from None
 
 
-def _json_int(value: Any, what: str) -> int:
+def json_int(value: Any, what: str) -> int:
+    """A 64-bit integer: a decimal string or a number (0 when absent).  ValueError naming ``what``."""
     if value is None:
         return 0
     if isinstance(value, bool):
@@ -93,7 +114,7 @@ def _enum(value: Any, names: Mapping[str, int], what: str) -> int:
         return 0
     if isinstance(value, str) and value in names:
         return names[value]
-    return _json_int(value, what)
+    return json_int(value, what)
 
 
 def _json_any_value(v: Any) -> AttrValue | None:
@@ -114,7 +135,7 @@ def _json_any_value(v: Any) -> AttrValue | None:
         if camel == "boolValue":
             return bool(x)
         if camel == "intValue":
-            return _json_int(x, "intValue")
+            return json_int(x, "intValue")
         if camel == "doubleValue":
             return float(x)  # also "NaN", "Infinity", "-Infinity"
         try:
@@ -124,7 +145,9 @@ def _json_any_value(v: Any) -> AttrValue | None:
     return None
 
 
-def _json_attributes(items: Any, wanted: frozenset[str] | None) -> dict[str, AttrValue]:
+def json_attributes(items: Any, wanted: frozenset[str] | None) -> dict[str, AttrValue]:
+    """An OTLP/JSON ``KeyValue`` list -> scalars (only ``wanted`` keys unless None).  ValueError
+    when malformed."""
     out: dict[str, AttrValue] = {}
     if not items:
         return out
@@ -142,6 +165,37 @@ def _json_attributes(items: Any, wanted: frozenset[str] | None) -> dict[str, Att
         if val is not None:
             out[key] = val
     return out
+
+
+_STACKTRACE_KEY = frozenset((CODE_STACKTRACE,))
+
+
+def _span_exceptions(
+    sp: Mapping[str, Any], status: Mapping[str, Any], code: int
+) -> tuple[ExceptionInfo, ...]:
+    """A span's ``exception`` events and ``code.stacktrace`` (see :mod:`collector.codec.exceptions`)."""
+    found: list[ExceptionInfo] = []
+    for ei, ev in enumerate(json_list(sp, "events", "events", "events")):
+        if not isinstance(ev, dict):
+            raise ValueError(f"events[{ei}] must be an object")
+        if ev.get("name") != EXCEPTION_EVENT:
+            continue
+        a = json_attributes(ev.get("attributes"), EXCEPTION_KEYS)
+        found.append(
+            exception_info(a.get(EXCEPTION_TYPE), a.get(EXCEPTION_MESSAGE), a.get(EXCEPTION_STACKTRACE))
+        )
+        if len(found) == MAX_EXCEPTIONS_PER_SPAN:
+            break
+    if found:
+        if all(e.stacktrace for e in found):
+            return tuple(found)
+    elif code != STATUS_ERROR:
+        return NO_EXCEPTIONS
+    st = json_attributes(sp.get("attributes"), _STACKTRACE_KEY).get(CODE_STACKTRACE)
+    message = status.get("message")
+    return span_exceptions(
+        found, st if isinstance(st, str) else "", code, message if isinstance(message, str) else ""
+    )
 
 
 def decode_json(
@@ -171,7 +225,7 @@ def decode_json(
             res_obj = rs.get("resource") or {}
             if not isinstance(res_obj, dict):
                 raise ValueError("resource must be an object")
-            resource = Resource.from_attributes(_json_attributes(res_obj.get("attributes"), None))
+            resource = Resource.from_attributes(json_attributes(res_obj.get("attributes"), None))
             for si, ss in enumerate(json_list(rs, "scopeSpans", "scope_spans", "scopeSpans")):
                 path = f"resourceSpans[{ri}].scopeSpans[{si}]"
                 if not isinstance(ss, dict):
@@ -183,10 +237,10 @@ def decode_json(
                     trace_id = json_id(_jget(sp, "traceId", "trace_id"), "traceId")
                     span_id = json_id(_jget(sp, "spanId", "span_id"), "spanId")
                     parent = json_id(_jget(sp, "parentSpanId", "parent_span_id"), "parentSpanId")
-                    start = _json_int(
+                    start = json_int(
                         _jget(sp, "startTimeUnixNano", "start_time_unix_nano"), "startTimeUnixNano"
                     )
-                    end = _json_int(_jget(sp, "endTimeUnixNano", "end_time_unix_nano"), "endTimeUnixNano")
+                    end = json_int(_jget(sp, "endTimeUnixNano", "end_time_unix_nano"), "endTimeUnixNano")
                     if (
                         len(trace_id) != 16
                         or len(span_id) != 8
@@ -211,7 +265,7 @@ def decode_json(
                             )
                         )
                         continue
-                    attrs = _json_attributes(sp.get("attributes"), wanted)
+                    attrs = json_attributes(sp.get("attributes"), wanted)
                     status = sp.get("status") or {}
                     if not isinstance(status, dict):
                         raise ValueError("status must be an object")
@@ -223,6 +277,9 @@ def decode_json(
                         p = probability_from_sample_rate(attrs[rate_attr])
                     elif trace_state:
                         p = probability_from_tracestate(str(trace_state))
+                    exceptions = NO_EXCEPTIONS
+                    if sp.get("events") or code == STATUS_ERROR:
+                        exceptions = _span_exceptions(sp, status, code)
                     name = sp.get("name", "")
                     spans.append(
                         Span(
@@ -237,6 +294,7 @@ def decode_json(
                             kind,
                             parent,
                             p,
+                            exceptions,
                         )
                     )
     except ValueError as exc:

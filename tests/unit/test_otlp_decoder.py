@@ -12,16 +12,19 @@ from __future__ import annotations
 import copy
 import json
 import re
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1 import trace_pb2
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
 from attribution.model import WANTED_ATTRIBUTES, Span
+from collector.codec.exceptions import MAX_EXCEPTIONS_PER_SPAN, MAX_STACKTRACE_CHARS
 from collector.codec.framing import iter_json_lines, iter_length_prefixed, sniff_file_format
 from collector.codec.otlp import OtlpDecoder
 from collector.errors import DecodeError, PayloadError
@@ -570,3 +573,207 @@ def test_decoding_does_not_modify_the_input(otel: Otel) -> None:
     before = copy.deepcopy(doc)
     OtlpDecoder().decode_json(json.dumps(doc))
     assert doc == before
+
+
+# ---------------------------------------------------------------------- exceptions (span events)
+
+
+class CartError(Exception):
+    """A project exception: the SDK names it with its module (``tests...CartError``)."""
+
+
+def _raised(exc: BaseException, depth: int = 3) -> BaseException:
+    """``exc``, really raised through ``depth`` frames (so with a real traceback)."""
+
+    def dive(n: int) -> None:
+        if n == 0:
+            raise exc
+        dive(n - 1)
+
+    try:
+        dive(depth)
+    except BaseException as caught:
+        return caught
+    raise AssertionError("not raised")
+
+
+def _sdk_exceptions(sdk: ReadableSpan) -> list[tuple[str, str, str]]:
+    """What the SDK recorded: the ``exception`` events' attributes."""
+    out = []
+    for ev in sdk.events:
+        if ev.name == "exception":
+            a = ev.attributes or {}
+            out.append((a["exception.type"], a["exception.message"], a["exception.stacktrace"]))
+    return out
+
+
+def _tracer(batch: Any) -> Any:
+    return batch.provider.get_tracer("prodloop.tests.exceptions")
+
+
+def exception_spans(otel: Otel) -> tuple[list[ReadableSpan], list[BaseException]]:
+    """Spans that recorded real exceptions (with other events around them), and spans that did not."""
+    batch = otel.batch(RESOURCE_A)
+    tracer = _tracer(batch)
+    errors = [_raised(ValueError("quantity must be positive")), _raised(CartError("cart 42 is locked"), 6)]
+    s = tracer.start_span("checkout", start_time=T0, attributes={"code.file.path": "services/cart/api.py"})
+    s.add_event("validated", {"items": 3}, timestamp=T0 + 1)
+    s.record_exception(errors[0], timestamp=T0 + 2)
+    s.add_event("retrying", timestamp=T0 + 3)
+    s.record_exception(errors[1], timestamp=T0 + 4)
+    s.set_status(StatusCode.ERROR, "cart 42 is locked")
+    s.end(end_time=T0 + 5 * MS)
+    plain = tracer.start_span("plain", start_time=T0 + MS)
+    plain.add_event("cache miss", timestamp=T0 + MS + 1)
+    plain.end(end_time=T0 + 2 * MS)
+    batch.add("no events", T0 + 2 * MS, T0 + 3 * MS, status=StatusCode.ERROR)
+    return batch.spans, errors
+
+
+@pytest.mark.parametrize("encoding", ["proto", "json"])
+def test_recorded_exceptions_decode_as_the_sdk_recorded_them(otel: Otel, encoding: str) -> None:
+    sdk, errors = exception_spans(otel)
+    decoded = otel.decode(sdk, encoding)
+    assert [s.name for s in decoded] == ["checkout", "plain", "no events"]
+    checkout = decoded[0]
+    assert [tuple(e) for e in checkout.exceptions] == _sdk_exceptions(sdk[0])
+    # and the SDK recorded what the exceptions themselves say
+    expected = [
+        ("ValueError", "quantity must be positive", "".join(traceback.format_exception(errors[0]))),
+        (f"{__name__}.CartError", "cart 42 is locked", "".join(traceback.format_exception(errors[1]))),
+    ]
+    assert [tuple(e) for e in checkout.exceptions] == expected
+    assert "in dive" in checkout.exceptions[1].stacktrace
+    assert decoded[1].exceptions == ()  # other events are ignored
+    assert decoded[2].exceptions == ()  # an ERROR span with no exception and no code.stacktrace
+
+
+def test_spans_without_exceptions_decode_with_none(otel: Otel) -> None:
+    for encoding in ("proto", "json"):
+        assert all(s.exceptions == () for s in otel.decode(rich_spans(otel), encoding))
+
+
+@pytest.mark.parametrize("encoding", ["proto", "json"])
+def test_code_stacktrace_fills_in(otel: Otel, encoding: str) -> None:
+    batch = otel.batch(RESOURCE_B)
+    tracer = _tracer(batch)
+    where_thrown = "".join(traceback.format_stack())
+    # an exception event without a stacktrace takes the span's code.stacktrace
+    a = tracer.start_span("a", start_time=T0, attributes={"code.stacktrace": where_thrown})
+    a.add_event("exception", {"exception.type": "TimeoutError", "exception.message": "upstream"}, T0 + 1)
+    a.end(end_time=T0 + MS)
+    # an ERROR span with code.stacktrace and no exception event gets one, with the status message
+    b = tracer.start_span("b", start_time=T0, attributes={"code.stacktrace": where_thrown})
+    b.set_status(StatusCode.ERROR, "payment declined")
+    b.end(end_time=T0 + MS)
+    # not an error, no exception event: code.stacktrace alone says nothing was thrown
+    c = tracer.start_span("c", start_time=T0, attributes={"code.stacktrace": where_thrown})
+    c.end(end_time=T0 + MS)
+    # an event's own stacktrace wins
+    d = tracer.start_span("d", start_time=T0, attributes={"code.stacktrace": where_thrown})
+    d.record_exception(_raised(KeyError("sku")), timestamp=T0 + 1)
+    d.end(end_time=T0 + MS)
+    sdk = batch.spans
+    decoded = {s.name: s for s in otel.decode(sdk, encoding)}
+    assert [tuple(e) for e in decoded["a"].exceptions] == [("TimeoutError", "upstream", where_thrown)]
+    assert [tuple(e) for e in decoded["b"].exceptions] == [("", "payment declined", where_thrown)]
+    assert decoded["c"].exceptions == ()
+    assert [tuple(e) for e in decoded["d"].exceptions] == _sdk_exceptions(sdk[3])
+    assert decoded["d"].exceptions[0].stacktrace != where_thrown
+
+
+@pytest.mark.parametrize("encoding", ["proto", "json"])
+def test_what_is_kept_is_bounded(otel: Otel, encoding: str) -> None:
+    batch = otel.batch(RESOURCE_A)
+    tracer = _tracer(batch)
+    many = tracer.start_span("many", start_time=T0)
+    raised = [_raised(RuntimeError(f"attempt {i}")) for i in range(MAX_EXCEPTIONS_PER_SPAN + 4)]
+    for i, exc in enumerate(raised):
+        many.record_exception(exc, timestamp=T0 + i)
+    many.end(end_time=T0 + MS)
+    huge = tracer.start_span("huge", start_time=T0)
+    big = _raised(RuntimeError("x" * (3 * MAX_STACKTRACE_CHARS)))
+    huge.record_exception(big, timestamp=T0 + 1)
+    huge.end(end_time=T0 + MS)
+    sdk = batch.spans
+    many_out, huge_out = otel.decode(sdk, encoding)
+    recorded = _sdk_exceptions(sdk[0])
+    assert len(recorded) == MAX_EXCEPTIONS_PER_SPAN + 4  # the SDK kept them all
+    assert [tuple(e) for e in many_out.exceptions] == recorded[:MAX_EXCEPTIONS_PER_SPAN]
+    (exc,) = huge_out.exceptions
+    full = "".join(traceback.format_exception(big))
+    assert len(full) > MAX_STACKTRACE_CHARS
+    assert len(exc.stacktrace) <= MAX_STACKTRACE_CHARS
+    # the head (where it began) and the tail (the innermost frame, in Python) survive
+    assert exc.stacktrace.startswith(full[:4000])
+    assert exc.stacktrace.endswith(full[-4000:])
+    assert "characters cut" in exc.stacktrace
+    assert exc.message == str(big)[: len(exc.message)] and 0 < len(exc.message) < len(str(big))
+
+
+@pytest.mark.parametrize(
+    "transform",
+    [_snake, _int64_as_number, _enum_names, _unknown_fields],
+    ids=["snake_case", "int64-as-number", "enum-names", "unknown-fields"],
+)
+def test_json_mapping_variants_keep_the_exceptions(
+    otel: Otel, transform: Callable[[str, Any], tuple[str, Any]]
+) -> None:
+    sdk, _ = exception_spans(otel)
+    reference = otel.decode(sdk, "proto")
+    assert reference[0].exceptions
+    doc = _walk(otel.json_doc(sdk), transform)
+    out = OtlpDecoder().decode_json(json.dumps(doc).encode())
+    assert out.spans == reference
+    assert [s.exceptions for s in out.spans] == [s.exceptions for s in reference]
+
+
+def test_exceptions_survive_records_of_many_resources(otel: Otel) -> None:
+    # the events view is indexed like the record: resource, scope, span
+    extra, _ = exception_spans(otel)
+    both = rich_spans(otel) + extra
+    expected = {s.context.span_id.to_bytes(8, "big"): _sdk_exceptions(s) for s in both if s.context}
+    assert sum(1 for v in expected.values() if v) == 1
+    for encoding in ("proto", "json"):
+        decoded = otel.decode(both, encoding)
+        assert {s.span_id: [tuple(e) for e in s.exceptions] for s in decoded} == expected
+
+
+def test_every_truncation_of_a_record_with_exceptions_raises_decode_error(otel: Otel) -> None:
+    batch = otel.batch(RESOURCE_A)
+    s = _tracer(batch).start_span("op", start_time=T0)
+    s.record_exception(_raised(ValueError("v"), 1), timestamp=T0 + 1)
+    s.end(end_time=T0 + MS)
+    payload = otel.proto(batch.spans)
+    for cut in range(1, len(payload)):
+        with pytest.raises(DecodeError) as info:
+            OtlpDecoder().decode_proto(payload[:cut], where="w")
+        assert info.value.where == "w"
+
+
+def test_a_corrupt_exception_value_raises_decode_error(otel: Otel) -> None:
+    batch = otel.batch(RESOURCE_A)
+    s = _tracer(batch).start_span("op", start_time=T0)
+    s.record_exception(_raised(ValueError("v"), 1), timestamp=T0 + 1)
+    s.end(end_time=T0 + MS)
+    sdk = batch.spans
+    payload = otel.proto(sdk)
+    value = AnyValue(string_value=_sdk_exceptions(sdk[0])[0][2]).SerializeToString()
+    assert payload.count(value) == 1
+    # same length, but the value's first tag has wire type 7, which does not exist
+    corrupt = payload.replace(value, bytes([value[0] | 7]) + value[1:])
+    with pytest.raises(DecodeError, match="not a valid AnyValue") as info:
+        OtlpDecoder().decode_proto(corrupt, where="kafka/0@9")
+    assert info.value.where == "kafka/0@9"
+
+
+def test_json_bad_events_name_the_path(otel: Otel) -> None:
+    sdk, _ = exception_spans(otel)
+    doc = otel.json_doc(sdk)
+    doc["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["events"] = {"name": "exception"}
+    with pytest.raises(DecodeError, match=r"resourceSpans\[0\]\.scopeSpans\[0\]\.spans\[0\]: events"):
+        OtlpDecoder().decode_json(json.dumps(doc))
+    doc = otel.json_doc(sdk)
+    doc["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["events"][1]["attributes"] = "boom"
+    with pytest.raises(DecodeError, match=r"spans\[0\]: attributes must be a list"):
+        OtlpDecoder().decode_json(json.dumps(doc))
