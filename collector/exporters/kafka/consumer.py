@@ -48,8 +48,12 @@ def _record(r: Any) -> Record:
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(
-        self, on_assigned: Callable[[list[int]], None], on_revoked: Callable[[list[int]], None]
+        self,
+        consumer: Any,
+        on_assigned: Callable[[list[int]], None],
+        on_revoked: Callable[[list[int]], None],
     ) -> None:
+        self._consumer = consumer
         self._assigned = on_assigned
         self._revoked = on_revoked
 
@@ -57,6 +61,9 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self._revoked(sorted(tp.partition for tp in revoked))
 
     def on_partitions_assigned(self, assigned: Iterable[Any]) -> None:
+        # kafka-python keeps the paused flag of a partition revoked and assigned again in one
+        # rebalance: an assigned partition starts unpaused, as its new owner's state does
+        self._consumer.resume(*assigned)
         self._assigned(sorted(tp.partition for tp in assigned))
 
 
@@ -67,6 +74,8 @@ class TraceConsumer:
     partitions for it across a restart, for up to the session timeout.  kafka-python never
     sends a static member's LeaveGroup, so :meth:`close` removes it from the group itself when
     ``options.leave_group_on_stop`` (docs/deploy.md weighs the two).
+
+    ``on_assigned`` gets partitions that start unpaused, even those this member held before.
     """
 
     def __init__(
@@ -109,9 +118,11 @@ class TraceConsumer:
                 **options.client_config(),
             )
             # Know the topic's partitions before joining the group: a leader that joins without
-            # them assigns nothing and the group idles until the next metadata refresh.
+            # them assigns nothing and the group idles until the next metadata refresh.  Asked
+            # after subscribing, the answer also updates the group's metadata snapshot: a leader
+            # that assigns from a stale one rebalances again as soon as the metadata refreshes.
+            self._c.subscribe([topic], listener=_Listener(self._c, on_assigned, on_revoked))
             self._c.partitions_for_topic(topic)
-            self._c.subscribe([topic], listener=_Listener(on_assigned, on_revoked))
         except KafkaError as exc:
             raise BrokerError(f"cannot consume {topic!r} from {options.bootstrap_servers}: {exc}") from exc
 
@@ -123,7 +134,23 @@ class TraceConsumer:
             f"(the chart uses the pod name): {exc}"
         )
 
+    def _resume_stalled_rebalance(self) -> None:
+        """kafka-python 3.0.12 abandons a rebalance started for a metadata change (the leader saw
+        the partitions change) when its JoinGroup and SyncGroup outlast the poll that sent them:
+        the leader's assignment sets its snapshot, ``need_rejoin()`` turns False, and no poll
+        collects the result.  The member keeps no partitions, sends no heartbeats, and the broker
+        expires it.  Asking for the rejoin again lets this poll finish the rebalance."""
+        co = self._c._coordinator
+        if co.rejoining and not co.need_rejoin():
+            log.warning(
+                "group %s: the Kafka client left a rebalance unfinished, with no partitions of %s; rejoining",
+                self._group_id,
+                self.topic,
+            )
+            co.request_rejoin()
+
     def poll(self, timeout_ms: int, max_records: int | None = None) -> list[Record]:
+        self._resume_stalled_rebalance()
         try:
             batches = self._c.poll(timeout_ms=timeout_ms, max_records=max_records)
         except FencedInstanceIdError as exc:
@@ -136,13 +163,20 @@ class TraceConsumer:
         return out
 
     def committed(self, partition: int) -> int | None:
+        got = self.committed_with_metadata(partition)
+        return got[0] if got is not None else None
+
+    def committed_with_metadata(self, partition: int) -> tuple[int, str] | None:
+        """The committed offset of ``partition`` and the metadata committed with it."""
         try:
-            off = self._c.committed(TopicPartition(self.topic, partition), timeout_ms=_CALL_TIMEOUT_MS)
+            om = self._c.committed(
+                TopicPartition(self.topic, partition), metadata=True, timeout_ms=_CALL_TIMEOUT_MS
+            )
         except KafkaError as exc:
             raise BrokerError(
                 f"cannot read the committed offset of {self.topic}[{partition}]: {exc}"
             ) from exc
-        return int(off) if off is not None else None
+        return (int(om.offset), str(om.metadata or "")) if om is not None else None
 
     def beginning(self, partition: int) -> int:
         tp = TopicPartition(self.topic, partition)
@@ -166,13 +200,18 @@ class TraceConsumer:
     def seek(self, partition: int, offset: int) -> None:
         self._c.seek(TopicPartition(self.topic, partition), offset)
 
-    def commit(self, offsets: Mapping[int, int]) -> None:
-        """Commit ``partition -> next offset to read``.  Raises BrokerError on failure."""
+    def commit(self, offsets: Mapping[int, int], metadata: Mapping[int, str] | None = None) -> None:
+        """Commit ``partition -> next offset to read`` (with ``metadata`` per partition).
+        Raises BrokerError on failure."""
         if not offsets:
             return
+        meta = metadata or {}
         try:
             self._c.commit(
-                {TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items()},
+                {
+                    TopicPartition(self.topic, p): OffsetAndMetadata(o, meta.get(p, ""), -1)
+                    for p, o in offsets.items()
+                },
                 timeout_ms=_CALL_TIMEOUT_MS,
             )
         except FencedInstanceIdError as exc:
