@@ -1,19 +1,20 @@
 """The typed seams between prodloop's components (the OpenTelemetry Collector's model).
 
-Receivers hand data to a :class:`TraceSink`; pipelines read from sources and write through the
-store ports; exporters implement them.  This module imports only ``attribution`` and the standard
-library, and no ``Any`` crosses it (mypy's ``disallow_any_explicit`` holds here): rows are
-dataclasses, JSON documents are :data:`JsonObject`.
+Receivers hand data to a :class:`TraceSink` (and logs to a :class:`LogSink`); pipelines read
+from sources and write through the store ports; exporters implement them.  This module imports
+only ``attribution`` and the standard library, and no ``Any`` crosses it (mypy's
+``disallow_any_explicit`` holds here): rows are dataclasses, JSON documents are :data:`JsonObject`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol, TypeAlias, TypedDict
+from typing import NamedTuple, Protocol, TypeAlias, TypedDict, runtime_checkable
 
-from attribution.aggregate import AggregateRow
+from attribution.aggregate import AggregateRow, NameRow
 from attribution.codeowners import owner_kind
+from attribution.cost import Allocation, CostEntry, ModuleCost
 from attribution.model import DeployEvent, IncidentEvent
 from attribution.rules.findings import FindingKey
 
@@ -22,7 +23,7 @@ JsonObject: TypeAlias = "dict[str, JsonValue]"
 
 
 # --------------------------------------------------------------------------------------
-# Receivers -> a trace sink (direct pipeline or Kafka gateway)
+# Receivers -> a trace sink (direct pipeline or Kafka gateway), a log sink (direct pipeline)
 # --------------------------------------------------------------------------------------
 
 
@@ -66,6 +67,20 @@ class TraceSink(Protocol):
     def close(self, grace_s: float = 10.0) -> None: ...
 
 
+@runtime_checkable
+class LogSink(Protocol):
+    """Where received OTLP logs go (``POST /v1/logs``, ``LogsService/Export``): the direct
+    pipeline, for the exceptions they carry.  Called from many threads.
+
+    ``accept_logs`` takes the raw ``LogsData`` / ``ExportLogsServiceRequest`` bytes in
+    ``encoding`` (``otlp_proto`` or ``otlp_json``) and raises as :meth:`TraceSink.export_traces`
+    does; ``Accepted.spans`` counts the log records taken.  A receiver whose sink is no
+    ``LogSink`` serves no logs endpoint.
+    """
+
+    def accept_logs(self, body: bytes, encoding: str, *, received_unix_nano: int) -> Accepted: ...
+
+
 # --------------------------------------------------------------------------------------
 # Store ports (pipelines -> ClickHouse exporter)
 # --------------------------------------------------------------------------------------
@@ -90,15 +105,23 @@ class AggregateStore(Protocol):
         the store refuses go to ``on_refused`` with its message.  Returns the rows written."""
         ...
 
+    def write_names(self, rows: Sequence[NameRow], window_ns: int, *, dedup_token: str) -> int:
+        """Write unattributed span names (coverage) under ``dedup_token``; returns the rows written."""
+        ...
+
 
 class StreamIntent(TypedDict):
     """A stream batch's write-ahead intent: what a replay of the batch must reproduce."""
 
+    start_offset: int
     end_offset: int
     deploy_positions: dict[int, int]  # deploys topic partition -> offset read up to
     deploy_bound_ms: int
     token: str
     chunk_rows: int
+    low_offset: int  # the trace buffer's oldest record after the batch: the offset committed
+    rebuild: str  # the trace buffer's rebuild state after the batch (JSON), "" when none
+    tick: bool  # a batch of no records that completed an idle partition's traces
 
 
 class IntentLog(Protocol):
@@ -116,10 +139,18 @@ class IntentLog(Protocol):
         token: str,
         now_unix_nano: int,
         chunk_rows: int = 0,
+        *,
+        low_offset: int = 0,
+        rebuild: str = "",
+        tick: bool = False,
     ) -> None: ...
 
     def intent_at(self, group: str, topic: str, partition: int, start_offset: int) -> StreamIntent | None:
         """The recorded batch that starts at ``start_offset``, if one was written."""
+        ...
+
+    def intents_between(self, group: str, topic: str, partition: int, lo: int, hi: int) -> list[StreamIntent]:
+        """The recorded batches holding records of ``[lo, hi)``, in offset order."""
         ...
 
 
@@ -190,6 +221,106 @@ class StreamStore(IngestStore, IntentLog, Protocol):
 
 
 # --------------------------------------------------------------------------------------
+# Coverage (issue 12): unattributed span names, and how much of each service is attributed
+# --------------------------------------------------------------------------------------
+
+
+class NameStore(Protocol):
+    """Where the names of unattributed spans go (``unattributed_names``).  A write retried with
+    the same ``dedup_token`` is harmless.  Failures raise :class:`SinkError` or
+    :class:`StoreRejectedError`."""
+
+    def write_names(self, rows: Sequence[NameRow], window_ns: int, *, dedup_token: str) -> int:
+        """Write ``rows``; returns the rows written."""
+        ...
+
+
+class CoverageReadModel(Protocol):
+    """Coverage per (service, environment), and the configured modules nothing matched."""
+
+    def query_coverage(
+        self,
+        *,
+        from_unix_nano: int | None = None,
+        to_unix_nano: int | None = None,
+        service: str | None = None,
+        environment: str | None = None,
+        top: int = 10,
+    ) -> list[JsonObject]:
+        """Spans, attributed spans and shares (of spans, of self time), unattributed spans by
+        reason and the ``top`` unattributed span names, over windows starting in [from, to)."""
+        ...
+
+    def unmatched_modules(
+        self,
+        modules: Iterable[str],
+        *,
+        from_unix_nano: int | None = None,
+        to_unix_nano: int | None = None,
+    ) -> list[str]:
+        """Those of ``modules`` with no attributed span over windows starting in [from, to)."""
+        ...
+
+    def has_spans(self, *, from_unix_nano: int | None = None, to_unix_nano: int | None = None) -> bool: ...
+
+
+class CoverageStore(NameStore, CoverageReadModel, Protocol):
+    """What ``prodloop query coverage`` and ``prodloop check --store`` use, and the names' writes."""
+
+
+# --------------------------------------------------------------------------------------
+# Costs (issue 12): imported billing entries, and cost per module
+# --------------------------------------------------------------------------------------
+
+
+class CostStore(Protocol):
+    """Service costs (``service_costs``) and their split over modules (attribution.cost).
+    Importing the same entries under the same ``source`` again adds nothing."""
+
+    def write_costs(
+        self,
+        entries: Sequence[CostEntry],
+        *,
+        source: str,
+        imported_at_unix_nano: int,
+        billing_rows: Sequence[int] | None = None,
+    ) -> int:
+        """Store billing entries of the file ``source``; returns the entries written."""
+        ...
+
+    def load_costs(
+        self,
+        start_unix_nano: int,
+        end_unix_nano: int,
+        service: str | None = None,
+        environment: str | None = None,
+    ) -> list[CostEntry]:
+        """Stored billing entries whose period overlaps [start, end)."""
+        ...
+
+    def module_costs_micro_usd(
+        self,
+        start_unix_nano: int,
+        end_unix_nano: int,
+        service: str | None = None,
+        environment: str | None = None,
+    ) -> dict[tuple[str, str, str], int]:
+        """Micro-USD per (service, environment, module) over [start, end), idle capacity under
+        ``(idle)``; billing entries where imported, else the configured rates."""
+        ...
+
+    def query_costs(
+        self,
+        start_unix_nano: int,
+        end_unix_nano: int,
+        service: str | None = None,
+        environment: str | None = None,
+    ) -> tuple[list[ModuleCost], Allocation]:
+        """Per module: cost, cost and traffic shares, their ratio; and the allocation itself."""
+        ...
+
+
+# --------------------------------------------------------------------------------------
 # Sources and dead letters (pipelines <- Kafka)
 # --------------------------------------------------------------------------------------
 
@@ -218,11 +349,13 @@ class TraceSource(Protocol):
 
     def committed(self, partition: int) -> int | None: ...
 
+    def committed_with_metadata(self, partition: int) -> tuple[int, str] | None: ...
+
     def beginning(self, partition: int) -> int: ...
 
     def seek(self, partition: int, offset: int) -> None: ...
 
-    def commit(self, offsets: Mapping[int, int]) -> None: ...
+    def commit(self, offsets: Mapping[int, int], metadata: Mapping[int, str] | None = None) -> None: ...
 
     def pause(self, partitions: Iterable[int]) -> None: ...
 

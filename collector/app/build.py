@@ -32,6 +32,7 @@ from collector.pipelines.alerts import AlertEngine, declared_modules
 from collector.pipelines.direct import DirectPipeline
 from collector.pipelines.files import IngestSummary, ingest
 from collector.pipelines.stream import StreamConfig, StreamPipeline
+from collector.processing.batch import ProcessorConfig
 from collector.processing.metrics import Metrics
 from collector.processing.workers import resolve_workers
 
@@ -59,6 +60,7 @@ def store_password(settings: Settings) -> str | None:
 def open_store(settings: Settings, *, migrate: bool = True) -> ClickHouseStore:
     """The ClickHouse store of ``settings.store``, its migrations applied unless ``migrate`` is False."""
     store = ClickHouseStore(store_dsn(settings), settings.store.database, password=store_password(settings))
+    store.configure_costs(settings.cost_rates())
     if migrate:
         try:
             store.apply_migrations()
@@ -112,22 +114,36 @@ def kafka_options(settings: Settings, *, client_id: str = "prodloop") -> KafkaOp
 # -- the three ingest paths --------------------------------------------------------------------
 
 
+def processor_config(settings: Settings) -> ProcessorConfig:
+    """The batch processing every ingest path shares (``aggregation``, ``attribution``; the
+    stream's encoding and dedup horizon)."""
+    a = settings.aggregation
+    return ProcessorConfig(
+        encoding=settings.kafka.traces_encoding,
+        dedup_horizon=settings.stream.dedup_horizon,
+        window_ns=a.window_seconds * _NS_PER_S,
+        max_groups_per_window=a.max_groups_per_window,
+        sample_rate_attribute=settings.attribution.sample_rate_attribute,
+        time_bounds=settings.time_bounds(),
+        trace_wait_ms=a.trace_wait_ms,
+        max_buffered_spans=a.max_buffered_spans,
+        max_exception_types=a.max_exception_types,
+        cpu_time_attribute=settings.cost.cpu_time_attribute,
+        cpu_time_unit_ns=settings.cost.cpu_time_unit_ns,
+    )
+
+
 def stream_config(settings: Settings) -> StreamConfig:
     """The stream pipeline's config (``kafka``, ``stream``, ``aggregation``, ``testing``)."""
     k, s = settings.kafka, settings.stream
     return StreamConfig(
         group_id=k.group_id,
-        encoding=k.traces_encoding,
+        processing=processor_config(settings),
         batch_records=s.batch_records,
         linger_ms=s.linger_ms,
         max_buffered_records=s.max_buffered_records,
         max_buffered_bytes=s.max_buffered_bytes,
-        dedup_horizon=s.dedup_horizon,
         deploy_skew_ms=s.deploy_skew_ms,
-        window_ns=settings.aggregation.window_seconds * _NS_PER_S,
-        max_groups_per_window=settings.aggregation.max_groups_per_window,
-        sample_rate_attribute=settings.attribution.sample_rate_attribute,
-        time_bounds=settings.time_bounds(),
         write_chunk_rows=s.write_chunk_rows,
         workers=resolve_workers(s.workers),
         backoff_max_s=s.backoff_max_seconds,
@@ -204,13 +220,10 @@ def direct_pipeline(
     return DirectPipeline(
         store,
         list(repositories),
-        window_ns=settings.aggregation.window_seconds * _NS_PER_S,
-        max_groups_per_window=settings.aggregation.max_groups_per_window,
-        sample_rate_attribute=settings.attribution.sample_rate_attribute,
+        processing=processor_config(settings),
         flush_interval_s=r.flush_interval_seconds,
         queue_max_spans=r.queue_max_spans,
         retry_after_s=r.retry_after_seconds,
-        time_bounds=settings.time_bounds(),
     )
 
 
@@ -250,9 +263,7 @@ def ingest_files(
         trace_files,
         deploy_files,
         now_unix_nano=now_unix_nano,
-        window_ns=settings.aggregation.window_seconds * _NS_PER_S,
-        max_groups_per_window=settings.aggregation.max_groups_per_window,
-        sample_rate_attribute=settings.attribution.sample_rate_attribute,
+        processing=processor_config(settings),
         progress=progress,
     )
 

@@ -26,7 +26,7 @@ from collector.app.discovery import advertise
 from collector.app.settings import Settings
 from collector.errors import ConfigError
 from collector.exporters.clickhouse.store import ClickHouseStore
-from collector.ports import Accepted, JsonObject, ModulesQuery, TraceSink
+from collector.ports import Accepted, JsonObject, LogSink, ModulesQuery, TraceSink
 from collector.receivers.grpc import start_grpc_server
 from collector.receivers.http import HttpApp, HttpServer, server_tls_context, start_http_server
 
@@ -178,11 +178,15 @@ def start_receivers(
     * gateway mode: nothing more (the producer is built from ``settings.kafka``); pass
       ``query_modules`` to serve ``GET /api/v1/modules`` from a store this process holds;
     * ``sink``: any :class:`~collector.ports.TraceSink` (tests, or a sink built by the caller).
+
+    OTLP logs (``/v1/logs``, ``LogsService``) are served when the sink is also a
+    :class:`~collector.ports.LogSink` (the direct pipeline).
     """
     r = settings.receiver
     tls_files = _tls_files(settings)
     if sink is None:
         sink = build_sink(settings, store=store, repositories=repositories)
+    logs = sink if isinstance(sink, LogSink) else None
     if query_modules is not None:
         sink = _QueryOverride(sink, query_modules)
     token = r.bearer_token.get_secret_value() if r.bearer_token else ""
@@ -199,6 +203,7 @@ def start_receivers(
                 max_request_bytes=r.max_request_bytes,
                 bearer_token=token,
                 tls=tls_files,
+                logs=logs,
             )
         if r.http_enabled:
             ctx: ssl.SSLContext | None = None
@@ -208,6 +213,7 @@ def start_receivers(
             app = HttpApp(
                 sink,
                 max_request_bytes=r.max_request_bytes,
+                logs=logs,
                 bearer_token=token,
                 github_secret=r.github_webhook_secret.get_secret_value() if r.github_webhook_secret else "",
             )

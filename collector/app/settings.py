@@ -11,14 +11,26 @@ Errors name the key: ``store.dsn: ...`` or ``PRODLOOP_STORE__DSN: ...``.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from attribution.cost import CostRate, rate_micro_usd_per_hour
 from attribution.model import TimeBounds
 from collector.errors import ConfigError
 
@@ -78,6 +90,21 @@ class AggregationSettings(_Section):
         ge=1,
         description="reject spans (time_out_of_range) starting more than this before their record's "
         "timestamp or arrival; null: store.ttl_days when set, else no limit but the store's (1970)",
+    )
+    trace_wait_ms: int = Field(
+        10_000,
+        ge=0,
+        description="a trace's self time is computed this long (in record timestamps) after its first "
+        "record; later spans keep their whole duration (counted as late)",
+    )
+    max_buffered_spans: int = Field(
+        200_000,
+        ge=1,
+        description="the trace buffer's cap, per partition (or receiver pipeline, or file): past it the "
+        "oldest traces complete early (counted)",
+    )
+    max_exception_types: int = Field(
+        10, ge=1, description="exception types kept per module and window; the rest count as (other)"
     )
 
 
@@ -306,6 +333,61 @@ class AlertSettings(_Section):
     file: FileSinkSettings = FileSinkSettings()
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_CPU_UNITS_NS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
+
+
+class CostRateSettings(_Section):
+    """One (service, environment): usd_per_cpu_hour x cpus_per_instance x instances, or usd_per_hour."""
+
+    service: str = Field(min_length=1, description="the spans' service.name")
+    environment: str = Field("", description="the spans' deployment.environment.name (exact)")
+    usd_per_cpu_hour: Decimal | None = Field(None, ge=0, description="price of one CPU (vCPU) hour")
+    cpus_per_instance: Decimal = Field(Decimal(1), ge=0, description="CPUs per instance (pod request)")
+    instances: Decimal = Field(Decimal(1), ge=0, description="instances (an average may be fractional)")
+    usd_per_hour: Decimal | None = Field(None, ge=0, description="a flat price per hour instead")
+    since: AwareDatetime | None = Field(None, description="applies from this time on (RFC 3339)")
+    until: AwareDatetime | None = Field(None, description="applies before this time")
+
+    @model_validator(mode="after")
+    def _one_price(self) -> CostRateSettings:
+        self.rate()  # ValueError unless exactly one price is given
+        return self
+
+    def rate(self) -> CostRate:
+        per_hour = rate_micro_usd_per_hour(
+            usd_per_cpu_hour=self.usd_per_cpu_hour,
+            cpus_per_instance=self.cpus_per_instance,
+            instances=self.instances,
+            usd_per_hour=self.usd_per_hour,
+        )
+        since, until = (
+            None if t is None else (t - _EPOCH) // timedelta(microseconds=1) * 1_000
+            for t in (self.since, self.until)
+        )
+        return CostRate(self.service, self.environment, per_hour, since, until)
+
+
+class CostSettings(_Section):
+    """Cost per module (attribution/cost.py, docs/cost.md): rates, and the span CPU-time attribute."""
+
+    rates: list[CostRateSettings] = Field(
+        default_factory=list,
+        description="per (service, environment): usd_per_cpu_hour x cpus_per_instance x instances, or "
+        "usd_per_hour; used on the days no imported billing entry covers",
+    )
+    cpu_time_attribute: str = Field(
+        "",
+        description="span attribute holding the span's CPU time (there is no standard one); "
+        "empty: off, costs are split by self time",
+    )
+    cpu_time_unit: Literal["s", "ms", "us", "ns"] = Field("s", description="unit of cpu_time_attribute")
+
+    @property
+    def cpu_time_unit_ns(self) -> int:
+        return _CPU_UNITS_NS[self.cpu_time_unit]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -320,6 +402,7 @@ class Settings(BaseSettings):
     service: ServiceSettings = ServiceSettings()
     testing: TestingSettings = TestingSettings()
     alerts: AlertSettings = AlertSettings()
+    cost: CostSettings = CostSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -343,6 +426,10 @@ class Settings(BaseSettings):
             max_future_ns=None if a.max_future_seconds is None else a.max_future_seconds * 1_000_000_000,
             max_age_ns=None if age_s is None else age_s * 1_000_000_000,
         )
+
+    def cost_rates(self) -> tuple[CostRate, ...]:
+        """The configured cost rates (cost.rates), in micro-USD per hour."""
+        return tuple(r.rate() for r in self.cost.rates)
 
     def redacted_dump(self) -> dict[str, Any]:
         """The effective settings, with secrets shown as '**********'."""

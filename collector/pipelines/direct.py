@@ -49,10 +49,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from attribution.aggregate import AggregateRow, BatchStats
-from attribution.model import DEFAULT_TIME_BOUNDS, DeployEvent, IncidentEvent, Span, TimeBounds
+from attribution.aggregate import AggregateRow, BatchStats, NameRow
+from attribution.model import DeployEvent, IncidentEvent
 from attribution.repository import Repository
 from collector.codec.otlp import OtlpDecoder
+from collector.codec.otlp_logs import decode_logs
 from collector.codec.results import rejection_message
 from collector.errors import BusyError, EventError, StoreError, StoreRejectedError, UnavailableError
 from collector.ports import Accepted, DirectStore, ModulesQuery
@@ -64,6 +65,8 @@ log = logging.getLogger("prodloop.direct")
 
 _SPANS = 0
 _DEPLOYS = 1
+_LOGS = 2
+_DEFAULT_PROCESSING = ProcessorConfig()
 _BACKOFF_INITIAL_S = 0.2
 _BACKOFF_MAX_S = 10.0
 
@@ -73,6 +76,8 @@ class DirectStats:
     """Counters since start (read without a lock: approximate while running)."""
 
     requests: int = 0
+    log_requests: int = 0
+    log_exceptions_accepted: int = 0
     spans_accepted: int = 0
     spans_rejected: int = 0
     spans_aggregated: int = 0
@@ -103,30 +108,22 @@ class DirectPipeline:
         store: DirectStore,
         repositories: Sequence[Repository],
         *,
-        window_ns: int = 60_000_000_000,
-        max_groups_per_window: int = 10_000,
-        sample_rate_attribute: str = "",
+        processing: ProcessorConfig = _DEFAULT_PROCESSING,  # its time bounds are around each request's arrival
         flush_interval_s: float = 5.0,
         queue_max_spans: int = 200_000,
         retry_after_s: int = 2,
         clock: Callable[[], int] = time.time_ns,
         load_deploys: bool = True,
-        time_bounds: TimeBounds = DEFAULT_TIME_BOUNDS,  # around each request's arrival
     ) -> None:
         self.store = store
-        self.window_ns = window_ns
+        self.window_ns = processing.window_ns
         self.flush_interval_s = flush_interval_s
         self.queue_max_spans = queue_max_spans
         self.retry_after_s = retry_after_s
         self._clock = clock
         self._store_lock = threading.Lock()
         self.processor = BatchProcessor(
-            ProcessorConfig(
-                window_ns=window_ns,
-                max_groups_per_window=max_groups_per_window,
-                sample_rate_attribute=sample_rate_attribute,
-                time_bounds=time_bounds,
-            ),
+            processing,
             repositories,
             self._locked(store.load_deploys) if load_deploys else (),
         )
@@ -168,7 +165,8 @@ class DirectPipeline:
             raise UnavailableError("prodloop is shutting down", self.retry_after_s)
         if self._queued_spans >= self.queue_max_spans:  # full: refuse before spending a decode on it
             self._refuse()
-        decoded = self._decoder().decode(payload, encoding, f"<{encoding} request>", self._clock())
+        arrived = self._clock()
+        decoded = self._decoder().decode(payload, encoding, f"<{encoding} request>", arrived)
         spans = decoded.spans
         n = len(spans)
         with self._cond:
@@ -178,12 +176,27 @@ class DirectPipeline:
             if n and self._queued_spans and self._queued_spans + n > self.queue_max_spans:
                 self._refuse()
             if n:
-                self._queue.append((_SPANS, spans, n))
+                self._queue.append((_SPANS, (spans, arrived // 1_000_000), n))
                 self._queued_spans += n
                 self._cond.notify()
             self.stats.spans_accepted += n
             self.stats.spans_rejected += len(decoded.rejected)
         return Accepted(n, len(decoded.rejected), rejection_message(decoded.rejected))
+
+    def accept_logs(self, body: bytes, encoding: str, *, received_unix_nano: int) -> Accepted:
+        """OTLP log records carrying exceptions: decode and enqueue (see :meth:`export_traces`)."""
+        if self._closing:
+            raise UnavailableError("prodloop is shutting down", self.retry_after_s)
+        if self._queued_spans >= self.queue_max_spans:
+            self._refuse()
+        items = decode_logs(body, encoding, f"<{encoding} logs request>")
+        with self._cond:
+            self.stats.log_requests += 1
+            if items:
+                self._queue.append((_LOGS, items, 0))
+                self._cond.notify()
+            self.stats.log_exceptions_accepted += len(items)
+        return Accepted(len(items), 0, "")
 
     def _refuse(self) -> None:
         self.stats.requests_refused_busy += 1
@@ -280,18 +293,24 @@ class DirectPipeline:
             taken = 0
             for kind, payload, n in items:
                 if kind == _SPANS:
-                    spans: list[Span] = payload
-                    self.processor.add(spans)
+                    spans, arrived_ms = payload
+                    self.processor.add(spans, arrived_ms)
                     taken += n
+                elif kind == _LOGS:
+                    self.processor.add_log_exceptions(payload)
                 else:
                     self.processor.add_deploys(payload)
             if taken:
                 with self._cond:
                     self._queued_spans -= taken
             if closing or waiters or time.monotonic() >= next_flush:
+                if closing:
+                    self.processor.complete_traces()
+                else:  # traces complete by arrival time: trace_wait after their first request
+                    self.processor.advance(cut_at // 1_000_000)
                 rows, st = self.processor.drain()
                 self._account(st)
-                ok = self._flush(rows, final=closing, cut_at=cut_at)
+                ok = self._flush(rows, self.processor.drain_names(), final=closing, cut_at=cut_at)
                 next_flush = time.monotonic() + self.flush_interval_s
                 if ok:
                     for w in waiters:
@@ -311,9 +330,9 @@ class DirectPipeline:
         s.overflow_spans += st.overflow
         s.unattributed_by_reason.update(st.unattributed_by_reason)
 
-    def _flush(self, rows: list[AggregateRow], *, final: bool, cut_at: int) -> bool:
-        """Write the drained batch (everything accepted up to ``cut_at``), retrying;
-        False if a stop's grace period ran out first."""
+    def _flush(self, rows: list[AggregateRow], names: list[NameRow], *, final: bool, cut_at: int) -> bool:
+        """Write the drained batch (everything accepted up to ``cut_at``) and its unattributed
+        span names, retrying; False if a stop's grace period ran out first."""
         if not rows:
             self.stats.last_flush_unix_nano = cut_at
             return True
@@ -331,6 +350,8 @@ class DirectPipeline:
                         dedup_token=token,
                         on_refused=lambda row, message: refused.append((row, message)),
                     )
+                    if names:
+                        self.store.write_names(names, self.window_ns, dedup_token=f"{token}.names")
             except StoreError as exc:
                 self.stats.flush_failures += 1
                 self.stats.last_error = str(exc)

@@ -76,6 +76,9 @@ class IngestSummary:
         }
 
 
+_DEFAULT_PROCESSING = ProcessorConfig()
+
+
 def read_deploy_file(path: Path, summary: IngestSummary) -> list[DeployEvent]:
     """Deploy events, one JSON object per line.  Invalid lines are counted and named."""
     events = []
@@ -113,22 +116,11 @@ class FileIngestor:
         self,
         repositories: list[Repository],
         deploys: Iterable[DeployEvent],
-        *,
-        window_ns: int,
-        max_groups_per_window: int,
-        sample_rate_attribute: str = "",
+        processing: ProcessorConfig,
     ) -> None:
-        self.processor = BatchProcessor(
-            ProcessorConfig(
-                window_ns=window_ns,
-                max_groups_per_window=max_groups_per_window,
-                sample_rate_attribute=sample_rate_attribute,
-            ),
-            repositories,
-            deploys,
-        )
+        self.processor = BatchProcessor(processing, repositories, deploys)
         self.decoder = self.processor.decoder
-        self.window_ns = window_ns
+        self.window_ns = processing.window_ns
         self.summary = IngestSummary()
 
     def add_payload(self, encoding: str, where: str, payload: bytes) -> None:
@@ -164,6 +156,8 @@ class FileIngestor:
         return digest.hexdigest()
 
     def drain(self) -> list[AggregateRow]:
+        """The rows of the file added since the last drain: its traces complete at its end."""
+        self.processor.complete_traces()
         rows, st = self.processor.drain()
         self.summary.spans_read += st.spans
         self.summary.spans_attributed += st.attributed
@@ -179,9 +173,7 @@ def ingest(
     deploy_files: list[Path],
     *,
     now_unix_nano: int,
-    window_ns: int = 60_000_000_000,
-    max_groups_per_window: int = 10_000,
-    sample_rate_attribute: str = "",
+    processing: ProcessorConfig = _DEFAULT_PROCESSING,
     progress: Callable[[int], None] | None = None,
 ) -> IngestSummary:
     """The whole file ingest: deploys first (so the timeline is complete), then traces."""
@@ -191,13 +183,8 @@ def ingest(
         new_events.extend(read_deploy_file(p, summary_deploys))
     if new_events:
         store.write_deploys(new_events, now_unix_nano)
-    ing = FileIngestor(
-        repositories,
-        store.load_deploys(),
-        window_ns=window_ns,
-        max_groups_per_window=max_groups_per_window,
-        sample_rate_attribute=sample_rate_attribute,
-    )
+    window_ns = processing.window_ns
+    ing = FileIngestor(repositories, store.load_deploys(), processing)
     s = ing.summary
     s.deploys_read = summary_deploys.deploys_read
     s.deploys_rejected = summary_deploys.deploys_rejected
@@ -213,7 +200,9 @@ def ingest(
                 f"{path}: the store refused an aggregate row of {row.spans} span(s): {message}",
             )
 
-        s.rows_written += store.write_aggregates(
-            rows, window_ns, dedup_token=dedup_token(FileContent(digest, window_ns)), on_refused=refused
-        )
+        token = dedup_token(FileContent(digest, window_ns))
+        s.rows_written += store.write_aggregates(rows, window_ns, dedup_token=token, on_refused=refused)
+        names = ing.processor.drain_names()
+        if names:
+            store.write_names(names, window_ns, dedup_token=f"{token}.names")
     return s

@@ -6,24 +6,27 @@ deterministic dedup and deploy tagging) is in docs/architecture.md, "Exactly onc
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from attribution.model import DEFAULT_TIME_BOUNDS, DeployEvent, TimeBounds
+from attribution.model import DeployEvent
 from attribution.repository import Repository
+from attribution.tracebuffer import RebuildState
 from collector.errors import BrokerError
 from collector.pipelines.events import StreamEvents
 from collector.pipelines.stream_retry import StopDeadline, StoreRetry
-from collector.pipelines.stream_state import PartitionState, Pending
+from collector.pipelines.stream_state import CommitMeta, PartitionState, Pending, RebuildJob
 from collector.pipelines.stream_write import BatchWriter, DeadLetters, Written
 from collector.ports import DeadLetterSink, EventSource, Record, StreamIntent, StreamStore, TraceSource
 from collector.processing.batch import ProcessorConfig, RawRecord
 from collector.processing.deploy_sets import TopicDeploy
 from collector.processing.metrics import Metrics
+from collector.processing.partitions import Job
 from collector.processing.workers import InlineWorkers, ProcessWorkers
 
 log = logging.getLogger("prodloop.pipeline")
@@ -38,17 +41,12 @@ ConsumerFactory = Callable[[Callable[[list[int]], None], Callable[[list[int]], N
 @dataclass
 class StreamConfig:
     group_id: str = "prodloop"
-    encoding: str = "otlp_proto"  # otlp_proto | otlp_json | auto
+    processing: ProcessorConfig = field(default_factory=ProcessorConfig)  # decode .. aggregate, trace buffer
     batch_records: int = 200
     linger_ms: int = 1000
     max_buffered_records: int = 2000  # per partition; a full partition is paused
     max_buffered_bytes: int = 64 * 1024 * 1024  # all partitions; past it every partition is paused
-    dedup_horizon: int = 1000  # offsets
     deploy_skew_ms: int = 10_000
-    window_ns: int = 60_000_000_000
-    max_groups_per_window: int = 10_000
-    sample_rate_attribute: str = ""
-    time_bounds: TimeBounds = DEFAULT_TIME_BOUNDS  # around each record's timestamp
     write_chunk_rows: int = 5000
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 10.0
@@ -95,14 +93,7 @@ class StreamPipeline:
             backoff_max_s=cfg.backoff_max_s,
         )
         self._dead = DeadLetters(dead_letters, metrics, self._retry)
-        pcfg = ProcessorConfig(
-            encoding=cfg.encoding,
-            dedup_horizon=cfg.dedup_horizon,
-            window_ns=cfg.window_ns,
-            max_groups_per_window=cfg.max_groups_per_window,
-            sample_rate_attribute=cfg.sample_rate_attribute,
-            time_bounds=cfg.time_bounds,
-        )
+        pcfg = cfg.processing
         self.workers: InlineWorkers | ProcessWorkers = (
             ProcessWorkers(cfg.workers, pcfg, repositories)
             if cfg.workers > 0
@@ -133,7 +124,7 @@ class StreamPipeline:
         self._writer = BatchWriter(
             group_id=cfg.group_id,
             topic=self.topic,
-            window_ns=cfg.window_ns,
+            window_ns=pcfg.window_ns,
             write_chunk_rows=cfg.write_chunk_rows,
             idempotent=cfg.idempotent,
             crash_at=cfg.crash_at,
@@ -173,24 +164,101 @@ class StreamPipeline:
     def _on_assigned(self, partitions: list[int]) -> None:
         for p in partitions:
             self._drop_partition(p)  # reassigned without a revocation: start over
-            committed = self.consumer.committed(p)
-            start = committed if committed is not None else self.consumer.beginning(p)
-            begin = self.consumer.beginning(p)
-            history_from = max(begin, start - self.cfg.dedup_horizon)
-            st = PartitionState(p, start, start)
-            st.replay = self._read_intent(p, start) if self.cfg.idempotent else None
+            st = self._resume(p)
             self.partitions[p] = st
             self.workers.reset(p)
-            self.consumer.seek(p, history_from)
+            self.consumer.seek(p, st.history_from)
+            self.consumer.resume([p])  # a partition set up again (a failed commit) may be paused
             log.info(
-                "assigned %s[%d]: start %d, dedup history from %d%s",
+                "assigned %s[%d]: committed %d, written to %d, dedup history from %d%s%s",
                 self.topic,
                 p,
-                start,
-                history_from,
+                st.low,
+                st.start,
+                st.history_from,
+                f", rebuilding the trace buffer from {st.low}" if st.low < st.start else "",
                 f", replaying batch to {st.replay['end_offset']}" if st.replay else "",
             )
         self.metrics.partitions.set(len(self.partitions))
+
+    def _resume(self, p: int) -> PartitionState:
+        """Where partition ``p`` resumes: its commit (the trace buffer's oldest record), the end of
+        the last batch written (the commit's metadata), what rebuilds the buffer in between, and
+        the batch to replay after it (docs/architecture.md, "Exactly once with a trace buffer")."""
+        got = self.consumer.committed_with_metadata(p)
+        begin = self.consumer.beginning(p)
+        low = got[0] if got is not None else begin
+        meta = CommitMeta.parse(got[1] if got is not None else "", low)
+        end = meta.end
+        if low < begin:  # the log was truncated past the commit: what is gone cannot be rebuilt
+            log.warning(
+                "%s[%d]: records [%d, %d) are gone from the log; starting at %d with an empty trace buffer",
+                self.topic,
+                p,
+                low,
+                begin,
+                max(begin, end),
+            )
+            low = end = max(begin, end)
+            meta = CommitMeta(end, -1, RebuildState(end, None, ()))
+        st = PartitionState(p, end, low, low=low)
+        st.history_from = max(begin, low - self.cfg.processing.dedup_horizon)
+        st.restore = meta.state if meta.state is not None else self._state_from_intent(p, meta)
+        if low < end:
+            st.rebuild = deque(
+                self._rebuild_jobs(p, low, end) if self.cfg.idempotent else [RebuildJob(end, None, 0)]
+            )
+        if self.cfg.idempotent:
+            replay = self._read_intent(p, end)
+            if replay is not None and replay["tick"] and low == end:
+                replay = None  # a tick empties the buffer: this one is committed
+            st.replay = replay
+        st.live_traces = low < end
+        return st
+
+    def _state_from_intent(self, p: int, meta: CommitMeta) -> RebuildState | None:
+        """The rebuild state too large for the commit metadata, from the intent of the batch it ends."""
+        if meta.batch_start < 0 or meta.end == meta.batch_start:
+            return None
+        intent = self._read_intent(p, meta.batch_start)
+        if intent is None or intent["end_offset"] != meta.end or not intent["rebuild"]:
+            log.warning(
+                "%s[%d]: no rebuild state for the batch ending at %d; the trace buffer restarts empty",
+                self.topic,
+                p,
+                meta.end,
+            )
+            return None
+        return RebuildState.from_json(json.loads(intent["rebuild"]))
+
+    def _rebuild_jobs(self, p: int, low: int, end: int) -> list[RebuildJob]:
+        """The batches that wrote ``[low, end)``, to feed again with their deploy selections."""
+        intents: list[StreamIntent] = self._retry.read(
+            lambda: self.store.intents_between(self.cfg.group_id, self.topic, p, low, end),
+            "read intents",
+            f"before the intents of {self.topic}[{p}] [{low}, {end}) could be read",
+        )
+        intents = [i for i in intents if not i["tick"] and i["end_offset"] > low]
+        # the batch holding ``low`` started before it: find it too
+        covering: list[StreamIntent] = []
+        at = low
+        for i in sorted(intents, key=lambda i: i["start_offset"]):
+            if i["start_offset"] > at:
+                break
+            if i["end_offset"] > at:
+                covering.append(i)
+                at = i["end_offset"]
+        if at != end:
+            log.warning(
+                "%s[%d]: the intents of [%d, %d) are incomplete; rebuilding the trace buffer with the "
+                "current deploys",
+                self.topic,
+                p,
+                low,
+                end,
+            )
+            return [RebuildJob(end, None, 0)]
+        return [RebuildJob(i["end_offset"], i["deploy_positions"], i["deploy_bound_ms"]) for i in covering]
 
     def _read_intent(self, partition: int, start: int) -> StreamIntent | None:
         """The intent of the batch starting at ``start``; not knowing is unsafe, so retry.  A stop
@@ -312,6 +380,7 @@ class StreamPipeline:
                 continue  # fetched again (before a pause or seek took effect)
             if not st.buffer:
                 st.first_at = now
+            st.last_record_at = now
             st.buffer.append(r)
             st.fetched_to = r.offset + 1
             self._buffered_bytes += len(r.value)
@@ -356,7 +425,7 @@ class StreamPipeline:
             if self.partitions.get(st.partition) is not st:
                 break
             if (
-                st.buffer
+                (st.buffer or st.replay is not None or st.live_traces)
                 and len(st.inflight) < self.cfg.max_inflight_batches
                 and self._dispatch(st, now, force)
             ):
@@ -380,20 +449,42 @@ class StreamPipeline:
         return moved
 
     def _dispatch(self, st: PartitionState, now: float, force: bool) -> bool:
-        """Hand the partition's next batch to the workers, if it is complete and its deploys known."""
-        replay = st.replay
-        if replay is not None:
-            end = replay["end_offset"]
-            n = sum(1 for r in st.buffer if r.offset < end)
-            if n == len(st.buffer) and st.buffer[-1].offset < end - 1:
+        """Hand the partition's next batch to the workers, if it is complete and its deploys known:
+        first what rebuilds the trace buffer, then a replayed batch, then new ones."""
+        tick = False
+        replay = None
+        if st.rebuild:
+            again = st.rebuild[0]
+            n = self._records_before(st, again.end)
+            if n < 0:
+                return False  # the rebuilt range is not all fetched yet
+            if again.positions is None:
+                positions = self.events.positions()
+                bound = (max(r.timestamp_ms for r in st.buffer[:n]) if n else 0) + self.cfg.deploy_skew_ms
+            else:
+                positions, bound = again.positions, again.bound
+                if not self.events.caught_up(positions):
+                    return False  # the deploys reader has not caught up with the original run yet
+        elif st.replay is not None:
+            replay = st.replay
+            tick = replay["tick"]
+            n = 0 if tick else self._records_before(st, replay["end_offset"])
+            if n < 0:
                 return False  # the replayed batch is not complete yet
-            if n == 0:  # no record of the intent's range exists (a gap in the log): nothing was written
+            if (
+                n == 0 and not tick
+            ):  # no record of the intent's range exists (a gap in the log): nothing was written
                 st.replay = None
                 return True
             positions = replay["deploy_positions"]
             bound = replay["deploy_bound_ms"]
             if not self.events.caught_up(positions):
-                return False  # the deploys reader has not caught up with the original run yet
+                return False
+        elif not st.buffer:
+            if not self._idle(st, now):
+                return False
+            tick, n = True, 0
+            positions, bound = self.events.positions(), 0
         else:
             ready = (
                 force
@@ -409,25 +500,49 @@ class StreamPipeline:
             positions = self.events.positions()
         batch = st.buffer[:n]
         del st.buffer[:n]
-        selection = self.events.tag(bound, positions)
+        rebuild = bool(st.rebuild)
+        end = st.rebuild.popleft().end if rebuild else (batch[-1].offset + 1 if batch else st.next_start)
         pend = Pending(
             batch,
             st.next_start,
-            batch[-1].offset + 1,
+            end,
             bound,
             positions,
             replay,
             sum(len(r.value) for r in batch),
+            rebuild=rebuild,
+            tick=tick,
         )
+        job = Job(self.events.tag(bound, positions), end, rebuild=rebuild, tick=tick, restore=st.restore)
+        st.restore = None
         ticket = self.workers.submit(
-            self.topic, st.partition, [(r.offset, r.timestamp_ms, r.value) for r in batch], selection
+            self.topic, st.partition, [(r.offset, r.timestamp_ms, r.value) for r in batch], job
         )
         self._tickets[ticket] = (st, pend)
         st.inflight.append(pend)
         st.next_start = pend.end
-        st.replay = None
+        if not rebuild:
+            st.replay = None
         st.first_at = now
         return True
+
+    @staticmethod
+    def _records_before(st: PartitionState, end: int) -> int:
+        """How many buffered records lie before ``end``; -1 while more of them may come."""
+        n = sum(1 for r in st.buffer if r.offset < end)
+        if n == len(st.buffer) and (not st.buffer or st.buffer[-1].offset < end - 1):
+            return -1
+        return n
+
+    def _idle(self, st: PartitionState, now: float) -> bool:
+        """Should the idle partition's buffered traces complete now (by wall clock)?  Only when
+        nothing of it is in flight and no record came for ``trace_wait``."""
+        return (
+            st.live_traces
+            and not st.inflight
+            and not self.stopping
+            and now - st.last_record_at >= self.cfg.processing.trace_wait_ms / 1000
+        )
 
     def _collect(self) -> None:
         """Attach the workers' finished outcomes to their batches."""
@@ -442,6 +557,11 @@ class StreamPipeline:
         wrote = False
         while st.inflight and st.inflight[0].outcome is not None and self.partitions.get(st.partition) is st:
             pend = st.inflight[0]
+            if pend.rebuild:  # only rebuilt the worker's state: nothing to write
+                self._buffered_bytes -= pend.nbytes
+                st.inflight.popleft()
+                wrote = True
+                continue
             written = self._writer.write(st, pend)
             if written is Written.COMMIT_FAILED:
                 self._drop_partition(st.partition)
@@ -451,6 +571,10 @@ class StreamPipeline:
             if written is not Written.COMMITTED:
                 break
             st.start = pend.end
+            out = pend.outcome
+            if out is not None and out.rebuild is not None:
+                st.low = out.rebuild.low_offset
+                st.live_traces = st.low < st.start
             self._buffered_bytes -= pend.nbytes
             st.inflight.popleft()
             wrote = True

@@ -16,9 +16,10 @@ import uuid
 from collections.abc import Callable
 
 from attribution.aggregate import AggregateRow
+from attribution.tracebuffer import RebuildState
 from collector.errors import BrokerError
 from collector.pipelines.stream_retry import ABORTED, StoreRetry
-from collector.pipelines.stream_state import PartitionState, Pending
+from collector.pipelines.stream_state import CommitMeta, PartitionState, Pending
 from collector.ports import DeadLetterSink, Record, StreamStore, TraceSource
 from collector.processing.metrics import Metrics
 from collector.processing.tokens import StreamBatch, dedup_token
@@ -127,6 +128,8 @@ class BatchWriter:
         start, end, bound, positions = st.start, pend.end, pend.bound, pend.positions
         assert start == pend.start, (start, pend.start)
         token = self.token(st.partition, start, end)
+        state = out.rebuild if out.rebuild is not None else RebuildState(end, None, ())
+        low = state.low_offset
         crash = self._crash
         if crash is not None:
             crash.batches += 1
@@ -144,6 +147,9 @@ class BatchWriter:
                     token,
                     self.clock_ns(),
                     chunk_rows=self.write_chunk_rows,
+                    low_offset=low,
+                    rebuild=json.dumps(state.to_json(), separators=(",", ":")),
+                    tick=pend.tick,
                 ),
                 "write intent",
                 partition=st.partition,
@@ -176,6 +182,15 @@ class BatchWriter:
 
         if retry.run(write, "write aggregates", partition=st.partition) is ABORTED:
             return Written.LATER
+        if out.names and (
+            retry.run(
+                lambda: self.store.write_names(out.names, self.window_ns, dedup_token=f"{token}.names"),
+                "write span names",
+                partition=st.partition,
+            )
+            is ABORTED
+        ):
+            return Written.LATER
         m.write_seconds.observe(time.monotonic() - t0)
         for row, message in refused:
             if not self._dead_letter_row(st.partition, start, end, row, message):
@@ -184,7 +199,7 @@ class BatchWriter:
             crash.hit("after_write")
         self._dead.flush()
         try:
-            self.consumer.commit({st.partition: end})
+            self.consumer.commit({st.partition: low}, {st.partition: CommitMeta(end, start, state).dump()})
         except BrokerError as exc:
             # typically a rebalance: the next owner replays this batch from its intent
             log.warning("commit of %s[%d]@%d failed: %s", self.topic, st.partition, end, exc)
@@ -203,9 +218,12 @@ class BatchWriter:
         m.overflow.inc(stats.overflow)
         for reason, n in stats.unattributed_by_reason.items():
             m.unattributed.labels(reason=reason).inc(n)
+        m.count_buffer(out.buffer, stats)
+        m.trace_buffer_spans.labels(partition=str(st.partition)).set(out.buffer.buffered)
         m.batches.inc()
         m.rows_written.inc(len(rows))
-        m.committed_offset.labels(partition=str(st.partition)).set(end)
+        m.committed_offset.labels(partition=str(st.partition)).set(low)
+        m.written_offset.labels(partition=str(st.partition)).set(end)
         m.last_commit.set(self.clock_ns() / 1e9)
         return Written.COMMITTED
 
@@ -216,6 +234,8 @@ class BatchWriter:
         doc = row._asdict()
         doc["owners"] = list(row.owners)
         doc["latency_bins"] = {str(k): v for k, v in row.latency_bins.items()}
+        doc["self_bins"] = {str(k): v for k, v in row.self_bins.items()}
+        doc["exception_types"] = dict(row.exception_types)
         value = json.dumps({"aggregate_row": doc}, sort_keys=True).encode()
         return self._dead.send(
             Record(self.topic, partition, start, -1, None, value),

@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from attribution.aggregate import AggregateRow, Aggregator, BatchStats
+from attribution.aggregate import AggregateRow, Aggregator, BatchStats, NameRow, merge_sorted
 from attribution.attribute import Attributor
 from attribution.deploys import DeployTimeline
-from attribution.model import DEFAULT_TIME_BOUNDS, DeployEvent, Span, TimeBounds
+from attribution.model import DEFAULT_TIME_BOUNDS, DeployEvent, LogException, Span, TimeBounds
 from attribution.repository import Repository
+from attribution.tracebuffer import BufferStats, RebuildState, TraceBuffer
 from collector.codec.framing import sniff_encoding
 from collector.codec.otlp import OtlpDecoder
 from collector.codec.results import Decoded, rejection_message
@@ -35,6 +36,11 @@ class ProcessorConfig:
     max_groups_per_window: int = 10_000
     sample_rate_attribute: str = ""
     time_bounds: TimeBounds = DEFAULT_TIME_BOUNDS
+    trace_wait_ms: int = 10_000  # a trace completes this long after its first record (see TraceBuffer)
+    max_buffered_spans: int = 200_000  # per partition (stream), pipeline (direct) or file
+    cpu_time_attribute: str = ""  # a span attribute holding CPU time; "" = none
+    cpu_time_unit_ns: int = 1_000_000_000  # ns per unit of that attribute
+    max_exception_types: int = 10  # per module and window
 
 
 @dataclass
@@ -43,6 +49,9 @@ class BatchOutcome:
 
     rows: list[AggregateRow]
     stats: BatchStats
+    names: list[NameRow] = field(default_factory=list)
+    buffer: BufferStats = field(default_factory=BufferStats)
+    rebuild: RebuildState | None = None  # the trace buffer's state after the batch (stream)
     spans_in: int = 0
     duplicates: int = 0
     errors: list[tuple[int, str, str]] = field(default_factory=list)  # offset, reason, message
@@ -57,7 +66,9 @@ class BatchProcessor:
     """Decode, deduplicate, attribute and aggregate spans into rows (see the module docstring).
 
     ``deploys`` seed the attributor's deploy timeline (direct mode, files); the stream
-    attributes each batch with the attributor of its deploy selection instead.
+    attributes each batch with the attributor of its deploy selection instead.  Spans also go
+    through a :class:`~attribution.tracebuffer.TraceBuffer` for their self time: the open
+    batch's own buffer (direct, files), or the partition's (the stream).
     """
 
     def __init__(
@@ -69,12 +80,17 @@ class BatchProcessor:
         self.decoder = self.new_decoder()
         self._open = self.new_aggregator(self.attributor)
         self._open_stats = BatchStats()
+        self.traces = self.new_buffer()
+        self._position = 0
 
     def new_decoder(self) -> OtlpDecoder:
         """A decoder of this config; one per thread (its caches are not shared)."""
         cfg = self.cfg
+        wanted = self.attributor.wanted_attributes
+        if cfg.cpu_time_attribute:
+            wanted = (*wanted, cfg.cpu_time_attribute)
         return OtlpDecoder(
-            wanted_attributes=self.attributor.wanted_attributes,
+            wanted_attributes=wanted,
             sample_rate_attribute=cfg.sample_rate_attribute or None,
             time_bounds=cfg.time_bounds,
         )
@@ -82,8 +98,33 @@ class BatchProcessor:
     def new_aggregator(self, attributor: Attributor) -> Aggregator:
         cfg = self.cfg
         return Aggregator(
-            attributor, window_ns=cfg.window_ns, max_groups_per_window=cfg.max_groups_per_window
+            attributor,
+            window_ns=cfg.window_ns,
+            max_groups_per_window=cfg.max_groups_per_window,
+            cpu_time_attribute=cfg.cpu_time_attribute,
+            cpu_time_unit_ns=cfg.cpu_time_unit_ns,
+            max_exception_types=cfg.max_exception_types,
         )
+
+    def new_buffer(self, exact: bool = False) -> TraceBuffer:
+        cfg = self.cfg
+        return TraceBuffer(
+            window_ns=cfg.window_ns, wait_ms=cfg.trace_wait_ms, max_spans=cfg.max_buffered_spans, exact=exact
+        )
+
+    @staticmethod
+    def _buffer(
+        buffer: TraceBuffer,
+        aggregator: Aggregator,
+        offset: int,
+        timestamp_ms: int,
+        spans: Sequence[Span],
+        emit: bool,
+    ) -> None:
+        """Hand ``spans``, as grouped by ``aggregator``'s last add, to the trace buffer."""
+        att = aggregator.attributor
+        gidx = buffer.group_indices(aggregator.last_gids, att.group, att)
+        buffer.add_record(offset, timestamp_ms, spans, gidx, emit)
 
     # -- the open batch (direct mode, files): spans come as they are decoded ----------------
 
@@ -91,14 +132,33 @@ class BatchProcessor:
         """Deploys for the spans added from now on (the open batch's timeline)."""
         self.attributor.timeline.add_all(events)
 
-    def add(self, spans: Sequence[Span]) -> None:
-        """Attribute and aggregate ``spans`` into the open batch."""
+    def add(self, spans: Sequence[Span], timestamp_ms: int = -1) -> None:
+        """Attribute and aggregate ``spans`` (one request or file record, arrived at
+        ``timestamp_ms``; -1: no time, files) into the open batch."""
         self._open.add(spans, self._open_stats)
+        self._position += 1
+        self._buffer(self.traces, self._open, self._position, timestamp_ms, spans, True)
+
+    def add_log_exceptions(self, items: Sequence[LogException]) -> None:
+        """Exceptions from OTLP log records, into the open batch."""
+        self._open.add_log_exceptions(items, self._open_stats)
+
+    def advance(self, now_ms: int) -> None:
+        """Complete the open batch's traces that are due by ``now_ms`` (direct mode's arrival clock)."""
+        self.traces.advance(now_ms)
+
+    def complete_traces(self) -> None:
+        """Complete every buffered trace of the open batch (the end of a file, a stop)."""
+        self.traces.complete_all()
 
     def drain(self) -> tuple[list[AggregateRow], BatchStats]:
         """Close the open batch: its rows (in a deterministic order) and stats."""
         stats, self._open_stats = self._open_stats, BatchStats()
-        return self._open.drain(), stats
+        return merge_sorted(self._open.drain(), self.traces.take_rows()), stats
+
+    def drain_names(self) -> list[NameRow]:
+        """The open batch's unattributed span names (since the last call)."""
+        return self._open.drain_names()
 
     # -- closed batches of records (the stream workers) ---------------------------------
 
@@ -124,9 +184,24 @@ class BatchProcessor:
             window.observe(offset, [s.trace_id + s.span_id for s in spans])
 
     def process(
-        self, source: str, records: Sequence[RawRecord], window: DedupWindow, attributor: Attributor
+        self,
+        source: str,
+        records: Sequence[RawRecord],
+        window: DedupWindow,
+        attributor: Attributor,
+        buffer: TraceBuffer | None = None,
+        *,
+        rebuild: bool = False,
+        tick: bool = False,
+        end_offset: int = -1,
     ) -> BatchOutcome:
-        """One batch of ``source``'s records (``topic[partition]``), deduplicated in ``window``."""
+        """One batch of ``source``'s records (``topic[partition]``), deduplicated in ``window``,
+        through the partition's trace ``buffer``.
+
+        ``rebuild``: records already written (between the committed offset and the batch end
+        of the commit): they only rebuild the dedup window and the buffer, and nothing is
+        counted.  ``tick``: no records; every buffered trace completes (an idle partition), and
+        ``end_offset`` is where the partition stands."""
         aggregator = self.new_aggregator(attributor)
         out = BatchOutcome(rows=[], stats=BatchStats())
         for offset, ts, value in records:
@@ -154,5 +229,17 @@ class BatchProcessor:
                 out.duplicates += sum(dup)
                 spans = [s for s, d in zip(spans, dup, strict=True) if not d]
             aggregator.add(spans, out.stats)
-        out.rows = aggregator.drain()
+            if buffer is not None:
+                self._buffer(buffer, aggregator, offset, ts, spans, not rebuild)
+        if rebuild:
+            return BatchOutcome(rows=[], stats=BatchStats())
+        if buffer is None:
+            out.rows = aggregator.drain()
+        else:
+            if tick:
+                buffer.complete_all()
+            out.rows = merge_sorted(aggregator.drain(), buffer.take_rows())
+            out.buffer = buffer.take_stats()
+            out.rebuild = buffer.rebuild_state(records[-1][0] + 1 if records else end_offset)
+        out.names = aggregator.drain_names()
         return out

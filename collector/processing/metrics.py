@@ -8,6 +8,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from attribution.aggregate import BatchStats
+from attribution.tracebuffer import BufferStats
+
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -72,9 +75,51 @@ class Metrics:
             registry=r,
         )
         self.incidents_in = Counter("prodloop_incidents_in", "Incident events read", registry=r)
+        self.written_offset = Gauge(
+            "prodloop_written_offset",
+            "End of the last batch written (the committed offset trails it by the trace buffer's records)",
+            ["partition"],
+            registry=r,
+        )
+        self.trace_buffer_spans = Gauge(
+            "prodloop_trace_buffer_spans",
+            "Spans held in the trace buffer, per partition",
+            ["partition"],
+            registry=r,
+        )
+        self.traces_completed = Counter(
+            "prodloop_traces_completed",
+            "Traces whose self time was computed, by how they completed",
+            ["how"],
+            registry=r,
+        )
+        self.spans_orphaned = Counter(
+            "prodloop_spans_orphaned",
+            "Spans whose parent never arrived (they keep their whole duration)",
+            registry=r,
+        )
+        self.spans_late = Counter(
+            "prodloop_spans_late", "Spans that arrived after their trace had completed", registry=r
+        )
+        self.exceptions_unattributed = Counter(
+            "prodloop_exceptions_unattributed",
+            "Exceptions whose stack trace led to no module, by reason",
+            ["reason"],
+            registry=r,
+        )
         self.encoding_detected = Counter(
             "prodloop_encoding_detected", "Records whose encoding was auto-detected", ["encoding"], registry=r
         )
+
+    def count_buffer(self, st: BufferStats, outcome_stats: BatchStats) -> None:
+        """The trace buffer's and exceptions' counts of one committed batch (or flush)."""
+        self.traces_completed.labels(how="wait").inc(st.traces - st.early - st.idle)
+        self.traces_completed.labels(how="early").inc(st.early)
+        self.traces_completed.labels(how="idle").inc(st.idle)
+        self.spans_orphaned.inc(st.orphans)
+        self.spans_late.inc(st.late)
+        for reason, n in outcome_stats.exceptions_unattributed.items():
+            self.exceptions_unattributed.labels(reason=reason).inc(n)
 
     def value(self, name: str, **labels: str) -> float:
         v = self.registry.get_sample_value(name, labels or None)

@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from attribution.attribute import Attributor
 from attribution.deploys import DeployTimeline
 from attribution.model import DeployEvent
 from attribution.repository import Repository
+from attribution.tracebuffer import RebuildState, TraceBuffer
 from collector.processing.batch import BatchOutcome, BatchProcessor, ProcessorConfig, RawRecord
 from collector.processing.dedup import DedupWindow
 from collector.processing.deploy_sets import DeployLog, Selection, TopicDeploy
 
 _ATTRIBUTORS_KEPT = 8
+
+
+class Job(NamedTuple):
+    """How a worker processes one batch of a partition (see :meth:`BatchProcessor.process`)."""
+
+    selection: Selection
+    end_offset: int
+    rebuild: bool = False  # records already written: rebuild the dedup window and trace buffer only
+    tick: bool = False  # no records: complete every buffered trace (an idle partition)
+    restore: RebuildState | None = None  # start the partition's trace buffer from this state
 
 
 class PartitionProcessor:
@@ -23,14 +35,17 @@ class PartitionProcessor:
         self.cfg = cfg
         self.batches = BatchProcessor(cfg, repositories)
         self.windows: dict[int, DedupWindow] = {}
+        self.buffers: dict[int, TraceBuffer] = {}
         self.deploys = DeployLog()
         self._attributors: dict[Selection, Attributor] = {}  # of the log's current version
 
     def reset(self, partition: int) -> None:
         self.windows[partition] = DedupWindow(self.cfg.dedup_horizon)
+        self.buffers[partition] = self.batches.new_buffer(exact=True)
 
     def drop(self, partition: int) -> None:
         self.windows.pop(partition, None)
+        self.buffers.pop(partition, None)
 
     def _window(self, partition: int) -> DedupWindow:
         w = self.windows.get(partition)
@@ -56,9 +71,19 @@ class PartitionProcessor:
             self._attributors[selection] = att
         return att
 
-    def process(
-        self, topic: str, partition: int, records: Sequence[RawRecord], selection: Selection
-    ) -> BatchOutcome:
+    def process(self, topic: str, partition: int, records: Sequence[RawRecord], job: Job) -> BatchOutcome:
+        buffer = self.buffers.get(partition)
+        if buffer is None or job.restore is not None:
+            buffer = self.buffers[partition] = self.batches.new_buffer(exact=True)
+            if job.restore is not None:
+                buffer.restore(job.restore)
         return self.batches.process(
-            f"{topic}[{partition}]", records, self._window(partition), self.attributor(selection)
+            f"{topic}[{partition}]",
+            records,
+            self._window(partition),
+            self.attributor(job.selection),
+            buffer,
+            rebuild=job.rebuild,
+            tick=job.tick,
+            end_offset=job.end_offset,
         )

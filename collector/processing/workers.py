@@ -43,8 +43,8 @@ from attribution.model import DeployEvent
 from attribution.repository import Repository
 from collector.errors import WorkerDied
 from collector.processing.batch import BatchOutcome, ProcessorConfig, RawRecord
-from collector.processing.deploy_sets import Selection, TopicDeploy
-from collector.processing.partitions import PartitionProcessor
+from collector.processing.deploy_sets import TopicDeploy
+from collector.processing.partitions import Job, PartitionProcessor
 from collector.processing.runtime import tune_gc
 
 
@@ -68,9 +68,9 @@ class InlineWorkers:
     def add_deploys(self, static: Sequence[DeployEvent], topic: Sequence[TopicDeploy]) -> None:
         self.processor.add_deploys(static, topic)
 
-    def submit(self, topic: str, partition: int, records: Sequence[RawRecord], selection: Selection) -> int:
+    def submit(self, topic: str, partition: int, records: Sequence[RawRecord], job: Job) -> int:
         self._ticket += 1
-        self._done.append((self._ticket, self.processor.process(topic, partition, records, selection)))
+        self._done.append((self._ticket, self.processor.process(topic, partition, records, job)))
         return self._ticket
 
     def results(self) -> list[tuple[int, BatchOutcome]]:
@@ -103,9 +103,9 @@ def _worker_main(jobs: Connection, results: Connection) -> None:
         kind = job[0]
         try:
             if kind == "batch":
-                _, ticket, topic, partition, selection, heads = job
+                _, ticket, topic, partition, spec, heads = job
                 records = [(o, ts, jobs.recv_bytes()) for o, ts in heads]
-                outcome = processor.process(topic, partition, records, selection)
+                outcome = processor.process(topic, partition, records, spec)
                 del records
                 results.send((ticket, outcome))
             elif kind == "history":
@@ -249,9 +249,9 @@ class ProcessWorkers:
         for w in self._workers:  # every worker, ahead of the batches that select from them
             w.send(("deploys", list(static), list(topic)))
 
-    def submit(self, topic: str, partition: int, records: Sequence[RawRecord], selection: Selection) -> int:
+    def submit(self, topic: str, partition: int, records: Sequence[RawRecord], job: Job) -> int:
         self._ticket += 1
-        self._of(partition).send(("batch", self._ticket, topic, partition, selection, list(records)))
+        self._of(partition).send(("batch", self._ticket, topic, partition, job, list(records)))
         return self._ticket
 
     def results(self) -> list[tuple[int, BatchOutcome]]:

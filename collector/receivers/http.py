@@ -3,13 +3,14 @@
 Endpoints (defaults; see :class:`collector.app.settings.ReceiverSettings`)::
 
     HTTP :4318  POST /v1/traces             OTLP/HTTP: application/x-protobuf or application/json, gzip
+                POST /v1/logs               OTLP/HTTP logs, the same (when the sink is a LogSink)
                 POST /v1/deploys            deploy events (schemas/events/deploy.schema.json)
                 POST /v1/incidents          incident events (schemas/events/incident.schema.json)
                 POST /v1/webhooks/github    GitHub deployment_status events (collector.receivers.github)
                 GET  /api/v1/modules        the JSON of `prodloop query modules --format json`
 
 The receiver never parses OTLP itself: trace requests go, as raw bytes, to a
-:class:`collector.ports.TraceSink`.  Answers follow the OTLP specification, through the one
+:class:`collector.ports.TraceSink`, log requests to a :class:`collector.ports.LogSink`.  Answers follow the OTLP specification, through the one
 error -> status map of :mod:`collector.receivers.status`.  With a bearer token set, every
 endpoint but the GitHub webhook requires ``Authorization: Bearer TOKEN``; refused requests
 are logged with their origin, never their payload.  Kept thin: another server replaces it.
@@ -33,11 +34,11 @@ from attribution.model import DeployEvent, IncidentEvent
 from attribution.timeparse import parse_time
 from collector.codec.events import decode_deploy, decode_incident
 from collector.errors import ConfigError, EventError, RequestError
-from collector.ports import Accepted, JsonObject, ModulesQuery, TraceSink
+from collector.ports import Accepted, JsonObject, LogSink, ModulesQuery, TraceSink
 from collector.receivers.auth import bearer_matches
 from collector.receivers.bodies import EVENT_MEDIA_TYPES, JSON, PROTOBUF, events_from_body, gunzip, media_type
 from collector.receivers.github import GithubDeliveries, GithubWebhook
-from collector.receivers.status import Refusal, export_response, refusal, status_body
+from collector.receivers.status import Refusal, export_logs_response, export_response, refusal, status_body
 
 log = logging.getLogger("prodloop.receiver")
 
@@ -154,6 +155,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 _ROUTES: dict[str, tuple[str, ...]] = {
     "/v1/traces": ("POST",),
+    "/v1/logs": ("POST",),
     "/v1/deploys": ("POST",),
     "/v1/incidents": ("POST",),
     "/v1/webhooks/github": ("POST",),
@@ -162,18 +164,21 @@ _ROUTES: dict[str, tuple[str, ...]] = {
 
 
 class HttpApp:
-    """The HTTP endpoints, over a :class:`~collector.ports.TraceSink`."""
+    """The HTTP endpoints, over a :class:`~collector.ports.TraceSink` (and a
+    :class:`~collector.ports.LogSink` for ``/v1/logs``: without one, that endpoint answers 404)."""
 
     def __init__(
         self,
         sink: TraceSink,
         *,
         max_request_bytes: int,
+        logs: LogSink | None = None,
         bearer_token: str = "",
         github_secret: str = "",
         github_deliveries: GithubDeliveries | None = None,
     ) -> None:
         self.sink = sink
+        self.logs = logs
         self.max_request_bytes = max_request_bytes
         self._token = bearer_token.encode()
         self.github = GithubWebhook(sink, github_secret, github_deliveries)
@@ -296,14 +301,14 @@ class HttpApp:
 
     def handle(self, h: _Handler, method: str) -> None:
         path = urlsplit(h.path).path.rstrip("/") or "/"
-        otlp = path == "/v1/traces"
+        otlp = path in ("/v1/traces", "/v1/logs")
         ctype = PROTOBUF if otlp and media_type(h.headers.get("Content-Type")) == PROTOBUF else JSON
         try:
             allowed = _ROUTES.get(path)
             if allowed is None:
                 raise RequestError(
                     404,
-                    f"no endpoint {path}: prodloop serves POST /v1/traces, /v1/deploys, /v1/incidents, "
+                    f"no endpoint {path}: prodloop serves POST /v1/traces, /v1/logs, /v1/deploys, /v1/incidents, "
                     "/v1/webhooks/github and GET /api/v1/modules",
                     close=h.headers.get("Content-Length") not in (None, "0"),
                 )
@@ -316,8 +321,10 @@ class HttpApp:
                 )
             if path != "/v1/webhooks/github":
                 self._check_bearer(h, path)
-            if otlp:
+            if path == "/v1/traces":
                 self._traces(h)
+            elif path == "/v1/logs":
+                self._logs(h)
             elif path == "/v1/deploys":
                 self._events(h, "deploy")
             elif path == "/v1/incidents":
@@ -348,22 +355,39 @@ class HttpApp:
 
     # -- endpoints ---------------------------------------------------------------------
 
-    def _traces(self, h: _Handler) -> None:
+    @staticmethod
+    def _otlp_encoding(h: _Handler) -> str:
         mt = media_type(h.headers.get("Content-Type"))
         if mt == PROTOBUF:
-            encoding = "otlp_proto"
-        elif mt == JSON:
-            encoding = "otlp_json"
-        else:
-            raise RequestError(
-                415,
-                f"Content-Type {mt or '(none)'!r} is not supported: send application/x-protobuf or application/json",
-                close=True,
-            )
+            return "otlp_proto"
+        if mt == JSON:
+            return "otlp_json"
+        raise RequestError(
+            415,
+            f"Content-Type {mt or '(none)'!r} is not supported: send application/x-protobuf or application/json",
+            close=True,
+        )
+
+    def _traces(self, h: _Handler) -> None:
+        encoding = self._otlp_encoding(h)
         body = self._body(h)
         acc: Accepted = self.sink.export_traces(body, encoding)
         ctype = PROTOBUF if encoding == "otlp_proto" else JSON
         self._send(h, 200, export_response(acc, ctype), ctype)
+
+    def _logs(self, h: _Handler) -> None:
+        if self.logs is None:
+            raise RequestError(
+                404,
+                "no endpoint /v1/logs: this receiver takes no logs (they are taken in direct mode)",
+                close=h.headers.get("Content-Length") not in (None, "0"),
+            )
+        encoding = self._otlp_encoding(h)
+        received = time.time_ns()
+        body = self._body(h)
+        acc: Accepted = self.logs.accept_logs(body, encoding, received_unix_nano=received)
+        ctype = PROTOBUF if encoding == "otlp_proto" else JSON
+        self._send(h, 200, export_logs_response(acc, ctype), ctype)
 
     def _events(self, h: _Handler, kind: str) -> None:
         mt = media_type(h.headers.get("Content-Type"))

@@ -1,7 +1,7 @@
 """The OTLP answers: success bodies, and the one map from an error to its HTTP status and gRPC code.
 
-* Success: 200 / OK with an ``ExportTraceServiceResponse`` (in the request's encoding);
-  invalid spans are counted in ``partial_success``.
+* Success: 200 / OK with an ``ExportTraceServiceResponse`` (``ExportLogsServiceResponse`` for
+  logs) in the request's encoding; invalid spans (log records) are counted in ``partial_success``.
 * :class:`~collector.errors.RequestError`: its own HTTP status (400, 401, 404, 413, 415, ...).
 * :class:`~collector.errors.BusyError`: HTTP 429 with ``Retry-After``; gRPC RESOURCE_EXHAUSTED
   with a ``google.rpc.RetryInfo`` (OTLP clients retry RESOURCE_EXHAUSTED only when it is present).
@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import grpc
 from google.rpc import code_pb2, error_details_pb2, status_pb2
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from collector.errors import BusyError, PayloadError, RequestError, UnavailableError
@@ -84,6 +85,21 @@ def export_response(acc: Accepted, content_type: str) -> bytes:
     resp = trace_service_pb2.ExportTraceServiceResponse()
     if acc.rejected or acc.message:
         resp.partial_success.rejected_spans = acc.rejected
+        resp.partial_success.error_message = acc.message
+    data: bytes = resp.SerializeToString()
+    return data
+
+
+def export_logs_response(acc: Accepted, content_type: str) -> bytes:
+    """``ExportLogsServiceResponse``: ``acc.rejected`` counts log records."""
+    if content_type == JSON:
+        if not acc.rejected and not acc.message:
+            return b"{}"
+        body = {"partialSuccess": {"rejectedLogRecords": str(acc.rejected), "errorMessage": acc.message}}
+        return json.dumps(body).encode()
+    resp = logs_service_pb2.ExportLogsServiceResponse()
+    if acc.rejected or acc.message:
+        resp.partial_success.rejected_log_records = acc.rejected
         resp.partial_success.error_message = acc.message
     data: bytes = resp.SerializeToString()
     return data

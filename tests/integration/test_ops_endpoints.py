@@ -416,6 +416,7 @@ def test_readyz_follows_the_store(kafka_broker: Any, new_topic: Callable[..., st
     from collector.exporters.kafka.options import KafkaOptions
     from collector.exporters.kafka.probe import BrokerProbe
     from collector.pipelines.stream import StreamConfig, StreamPipeline
+    from collector.processing.batch import ProcessorConfig
     from tests.support.faults import FaultyStore
     from tests.support.streaming import produce, produce_deploys
     from tests.support.truth import assert_matches_truth
@@ -435,7 +436,7 @@ def test_readyz_follows_the_store(kafka_broker: Any, new_topic: Callable[..., st
             batch_records=5,
             linger_ms=100,
             deploy_skew_ms=200,
-            sample_rate_attribute=SAMPLE_RATE_ATTRIBUTE,
+            processing=ProcessorConfig(sample_rate_attribute=SAMPLE_RATE_ATTRIBUTE, trace_wait_ms=500),
             backoff_initial_s=0.05,
             backoff_max_s=0.5,
         ),

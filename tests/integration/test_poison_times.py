@@ -37,6 +37,7 @@ from collector.exporters.kafka.producer import DeadLetters
 from collector.pipelines.direct import DirectPipeline
 from collector.pipelines.stream import StreamConfig, StreamPipeline
 from collector.ports import ModulesQuery
+from collector.processing.batch import ProcessorConfig
 from tests.support.sdk_requests import Requests
 from tests.support.streaming import produce
 
@@ -250,7 +251,13 @@ def _run_stream(
     def factory(on_assigned: Any, on_revoked: Any) -> Any:
         return TraceConsumer(opts, traces, group, on_assigned=on_assigned, on_revoked=on_revoked)
 
-    cfg = StreamConfig(group_id=group, encoding="auto", linger_ms=50, batch_records=2, backoff_max_s=0.5)
+    cfg = StreamConfig(
+        group_id=group,
+        processing=ProcessorConfig(encoding="auto"),
+        linger_ms=50,
+        batch_records=2,
+        backoff_max_s=0.5,
+    )
     dead = DeadLetters(opts, dlq)
     p = StreamPipeline(cfg, factory, store, _repositories(tmp), dead_letters=dead)
     try:

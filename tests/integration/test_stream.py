@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from collector.demo.shop import SAMPLE_RATE_ATTRIBUTE, Traffic, demo_dir, generate
+from tests.support import fanout
 from tests.support.procs import catches, child_pids, running
 from tests.support.streaming import (
     RunProcess,
@@ -188,6 +189,58 @@ def test_crash_at_each_point_neither_loses_nor_double_counts(
     setup.wait([again])
     assert again.terminate() == 0, again.log_tail()
     assert_matches_truth(setup.query(), traffic)
+
+
+def _fanout_truth_holds(s: Setup, traffic: fanout.FanoutTraffic) -> None:
+    got = {r["module"]: r for r in s.query() if r["service"] == fanout.SERVICE}
+    assert set(got) == set(traffic.truth), got.keys()
+    for module, t in traffic.truth.items():
+        r = got[module]
+        assert (r["spans"], r["errors"], r["own_errors"]) == (t.spans, t.errors, t.own_errors), module
+        assert r["self_time_sum_ns"] == t.self_ns, (module, r["self_time_sum_ns"], t.self_ns)
+        assert round(r["duration_sum_ms"] * 1_000_000) == t.duration_ns, module
+        assert (r["exception_events"], r["exceptions"]) == (t.exception_events, t.exceptions), module
+
+
+@pytest.mark.parametrize("point", ["", "before_write", "mid_write", "after_write", "after_commit"])
+def test_self_time_and_exceptions_are_exact_through_crashes_while_traces_span_batches(
+    setup: Setup, point: str
+) -> None:
+    """Real SDK traces with threaded fan-out and recorded exceptions, each split over several
+    records of one partition: with batches of 3 records, traces span uncommitted batches when
+    the process is killed, and the restart rebuilds the trace buffer from the commit."""
+    traffic = fanout.generate(
+        traces=400, seed=3, partitions=setup.partitions, start_unix_nano=time.time_ns() - 600 * 10**9
+    )
+    (setup.tmp / "modules.yaml").write_text(fanout.modules_yaml())
+    (setup.tmp / "CODEOWNERS").write_text(fanout.codeowners())
+    files = {
+        "PRODLOOP_ATTRIBUTION__MODULES": str(setup.tmp / "modules.yaml"),
+        "PRODLOOP_ATTRIBUTION__CODEOWNERS": str(setup.tmp / "CODEOWNERS"),
+        "PRODLOOP_AGGREGATION__TRACE_WAIT_MS": "1500",
+    }
+    produce(setup.bootstrap, setup.traces, traffic.records, partition_of=traffic.partition_of)
+    if point:
+        crashed = setup.start(
+            "crash",
+            PRODLOOP_TESTING__CRASH_AT=f"{point}:4",
+            PRODLOOP_STREAM__BATCH_RECORDS="3",
+            PRODLOOP_STREAM__WRITE_CHUNK_ROWS="2",
+            **files,
+        )
+        assert crashed.wait(timeout=120) == 137, crashed.log_tail()
+        committed = committed_group_offsets(setup.bootstrap, setup.group, setup.traces)
+        assert sum(committed.values()) < sum(setup.ends().values())
+    again = setup.start("again", PRODLOOP_STREAM__BATCH_RECORDS="5", **files)
+    setup.wait([again])  # the commits reach the end once the idle partitions' traces completed
+    m = again.metrics()
+    assert again.terminate() == 0, again.log_tail()
+    if point:  # the commits trailed the batches written: the restart rebuilt the buffer first
+        assert "rebuilding the trace buffer from" in again.log_path.read_text(), again.log_tail()
+    _fanout_truth_holds(setup, traffic)
+    if not point:
+        assert m.get("prodloop_spans_orphaned_total", 0) == 0
+        assert m['prodloop_traces_completed_total{how="early"}'] == 0
 
 
 def test_negative_control_without_idempotence_the_crash_test_sees_double_counts(
@@ -413,6 +466,7 @@ def _in_process_pipeline(setup: Setup, store: Any, **cfg: Any) -> Any:
     from collector.exporters.kafka.options import KafkaOptions
     from collector.exporters.kafka.producer import DeadLetters
     from collector.pipelines.stream import StreamConfig, StreamPipeline
+    from collector.processing.batch import ProcessorConfig
 
     d = demo_dir()
     loaded = load_attribution(codeowners=d / "CODEOWNERS", modules=d / "modules.yaml")
@@ -423,7 +477,7 @@ def _in_process_pipeline(setup: Setup, store: Any, **cfg: Any) -> Any:
 
     config = StreamConfig(
         group_id=setup.group,
-        sample_rate_attribute=SAMPLE_RATE_ATTRIBUTE,
+        processing=ProcessorConfig(sample_rate_attribute=SAMPLE_RATE_ATTRIBUTE, trace_wait_ms=500),
         deploy_skew_ms=200,
         linger_ms=100,
         backoff_initial_s=0.05,

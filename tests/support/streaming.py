@@ -79,7 +79,9 @@ def produce(
     partitions: int = 1,
     compression: str | None = None,
     keys: Sequence[bytes | None] | None = None,
+    partition_of: Sequence[int] | None = None,
 ) -> int:
+    """Send ``values`` round-robin over ``partitions``, or each to its ``partition_of``."""
     p = KafkaProducer(
         bootstrap_servers=bootstrap,
         acks="all",
@@ -92,7 +94,8 @@ def produce(
     try:
         for i, v in enumerate(values):
             key = keys[i] if keys is not None else None
-            p.send(topic, value=v, key=key, partition=i % partitions)
+            part = partition_of[i] if partition_of is not None else i % partitions
+            p.send(topic, value=v, key=key, partition=part)
             n += 1
         p.flush(60)
     finally:

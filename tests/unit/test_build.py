@@ -20,6 +20,7 @@ from collector.app.settings import Settings, StoreSettings
 from collector.pipelines.direct import DirectPipeline
 from collector.pipelines.files import ingest
 from collector.pipelines.stream import StreamConfig
+from collector.processing.batch import ProcessorConfig
 
 
 def _defaults() -> Settings:
@@ -58,22 +59,13 @@ def _signature_defaults(fn: Callable[..., Any]) -> dict[str, Any]:
         (
             DirectPipeline.__init__,
             {
-                "window_ns": lambda s: s.aggregation.window_seconds * 1_000_000_000,
-                "max_groups_per_window": lambda s: s.aggregation.max_groups_per_window,
-                "sample_rate_attribute": lambda s: s.attribution.sample_rate_attribute,
+                "processing": lambda s: build.processor_config(s),
                 "flush_interval_s": lambda s: s.receiver.flush_interval_seconds,
                 "queue_max_spans": lambda s: s.receiver.queue_max_spans,
                 "retry_after_s": lambda s: s.receiver.retry_after_seconds,
             },
         ),
-        (
-            ingest,
-            {
-                "window_ns": lambda s: s.aggregation.window_seconds * 1_000_000_000,
-                "max_groups_per_window": lambda s: s.aggregation.max_groups_per_window,
-                "sample_rate_attribute": lambda s: s.attribution.sample_rate_attribute,
-            },
-        ),
+        (ingest, {"processing": lambda s: build.processor_config(s)}),
     ],
     ids=["direct", "files"],
 )
@@ -83,6 +75,13 @@ def test_pipeline_defaults_are_the_settings_defaults(
     defaults = _signature_defaults(fn)
     settings = _defaults()
     assert {k: defaults[k] for k in expected} == {k: f(settings) for k, f in expected.items()}
+
+
+def test_the_processing_config_has_one_home() -> None:
+    built = build.processor_config(_defaults())
+    assert built == ProcessorConfig()  # every default is the settings' default
+    assert built.trace_wait_ms == 10_000
+    assert build.stream_config(_defaults()).processing == built
 
 
 def test_the_store_dsn_and_password_have_one_home(tmp_path: Path) -> None:

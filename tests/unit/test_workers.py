@@ -21,6 +21,7 @@ from collector.demo.shop import SAMPLE_RATE_ATTRIBUTE, Traffic, demo_dir, genera
 from collector.errors import WorkerDied
 from collector.processing.batch import BatchOutcome, ProcessorConfig
 from collector.processing.deploy_sets import DeployLog
+from collector.processing.partitions import Job
 from collector.processing.workers import InlineWorkers, ProcessWorkers, resolve_workers
 from tests.support.procs import running
 
@@ -84,7 +85,8 @@ def _run(workers: Any, jobs: list[tuple[Any, ...]]) -> dict[int, BatchOutcome]:
         elif job[0] == "deploys":
             workers.add_deploys(job[1], job[2])
         else:
-            tickets.append(workers.submit("spans", *job[1:]))
+            _, p, records, selection = job
+            tickets.append(workers.submit("spans", p, records, Job(selection, records[-1][0] + 1)))
     got: dict[int, BatchOutcome] = {}
     deadline = time.monotonic() + 60
     while len(got) < len(tickets):
@@ -154,7 +156,7 @@ def test_a_failing_worker_reports_what_failed_and_where(repositories: Any, traff
     try:
         pool.reset(0)
         # a selection from deploys the worker was never sent (a bug, not bad input)
-        pool.submit("spans", 0, [(0, -1, traffic.requests[0])], (99, 0, ()))
+        pool.submit("spans", 0, [(0, -1, traffic.requests[0])], Job((99, 0, ()), 1))
         deadline = time.monotonic() + 30
         with pytest.raises(
             WorkerDied,

@@ -4,6 +4,7 @@ and the read model over it (per-module summaries with sketch quantiles, merged p
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -11,7 +12,7 @@ from attribution.aggregate import AggregateRow
 from attribution.sketch import GAMMA
 from collector.errors import ConfigError, StoreRejectedError
 from collector.exporters.clickhouse.client import ClickHouseClient
-from collector.ports import JsonObject
+from collector.ports import JsonObject, JsonValue
 
 AGGREGATE_COLUMNS = (
     "window_start",
@@ -33,6 +34,19 @@ AGGREGATE_COLUMNS = (
     "duration_min_ns",
     "duration_max_ns",
     "latency_bins",
+    "self_spans",
+    "self_spans_adjusted_milli",
+    "self_time_sum_ns",
+    "self_time_adjusted_sum_ns",
+    "self_time_min_ns",
+    "self_time_max_ns",
+    "self_bins",
+    "own_errors",
+    "own_errors_adjusted_milli",
+    "cpu_time_sum_ns",
+    "exception_events",
+    "exceptions",
+    "exception_types",
 )
 
 
@@ -129,6 +143,19 @@ class AggregateTables(ClickHouseClient):
                 r.duration_min_ns,
                 r.duration_max_ns,
                 r.latency_bins,
+                r.self_spans,
+                r.self_spans_adjusted_milli,
+                r.self_time_sum_ns,
+                r.self_time_adjusted_sum_ns,
+                r.self_time_min_ns,
+                r.self_time_max_ns,
+                dict(r.self_bins),
+                r.own_errors,
+                r.own_errors_adjusted_milli,
+                r.cpu_time_sum_ns,
+                r.exception_events,
+                r.exceptions,
+                dict(r.exception_types),
             ]
             for r in rows
         ]
@@ -168,10 +195,15 @@ class AggregateTables(ClickHouseClient):
         environment: str | None = None,
         attributed_only: bool = False,
         group_by_deploy: bool = False,
+        top_exception_types: int = 10,
     ) -> list[JsonObject]:
         """Per (service, environment, module, owners, commit_sha) over a time range.
 
-        The range selects windows whose start lies in ``[from, to)``.
+        The range selects windows whose start lies in ``[from, to)``.  Self time is NULL
+        (None) for a group whose every row predates migration 0008; ``self_share`` is the
+        group's share of its service and environment's (sampling-adjusted) self time over
+        the same range, unattributed rows included.  ``top_exception_types``: the most
+        thrown types (by count) kept per group.
         """
         where = ["1"]
         params: dict[str, Any] = {}
@@ -187,9 +219,11 @@ class AggregateTables(ClickHouseClient):
         if environment is not None:
             where.append("environment = {environment:String}")
             params["environment"] = environment
+        range_where = " AND ".join(where)  # the service totals ignore attributed_only
         if attributed_only:
             where.append("unattributed_reason = ''")
         extra = ", deploy_id" if group_by_deploy else ""
+        sq = [quantile_sql("sbins", "self_spans", "self_min_ns", "self_max_ns", q) for q in (0.5, 0.95, 0.99)]
         sql = f"""
             SELECT service, environment, module, owners, commit_sha{extra},
                    spans, spans_adjusted, errors, errors_adjusted, duration_sum_ns, duration_adjusted_sum_ns,
@@ -197,7 +231,11 @@ class AggregateTables(ClickHouseClient):
                    {quantile_sql("bins", "spans", "duration_min_ns", "duration_max_ns", 0.5)} AS p50_ns,
                    {quantile_sql("bins", "spans", "duration_min_ns", "duration_max_ns", 0.95)} AS p95_ns,
                    {quantile_sql("bins", "spans", "duration_min_ns", "duration_max_ns", 0.99)} AS p99_ns,
-                   reasons, first_ns, last_ns
+                   reasons, first_ns, last_ns,
+                   self_spans, self_spans_adj_milli, self_sum_ns, self_adj_sum_ns,
+                   {sq[0]} AS self_p50_ns, {sq[1]} AS self_p95_ns, {sq[2]} AS self_p99_ns,
+                   t.svc_self_adj_ns, own_errors, own_errors_adj_milli, cpu_ns, exception_events, exceptions,
+                   etypes
             FROM (
                 SELECT service, environment, module, owners, commit_sha{extra},
                        sum(spans) AS spans,
@@ -211,11 +249,30 @@ class AggregateTables(ClickHouseClient):
                        sumMap(latency_bins) AS bins,
                        groupUniqArrayIf(unattributed_reason, unattributed_reason != '') AS reasons,
                        toInt64(toUnixTimestamp(min(window_start))) * 1000000000 AS first_ns,
-                       toInt64(toUnixTimestamp(max(window_start)) + any(window_seconds)) * 1000000000 AS last_ns
+                       toInt64(toUnixTimestamp(max(window_start)) + any(window_seconds)) * 1000000000 AS last_ns,
+                       sum(self_spans) AS self_spans,
+                       sum(self_spans_adjusted_milli) AS self_spans_adj_milli,
+                       sum(self_time_sum_ns) AS self_sum_ns,
+                       sum(self_time_adjusted_sum_ns) AS self_adj_sum_ns,
+                       min(self_time_min_ns) AS self_min_ns,
+                       max(self_time_max_ns) AS self_max_ns,
+                       sumMap(self_bins) AS sbins,
+                       sum(own_errors) AS own_errors,
+                       sum(own_errors_adjusted_milli) AS own_errors_adj_milli,
+                       sum(cpu_time_sum_ns) AS cpu_ns,
+                       sum(exception_events) AS exception_events,
+                       sum(exceptions) AS exceptions,
+                       sumMap(exception_types) AS etypes
                 FROM module_aggregates
                 WHERE {" AND ".join(where)}
                 GROUP BY service, environment, module, owners, commit_sha{extra}
-            )
+            ) AS g
+            LEFT JOIN (
+                SELECT service, environment, sum(self_time_adjusted_sum_ns) AS svc_self_adj_ns
+                FROM module_aggregates
+                WHERE {range_where}
+                GROUP BY service, environment
+            ) AS t USING (service, environment)
             ORDER BY p95_ns DESC, service, environment, module, commit_sha
         """
         rows = self.query(sql, params)
@@ -243,6 +300,20 @@ class AggregateTables(ClickHouseClient):
                 reasons,
                 first_ns,
                 last_ns,
+                self_spans,
+                self_spans_adj_milli,
+                self_sum,
+                self_adj_sum,
+                self_p50,
+                self_p95,
+                self_p99,
+                svc_self_adj,
+                own_errors,
+                own_errors_adj_milli,
+                cpu_ns,
+                exception_events,
+                exceptions,
+                etypes,
             ) = r
             item: JsonObject = {
                 "service": svc,
@@ -259,12 +330,33 @@ class AggregateTables(ClickHouseClient):
                 "p95_ms": float(p95) / 1e6,
                 "p99_ms": float(p99) / 1e6,
                 "duration_sum_ms": int(dsum) / 1e6,
+                "self_time_sum_ms": None if self_sum is None else int(self_sum) / 1e6,
                 "duration_adjusted_sum_ms": int(dsum_adj) / 1e6,
                 "duration_min_ms": int(dmin) / 1e6,
                 "duration_max_ms": int(dmax) / 1e6,
                 "unattributed_reasons": sorted(reasons),
                 "first_window_unix_nano": int(first_ns),
                 "last_window_end_unix_nano": int(last_ns),
+                "self_spans": int(self_spans),
+                "self_time_sum_ns": _int_or_none(self_sum),
+                "self_time_adjusted_sum_ns": _int_or_none(self_adj_sum),
+                "self_p50_ms": _ms_or_none(self_p50),
+                "self_p95_ms": _ms_or_none(self_p95),
+                "self_p99_ms": _ms_or_none(self_p99),
+                "self_share": (
+                    int(self_adj_sum) / int(svc_self_adj)
+                    if self_adj_sum is not None and svc_self_adj
+                    else None
+                ),
+                "own_errors": int(own_errors),
+                "own_error_rate": (
+                    int(own_errors_adj_milli) / int(self_spans_adj_milli) if self_spans_adj_milli else None
+                ),
+                "cpu_time_sum_ns": int(cpu_ns),
+                "exception_events": int(exception_events),
+                "exceptions": int(exceptions),
+                "top_exception_types": _top_types(etypes, top_exception_types),
+                "cost_usd": None,  # `prodloop query modules` fills it in from the costs
             }
             if deploy_id is not None:
                 item["deploy_id"] = deploy_id
@@ -279,7 +371,11 @@ class AggregateTables(ClickHouseClient):
         from_unix_nano: int | None = None,
         to_unix_nano: int | None = None,
     ) -> list[AggregateRow]:
-        """Merged per-window rows (partial rows of one key summed), for analysis."""
+        """Merged per-window rows (partial rows of one key summed), for analysis.
+
+        A NULL self-time sum (rows written before migration 0008) reads as 0: the row's
+        ``self_spans`` is 0 too, so nothing counts it as measured.
+        """
         where = ["1"]
         params: dict[str, Any] = {}
         if service is not None:
@@ -300,7 +396,12 @@ class AggregateTables(ClickHouseClient):
                    commit_sha, deploy_id, unattributed_reason,
                    sum(spans), sum(spans_adjusted_milli), sum(errors), sum(errors_adjusted_milli),
                    sum(duration_sum_ns), sum(duration_adjusted_sum_ns), min(duration_min_ns), max(duration_max_ns),
-                   sumMap(latency_bins)
+                   sumMap(latency_bins),
+                   sum(self_spans), sum(self_spans_adjusted_milli),
+                   ifNull(sum(self_time_sum_ns), 0), ifNull(sum(self_time_adjusted_sum_ns), 0),
+                   min(self_time_min_ns), max(self_time_max_ns), sumMap(self_bins),
+                   sum(own_errors), sum(own_errors_adjusted_milli), sum(cpu_time_sum_ns),
+                   sum(exception_events), sum(exceptions), sumMap(exception_types)
             FROM module_aggregates
             WHERE {" AND ".join(where)}
             GROUP BY window_start, service, environment, repository, module, owners, commit_sha, deploy_id,
@@ -329,6 +430,35 @@ class AggregateTables(ClickHouseClient):
                 int(r[15]),
                 int(r[16]),
                 {int(k): int(v) for k, v in r[17].items()},
+                self_spans=int(r[18]),
+                self_spans_adjusted_milli=int(r[19]),
+                self_time_sum_ns=int(r[20]),
+                self_time_adjusted_sum_ns=int(r[21]),
+                self_time_min_ns=int(r[22]),
+                self_time_max_ns=int(r[23]),
+                self_bins={int(k): int(v) for k, v in r[24].items()},
+                own_errors=int(r[25]),
+                own_errors_adjusted_milli=int(r[26]),
+                cpu_time_sum_ns=int(r[27]),
+                exception_events=int(r[28]),
+                exceptions=int(r[29]),
+                exception_types={str(k): int(v) for k, v in r[30].items()},
             )
             for r in rows
         ]
+
+
+def _int_or_none(v: Any) -> int | None:
+    return None if v is None else int(v)
+
+
+def _ms_or_none(ns: Any) -> float | None:
+    """A quantile in ms; None for the NaN of no samples (JSON has no NaN)."""
+    x = float(ns)
+    return None if math.isnan(x) else x / 1e6
+
+
+def _top_types(types: Any, n: int) -> list[JsonValue]:
+    """The ``n`` most thrown exception types, ``[{"type", "count"}]``, by count then name."""
+    ranked = sorted(((str(t), int(c)) for t, c in types.items() if int(c)), key=lambda tc: (-tc[1], tc[0]))
+    return [{"type": t, "count": c} for t, c in ranked[: max(n, 0)]]

@@ -20,6 +20,8 @@ from collector.exporters.clickhouse.client import ClickHouseClient
 SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "_schemas"
 MIGRATIONS_DIR = SCHEMAS_DIR / "clickhouse"
 _MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+# the tables whose windows expire after store.ttl_days
+TTL_TABLES = ("module_aggregates", "unattributed_names")
 
 
 @dataclass(frozen=True)
@@ -100,17 +102,19 @@ class SchemaMigrations(ClickHouseClient):
             return []
 
     def set_ttl(self, days: int | None) -> None:
-        """Expire aggregates older than ``days`` (None: keep forever, the default)."""
-        if days is None:
-            try:
-                self.command("ALTER TABLE module_aggregates REMOVE TTL")
-            except StoreError as exc:
-                if "TTL" not in str(exc):
-                    raise
-            return
-        if not isinstance(days, int) or days < 1:
+        """Expire aggregates (and unattributed span names) older than ``days`` (None: keep
+        forever, the default)."""
+        if days is not None and (not isinstance(days, int) or days < 1):
             raise ConfigError(f"ttl_days must be a positive integer, got {days!r}")
-        self.command(
-            "ALTER TABLE module_aggregates MODIFY TTL window_start + toIntervalDay({days:UInt32})",
-            {"days": days},
-        )
+        for table in TTL_TABLES:
+            if days is None:
+                try:
+                    self.command(f"ALTER TABLE {table} REMOVE TTL")
+                except StoreError as exc:
+                    if "TTL" not in str(exc):
+                        raise
+                continue
+            self.command(
+                f"ALTER TABLE {table} MODIFY TTL window_start + toIntervalDay({{days:UInt32}})",
+                {"days": days},
+            )

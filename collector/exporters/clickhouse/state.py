@@ -7,6 +7,7 @@ replays: the newest status of a deploy, the latest received incident, the latest
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from attribution.model import DeployEvent, IncidentEvent
 from collector.exporters.clickhouse.client import ClickHouseClient, utc_datetime
@@ -168,8 +169,13 @@ class StateTables(ClickHouseClient):
         token: str,
         now_unix_nano: int,
         chunk_rows: int = 0,
+        *,
+        low_offset: int = 0,
+        rebuild: str = "",
+        tick: bool = False,
     ) -> None:
-        """Record a stream batch before its aggregates are written (the write-ahead intent)."""
+        """Record a stream batch before its aggregates are written (the write-ahead intent),
+        with its trace buffer's rebuild state after it (``low_offset``, ``rebuild`` JSON)."""
         self.insert(
             "stream_intents",
             [
@@ -184,6 +190,9 @@ class StateTables(ClickHouseClient):
                     chunk_rows,
                     token,
                     utc_datetime(now_unix_nano),
+                    low_offset,
+                    rebuild,
+                    int(tick),
                 ]
             ],
             [
@@ -197,25 +206,46 @@ class StateTables(ClickHouseClient):
                 "chunk_rows",
                 "token",
                 "created_at",
+                "low_offset",
+                "rebuild",
+                "tick",
             ],
             {"insert_deduplicate": 1, "insert_deduplication_token": f"intent:{token}"},
         )
 
-    def intent_at(self, group: str, topic: str, partition: int, start_offset: int) -> StreamIntent | None:
-        """The recorded batch that starts at ``start_offset``, if one was written."""
-        rows = self.query(
-            "SELECT end_offset, deploy_positions, deploy_bound_ms, token, chunk_rows FROM stream_intents FINAL "
-            "WHERE consumer_group = {g:String} AND topic = {t:String} AND partition = {p:UInt32} "
-            "AND start_offset = {s:UInt64} ORDER BY created_at DESC LIMIT 1",
-            {"g": group, "t": topic, "p": partition, "s": start_offset},
-        )
-        if not rows:
-            return None
-        end, positions, bound, token, chunk_rows = rows[0]
+    _INTENT_COLUMNS = "start_offset, end_offset, deploy_positions, deploy_bound_ms, token, chunk_rows, low_offset, rebuild, tick"
+
+    @staticmethod
+    def _intent(row: Sequence[Any]) -> StreamIntent:
+        start, end, positions, bound, token, chunk_rows, low, rebuild, tick = row
         return {
+            "start_offset": int(start),
             "chunk_rows": int(chunk_rows),
             "end_offset": int(end),
             "deploy_positions": {int(k): int(v) for k, v in positions.items()},
             "deploy_bound_ms": int(bound),
             "token": str(token),
+            "low_offset": int(low),
+            "rebuild": str(rebuild),
+            "tick": bool(tick),
         }
+
+    def intent_at(self, group: str, topic: str, partition: int, start_offset: int) -> StreamIntent | None:
+        """The recorded batch that starts at ``start_offset``, if one was written."""
+        rows = self.query(
+            f"SELECT {self._INTENT_COLUMNS} FROM stream_intents FINAL "
+            "WHERE consumer_group = {g:String} AND topic = {t:String} AND partition = {p:UInt32} "
+            "AND start_offset = {s:UInt64} ORDER BY created_at DESC LIMIT 1",
+            {"g": group, "t": topic, "p": partition, "s": start_offset},
+        )
+        return self._intent(rows[0]) if rows else None
+
+    def intents_between(self, group: str, topic: str, partition: int, lo: int, hi: int) -> list[StreamIntent]:
+        """The recorded batches holding records of ``[lo, hi)``, in offset order."""
+        rows = self.query(
+            f"SELECT {self._INTENT_COLUMNS} FROM stream_intents FINAL "
+            "WHERE consumer_group = {g:String} AND topic = {t:String} AND partition = {p:UInt32} "
+            "AND end_offset > {lo:UInt64} AND start_offset < {hi:UInt64} ORDER BY start_offset",
+            {"g": group, "t": topic, "p": partition, "lo": lo, "hi": hi},
+        )
+        return [self._intent(r) for r in rows]

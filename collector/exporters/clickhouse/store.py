@@ -3,7 +3,9 @@
 * :mod:`.client` - DSNs, the connection, statements, queries and inserts, errors wrapped once;
 * :mod:`.migrations` - the schema files, applying them, the TTL;
 * :mod:`.aggregates` - ``module_aggregates``: writes (chunks, tokens, bisection) and the read model;
-* :mod:`.state` - ``deploys``, ``incidents`` and the stream's write-ahead ``stream_intents``.
+* :mod:`.state` - ``deploys``, ``incidents`` and the stream's write-ahead ``stream_intents``;
+* :mod:`.coverage` - ``unattributed_names`` and the coverage read model;
+* :mod:`.costs` - ``service_costs`` and the cost-per-module read model.
 
 It implements the store ports of :mod:`collector.ports` (checked by mypy below).
 """
@@ -13,12 +15,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from collector.exporters.clickhouse.aggregates import AggregateTables
+from collector.exporters.clickhouse.costs import CostTables
+from collector.exporters.clickhouse.coverage import CoverageTables
 from collector.exporters.clickhouse.migrations import SchemaMigrations
 from collector.exporters.clickhouse.state import StateTables
-from collector.ports import DirectStore, StreamStore
+from collector.ports import CostStore, CoverageStore, DirectStore, StreamStore
 
 
-class ClickHouseStore(SchemaMigrations, AggregateTables, StateTables):
+class ClickHouseStore(SchemaMigrations, AggregateTables, StateTables, CoverageTables, CostTables):
     """Reads and writes prodloop's tables."""
 
 
@@ -26,3 +30,9 @@ if TYPE_CHECKING:
 
     def _implements_the_store_ports(store: ClickHouseStore) -> tuple[DirectStore, StreamStore]:
         return store, store
+
+    def _implements_the_coverage_port(store: ClickHouseStore) -> CoverageStore:
+        return store
+
+    def _implements_the_cost_port(store: ClickHouseStore) -> CostStore:
+        return store

@@ -107,6 +107,7 @@ from Secrets as environment variables), with the mounted files filled in.
   "service" $service
   "receiver" $receiver
   "alerts" $alerts
+  "cost" $v.cost
 -}}
 {{- toYaml $cfg -}}
 {{- end }}
