@@ -21,14 +21,15 @@ answer), and it has *recovered* when it is clear at every instant over the ticke
 
 Kinds (see :data:`attribution.rules.schema.KINDS`):
 
-* ``threshold`` - p50/p95/p99 latency, error rate or span rate above or below a value;
+* ``threshold`` - p50/p95/p99 latency or self time, error rate, own error rate or span rate
+  above or below a value;
 * ``regression_after_deploy`` - per live deploy, a module's metrics over the same length of
   time before and after it; fires when the relative change exceeds a threshold **and** a
   one-sided test (:mod:`attribution.stats`) is significant;
 * ``cost_share`` - the module's share of its service's resources divided by its share of
   the service's traffic.  The resource is a named measure
-  (:data:`attribution.rules.schema.RESOURCE_MEASURES`); only ``span_duration`` exists today,
-  and self time or a cost model become new names, not a new file format;
+  (:data:`attribution.rules.schema.RESOURCE_MEASURES`): ``self_time`` (the default),
+  ``span_duration`` or ``cpu_time``; a cost model would be a new name, not a new file format;
 * ``incident_recurrence`` - at least N incidents naming the module (or service) within the
   window;
 * ``unused`` - a module declared in ``modules.yaml`` that saw no spans over the window.

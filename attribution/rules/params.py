@@ -7,6 +7,7 @@ from typing import Any
 
 from attribution.rules.errors import Problems
 from attribution.rules.schema import (
+    DEFAULT_RESOURCE,
     PLANNED_RESOURCES,
     RESOURCE_MEASURES,
     TESTS,
@@ -20,8 +21,11 @@ from attribution.rules.schema import (
 )
 from attribution.rules.values import (
     DAY,
+    ERROR_RATES,
     LATENCY_QUANTILES,
     METRICS,
+    REGRESSION_METRICS,
+    SELF_QUANTILES,
     parse_duration,
     parse_fraction,
     parse_rate,
@@ -52,16 +56,16 @@ def parse_params(
         if raw.get("value") is None:
             errs.add(label, "value", "is required")
             return None
-        if metric in LATENCY_QUANTILES:
+        if metric in LATENCY_QUANTILES or metric in SELF_QUANTILES:
             parse: Callable[[Any], float] = _latency_value
-        elif metric == "error_rate":
+        elif metric in ERROR_RATES:
             parse = parse_fraction
         else:
             parse = parse_rate
         value = get("value", parse, None)
         if value is None:
             return None
-        if metric == "error_rate" and value > 1:
+        if metric in ERROR_RATES and value > 1:
             errs.add(label, "value", "an error rate is at most 1 (100%)")
             return None
         return Threshold(metric, op, value)
@@ -82,8 +86,8 @@ def parse_params(
                 if key not in ("metric", "min_relative_change", "min_absolute_change"):
                     errs.add(label, f"{f}.{key}", "unknown field")
             metric = m.get("metric")
-            if metric not in ("p50", "p95", "p99", "error_rate"):
-                errs.add(label, f"{f}.metric", "is required, one of p50, p95, p99, error_rate")
+            if metric not in REGRESSION_METRICS:
+                errs.add(label, f"{f}.metric", f"is required, one of {', '.join(REGRESSION_METRICS)}")
                 continue
             try:
                 rel = parse_fraction(m.get("min_relative_change", 0.5))
@@ -96,7 +100,7 @@ def parse_params(
                     v = m["min_absolute_change"]
                     absolute = (
                         parse_fraction(v)
-                        if metric == "error_rate"
+                        if metric in ERROR_RATES
                         else float(parse_duration(v) if isinstance(v, str) else _no_bare(v))
                     )
                 except ValueError as exc:
@@ -132,7 +136,9 @@ def parse_params(
 
         def resource(v: Any) -> str:
             if v in PLANNED_RESOURCES:
-                raise ValueError(f"{v!r} is planned but not available yet; use span_duration")
+                raise ValueError(
+                    f"{v!r} is planned but not available yet; use {', '.join(RESOURCE_MEASURES)}"
+                )
             if v not in RESOURCE_MEASURES:
                 raise ValueError(f"must be one of {', '.join(RESOURCE_MEASURES)}")
             return str(v)
@@ -142,7 +148,7 @@ def parse_params(
             return None
         return CostShare(
             min_ratio=get("min_ratio", ratio, 1.0),
-            resource=get("resource", resource, "span_duration"),
+            resource=get("resource", resource, DEFAULT_RESOURCE),
             min_resource_share=get("min_resource_share", parse_fraction, 0.05),
         )
     if kind == "incident_recurrence":

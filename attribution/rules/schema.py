@@ -15,12 +15,15 @@ Kind = Literal["threshold", "regression_after_deploy", "cost_share", "incident_r
 SEVERITIES: Final = ("critical", "high", "medium", "low", "info")
 TESTS: Final = ("auto", "mann_whitney", "quantile")
 
-# A resource measure maps an aggregate row to an amount of resource.  Self time or a cost
-# model are added here under new names; rules select one with ``resource:``.
+# A resource measure maps an aggregate row to an amount of resource; rules select one with
+# ``resource:``.  Self time is the default: a caller's span duration counts its callees' time too.
 RESOURCE_MEASURES: Final[Mapping[str, Callable[[AggregateRow], int]]] = {
+    "self_time": lambda r: r.self_time_adjusted_sum_ns,
     "span_duration": lambda r: r.duration_adjusted_sum_ns,
+    "cpu_time": lambda r: r.cpu_time_sum_ns,
 }
-PLANNED_RESOURCES: Final = ("self_time", "cost")
+DEFAULT_RESOURCE: Final = "self_time"
+PLANNED_RESOURCES: Final = ("cost",)
 
 TEMPLATE_FIELDS: Final = (
     "rule",
@@ -84,14 +87,14 @@ class TicketTemplate:
 class Threshold:
     metric: str
     op: Literal["above", "below"]
-    value: float  # ns for latency, a fraction for error_rate, per second for span_rate
+    value: float  # ns for latency and self time, a fraction for error rates, per second for span_rate
 
 
 @dataclass(frozen=True)
 class MetricChange:
-    metric: str  # p50 | p95 | p99 | error_rate
+    metric: str  # one of values.REGRESSION_METRICS
     min_relative_change: float  # 0.5: +50 %
-    min_absolute_change: float = 0.0  # in the metric's unit (ns, or a fraction for error_rate)
+    min_absolute_change: float = 0.0  # in the metric's unit (ns, or a fraction for error rates)
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,7 @@ class Regression:
 @dataclass(frozen=True)
 class CostShare:
     min_ratio: float
-    resource: str = "span_duration"
+    resource: str = DEFAULT_RESOURCE
     min_resource_share: float = 0.05
 
 

@@ -11,8 +11,16 @@ MINUTE: Final = 60 * S
 HOUR: Final = 60 * MINUTE
 DAY: Final = 24 * HOUR
 
-METRICS: Final = ("p50", "p95", "p99", "error_rate", "span_rate")
 LATENCY_QUANTILES: Final = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
+# quantiles of self time (a span's duration minus its children's), over the self-time sketch
+SELF_QUANTILES: Final = {"self_p50": 0.5, "self_p95": 0.95, "self_p99": 0.99}
+# error_rate: errored spans / spans; own_error_rate: errored spans with no errored child / spans
+# whose trace completed (the code that failed, not the callers the error went through)
+ERROR_RATES: Final = ("error_rate", "own_error_rate")
+# what a regression compares before and after a deploy
+REGRESSION_METRICS: Final = (*LATENCY_QUANTILES, *SELF_QUANTILES, *ERROR_RATES)
+# what a threshold compares with a value
+METRICS: Final = (*REGRESSION_METRICS, "span_rate")
 
 _DURATION_UNITS: Final = {
     "ns": 1,
@@ -103,11 +111,11 @@ def format_value(metric: str, value: float) -> str:
     """A metric value for people: ``"28.1 ms"``, ``"6.10%"``, ``"3.2/s"``, ``"x4.0"``."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    if metric in LATENCY_QUANTILES or metric.endswith("_ns"):
+    if metric in LATENCY_QUANTILES or metric in SELF_QUANTILES or metric.endswith("_ns"):
         if value >= S:
             return f"{value / S:.2f} s"
         return f"{value / 1e6:.1f} ms" if value >= 1e7 else f"{value / 1e6:.2f} ms"
-    if metric in ("error_rate", "share", "resource_share", "traffic_share"):
+    if metric in ERROR_RATES or metric in ("share", "resource_share", "traffic_share"):
         return f"{100 * value:.2f}%"
     if metric == "span_rate":
         return f"{value:.2f}/s"

@@ -147,7 +147,7 @@ rules:
         ("p95", 0.5, 0.0),
         ("error_rate", 1.0, 0.01),
     ]
-    assert isinstance(rs.rules[2].params, CostShare) and rs.rules[2].params.resource == "span_duration"
+    assert isinstance(rs.rules[2].params, CostShare) and rs.rules[2].params.resource == "self_time"
     assert rs.rules[3].window_ns == 14 * DAY
 
 
@@ -185,8 +185,8 @@ rules:
             "rules[0] (x): ticket.title: unknown placeholder {modul}",
         ),
         (
-            "{name: x, kind: cost_share, min_ratio: 3, resource: self_time}",
-            "rules[0] (x): resource: 'self_time' is planned but not available yet",
+            "{name: x, kind: cost_share, min_ratio: 3, resource: cost}",
+            "rules[0] (x): resource: 'cost' is planned but not available yet",
         ),
         ("{name: x, kind: cost_share}", "rules[0] (x): min_ratio: is required"),
         (
@@ -444,7 +444,8 @@ def test_required_ranges_cover_both_sides_of_recent_deploys() -> None:
 
 def test_cost_share_flags_a_module_with_a_small_share_of_traffic_and_a_large_share_of_time() -> None:
     rule = rules(
-        "rules:\n  - {name: hog, kind: cost_share, min_ratio: 3, window: 10m, min_samples: 50}\n"
+        "rules:\n  - {name: hog, kind: cost_share, resource: span_duration, min_ratio: 3, window: 10m,"
+        " min_samples: 50}\n"
     ).rules[0]
     rng = random.Random(11)
     rows = series(rng, T0, 10, 90, module="payments/api", median_ms=5)  # 90 % of calls, fast
@@ -530,3 +531,230 @@ def test_findings_are_deterministic_and_fingerprints_stable() -> None:
     assert k.fingerprint() == FindingKey("r", "payments", "prod", "payments/retry").fingerprint()
     assert k.fingerprint() != FindingKey("r", "payments", "staging", "payments/retry").fingerprint()
     assert len(k.fingerprint()) == 16
+
+
+# -- self time and own errors -------------------------------------------------------------------
+# A caller (payments/api) calls a callee (payments/ledger) once per request, and every request
+# also hits a cheap payments/health span.  The generator knows each span's self time (the
+# caller's duration is its own work plus the callee's) and whether an error is the span's own
+# or propagated from the callee, and builds the rows from that knowledge.
+
+Call = tuple[int, int, bool, bool]  # duration ns, self time ns, errored, own error
+
+
+def module_row(start: int, module: str, calls: list[Call], *, deploy: str, commit: str) -> AggregateRow:
+    bins: dict[int, int] = {}
+    self_bins: dict[int, int] = {}
+    for d, st, _, _ in calls:
+        bins[bucket_of(d)] = bins.get(bucket_of(d), 0) + 1
+        self_bins[bucket_of(st)] = self_bins.get(bucket_of(st), 0) + 1
+    n = len(calls)
+    errors = sum(e for _, _, e, _ in calls)
+    own = sum(o for _, _, _, o in calls)
+    durations = [c[0] for c in calls]
+    selfs = [c[1] for c in calls]
+    return AggregateRow(
+        start,
+        "payments",
+        "prod",
+        "https://github.com/acme/shop",
+        module,
+        ("@acme/payments",),
+        commit,
+        deploy,
+        "",
+        n,
+        1000 * n,
+        errors,
+        1000 * errors,
+        sum(durations),
+        sum(durations),
+        min(durations),
+        max(durations),
+        bins,
+        self_spans=n,
+        self_spans_adjusted_milli=1000 * n,
+        self_time_sum_ns=sum(selfs),
+        self_time_adjusted_sum_ns=sum(selfs),
+        self_time_min_ns=min(selfs),
+        self_time_max_ns=max(selfs),
+        self_bins=self_bins,
+        own_errors=own,
+        own_errors_adjusted_milli=1000 * own,
+    )
+
+
+def call_tree_rows(
+    rng: random.Random,
+    start: int,
+    minutes: int,
+    per_minute: int,
+    *,
+    ledger_ms: float = 200.0,
+    ledger_errors: float = 0.01,
+    api_own_errors: float = 0.0,
+    health_per_minute: int = 0,
+    deploy: str = "d1",
+    commit: str = "a" * 40,
+) -> list[AggregateRow]:
+    rows = []
+    for i in range(minutes):
+        api: list[Call] = []
+        ledger: list[Call] = []
+        for _ in range(per_minute):
+            ledger_d = max(1, int(rng.lognormvariate(math.log(ledger_ms * MS), 0.3)))
+            ledger_err = rng.random() < ledger_errors
+            ledger.append((ledger_d, ledger_d, ledger_err, ledger_err))  # a leaf: all its time is its own
+            api_self = max(1, int(rng.lognormvariate(math.log(5 * MS), 0.3)))
+            api_own = not ledger_err and rng.random() < api_own_errors
+            # the ledger's error propagates to the api span, which is then not its own error
+            api.append((api_self + ledger_d, api_self, ledger_err or api_own, api_own))
+        w = start + i * W
+        rows.append(module_row(w, "payments/api", api, deploy=deploy, commit=commit))
+        rows.append(module_row(w, "payments/ledger", ledger, deploy=deploy, commit=commit))
+        if health_per_minute:
+            health = [(MS, MS, False, False)] * health_per_minute
+            rows.append(module_row(w, "payments/health", health, deploy=deploy, commit=commit))
+    return rows
+
+
+def test_own_error_rate_is_a_metric_of_threshold_and_regression_rules() -> None:
+    rs = rules(
+        """
+rules:
+  - {name: own, kind: threshold, metric: own_error_rate, value: 5%}
+  - name: reg
+    kind: regression_after_deploy
+    metrics: [{metric: own_error_rate, min_relative_change: 100%, min_absolute_change: 1%}]
+"""
+    )
+    assert isinstance(rs.rules[0].params, Threshold) and rs.rules[0].params.value == 0.05
+    reg = rs.rules[1].params
+    assert isinstance(reg, Regression) and reg.changes[0].min_absolute_change == 0.01
+    with pytest.raises(RulesFileError, match=r"value: an error rate is at most 1"):
+        rules("rules:\n  - {name: x, kind: threshold, metric: own_error_rate, value: 150%}\n")
+
+
+def test_own_error_rate_breaches_on_own_errors_not_on_propagated_ones() -> None:
+    rule = rules(
+        "rules:\n  - {name: own, kind: threshold, metric: own_error_rate, value: 5%, window: 5m,"
+        " min_samples: 100}\n  - {name: any, kind: threshold, metric: error_rate, value: 5%, window: 5m,"
+        " min_samples: 100}\n"
+    )
+    own, anyerr = rule.rules
+    # the ledger fails 30 % of calls; its errors propagate to every api span that called it
+    propagated = call_tree_rows(random.Random(21), T0, 10, 40, ledger_errors=0.3)
+    data = EvaluationData(rows=propagated, window_ns=W)
+    assert set(by_key(evaluate_rule(anyerr, data, T0 + 10 * W))) == {
+        ("payments", "prod", "payments/api"),
+        ("payments", "prod", "payments/ledger"),
+    }
+    found = by_key(evaluate_rule(own, data, T0 + 10 * W))
+    assert set(found) == {("payments", "prod", "payments/ledger")}
+    assert found[("payments", "prod", "payments/ledger")].observation.measurements[0].value > 0.2
+    # now the api fails on its own in 30 % of calls, the ledger almost never
+    own_errors = call_tree_rows(random.Random(22), T0, 10, 40, ledger_errors=0.0, api_own_errors=0.3)
+    found = by_key(evaluate_rule(own, EvaluationData(rows=own_errors, window_ns=W), T0 + 10 * W))
+    assert set(found) == {("payments", "prod", "payments/api")}
+    # rows without self data (written before self time existed) are no data, not a 0 % rate
+    key = FindingKey("own", "payments", "prod", "payments/retry")
+    old = EvaluationData(rows=series(random.Random(23), T0, 10, 40, error_rate=0.3), window_ns=W)
+    (f,) = evaluate_rule(own, old, T0 + 10 * W, track=[key])
+    assert f.status == NO_DATA
+
+
+def test_own_error_rate_regression_ignores_errors_propagated_from_a_callee() -> None:
+    rule = rules(
+        """
+rules:
+  - name: reg
+    kind: regression_after_deploy
+    window: 30m
+    min_samples: 100
+    metrics: [{metric: own_error_rate, min_relative_change: 100%, min_absolute_change: 1%}]
+"""
+    ).rules[0]
+    rng = random.Random(24)
+    before = call_tree_rows(
+        rng, DEPLOY_AT - 30 * W, 30, 20, ledger_errors=0.004, deploy="d0", commit="0" * 40
+    )
+    after = call_tree_rows(rng, DEPLOY_AT, 30, 20, ledger_errors=0.05)  # the deploy broke the ledger
+    data = EvaluationData(rows=before + after, window_ns=W, deploys=[D0, D1])
+    found = by_key(evaluate_rule(rule, data, DEPLOY_AT + 30 * W))
+    assert set(found) == {("payments", "prod", "payments/ledger")}
+    m = found[("payments", "prod", "payments/ledger")].observation.measurements[0]
+    assert m.metric == "own_error_rate" and m.breached and m.after > 0.03 and m.p_value < 0.01
+
+
+def test_self_p95_regression_blames_the_callee_not_its_caller() -> None:
+    text = """
+rules:
+  - name: reg
+    kind: regression_after_deploy
+    window: 30m
+    min_samples: 100
+    metrics: [{{metric: {metric}, min_relative_change: 50%}}]
+"""
+    rng = random.Random(25)
+    before = call_tree_rows(rng, DEPLOY_AT - 30 * W, 30, 20, ledger_ms=40, deploy="d0", commit="0" * 40)
+    after = call_tree_rows(rng, DEPLOY_AT, 30, 20, ledger_ms=100)  # the ledger got 2.5x slower
+    data = EvaluationData(rows=before + after, window_ns=W, deploys=[D0, D1])
+    at = DEPLOY_AT + 30 * W
+    # span duration: the api includes the ledger's time, so both regress
+    p95 = by_key(evaluate_rule(rules(text.format(metric="p95")).rules[0], data, at))
+    assert set(p95) == {("payments", "prod", "payments/api"), ("payments", "prod", "payments/ledger")}
+    found = by_key(evaluate_rule(rules(text.format(metric="self_p95")).rules[0], data, at))
+    assert set(found) == {("payments", "prod", "payments/ledger")}
+    m = found[("payments", "prod", "payments/ledger")].observation.measurements[0]
+    assert m.metric == "self_p95" and m.breached and 2.0 < m.after / m.before < 3.2
+    # the api's own work did not change (5 ms median)
+    key = FindingKey("reg", "payments", "prod", "payments/api")
+    api = by_key(evaluate_rule(rules(text.format(metric="self_p95")).rules[0], data, at, track=[key]))[
+        ("payments", "prod", "payments/api")
+    ]
+    ma = api.observation.measurements[0]
+    assert api.status == OK and 4 * MS < ma.before < 12 * MS and abs(ma.relative_change) < 0.3
+
+
+def test_cost_share_defaults_to_self_time_so_a_caller_is_not_charged_for_its_callee() -> None:
+    # each minute: 20 requests through api -> ledger (200 ms), 200 cheap health spans
+    rows = call_tree_rows(random.Random(26), T0, 10, 20, health_per_minute=200)
+    data = EvaluationData(rows=rows, window_ns=W)
+    rs = rules(
+        """
+rules:
+  - {name: hog, kind: cost_share, min_ratio: 3, window: 10m, min_samples: 50}
+  - {name: hog-wall, kind: cost_share, resource: span_duration, min_ratio: 3, window: 10m, min_samples: 50}
+"""
+    )
+    by_self, by_duration = rs.rules
+    assert isinstance(by_self.params, CostShare) and by_self.params.resource == "self_time"
+    found = by_key(evaluate_rule(by_self, data, T0 + 10 * W))
+    assert set(found) == {("payments", "prod", "payments/ledger")}
+    resource, traffic, ratio = found[("payments", "prod", "payments/ledger")].observation.measurements
+    assert resource.note == "self_time" and resource.value > 0.85
+    assert traffic.value == pytest.approx(20 / 240, rel=1e-9)
+    assert ratio.breached and ratio.value == pytest.approx(resource.value / traffic.value)
+    assert "self time" in found[("payments", "prod", "payments/ledger")].observation.summary
+    # by span duration the api (5 ms of its own, 205 ms with the ledger) looks as heavy as the ledger
+    wall = by_key(evaluate_rule(by_duration, data, T0 + 10 * W))
+    assert set(wall) == {("payments", "prod", "payments/api"), ("payments", "prod", "payments/ledger")}
+    # and by self time the api is clear
+    key = FindingKey("hog", "payments", "prod", "payments/api")
+    api = by_key(evaluate_rule(by_self, data, T0 + 10 * W, track=[key]))[("payments", "prod", "payments/api")]
+    assert api.status == OK and api.observation.measurements[0].value < 0.05
+
+
+def test_cost_share_over_cpu_time() -> None:
+    rule = rules(
+        "rules:\n  - {name: cpu, kind: cost_share, resource: cpu_time, min_ratio: 3, window: 10m,"
+        " min_samples: 50}\n"
+    ).rules[0]
+    rows = []
+    for module, spans, cpu_ms in (("payments/api", 90, 1), ("payments/crypto", 10, 50)):
+        for r in series(random.Random(27), T0, 10, spans, module=module):
+            rows.append(r._replace(cpu_time_sum_ns=spans * cpu_ms * MS))
+    found = by_key(evaluate_rule(rule, EvaluationData(rows=rows, window_ns=W), T0 + 10 * W))
+    assert set(found) == {("payments", "prod", "payments/crypto")}
+    resource = found[("payments", "prod", "payments/crypto")].observation.measurements[0]
+    assert resource.note == "cpu_time" and resource.value == pytest.approx(500 / 590, rel=1e-9)

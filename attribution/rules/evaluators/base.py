@@ -6,18 +6,37 @@ import math
 from bisect import bisect_left
 from collections.abc import Collection, Iterable
 
-from attribution.aggregate import AggregateRow
+from attribution.aggregate import NO_MIN, AggregateRow
 from attribution.rules.findings import FindingKey, Observation
 from attribution.rules.inputs import EvaluationData
 from attribution.rules.schema import Rule
-from attribution.rules.values import LATENCY_QUANTILES
+from attribution.rules.values import LATENCY_QUANTILES, SELF_QUANTILES
 from attribution.sketch import quantile
+
+# metrics measured only over the spans whose self data is known
+SELF_METRICS = frozenset({*SELF_QUANTILES, "own_error_rate"})
 
 
 class Pool:
     """Merged numbers of some rows."""
 
-    __slots__ = ("bins", "dmax", "dmin", "dsum_adj", "err_adj", "owners", "repository", "spans", "spans_adj")
+    __slots__ = (
+        "bins",
+        "dmax",
+        "dmin",
+        "dsum_adj",
+        "err_adj",
+        "own_err_adj",
+        "owners",
+        "repository",
+        "self_bins",
+        "self_max",
+        "self_min",
+        "self_spans",
+        "self_spans_adj",
+        "spans",
+        "spans_adj",
+    )
 
     def __init__(self) -> None:
         self.spans = 0
@@ -27,6 +46,13 @@ class Pool:
         self.dmin = 1 << 63
         self.dmax = -1
         self.bins: dict[int, int] = {}
+        # spans whose self time and own errors are known (their trace completed)
+        self.self_spans = 0
+        self.self_spans_adj = 0
+        self.own_err_adj = 0
+        self.self_min = NO_MIN
+        self.self_max = 0
+        self.self_bins: dict[int, int] = {}
         self.owners: set[str] = set()
         self.repository = ""
 
@@ -40,6 +66,15 @@ class Pool:
         b = self.bins
         for k, v in r.latency_bins.items():
             b[k] = b.get(k, 0) + v
+        if r.self_spans:
+            self.self_spans += r.self_spans
+            self.self_spans_adj += r.self_spans_adjusted_milli
+            self.own_err_adj += r.own_errors_adjusted_milli
+            self.self_min = min(self.self_min, r.self_time_min_ns)
+            self.self_max = max(self.self_max, r.self_time_max_ns)
+            sb = self.self_bins
+            for k, v in r.self_bins.items():
+                sb[k] = sb.get(k, 0) + v
         self.owners.update(r.owners)
         self.repository = self.repository or r.repository
 
@@ -47,13 +82,34 @@ class Pool:
     def error_rate(self) -> float:
         return self.err_adj / self.spans_adj if self.spans_adj else 0.0
 
+    @property
+    def own_error_rate(self) -> float:
+        """Own errors (errored spans with no errored child) over the spans whose trace completed."""
+        return self.own_err_adj / self.self_spans_adj if self.self_spans_adj else 0.0
+
+    def samples(self, name: str) -> int:
+        """The spans ``name`` is measured over: self metrics count only spans with self data."""
+        return self.self_spans if name in SELF_METRICS else self.spans
+
+    def sketch(self, name: str) -> dict[int, int]:
+        """The histogram a quantile metric reads: of durations, or of self times."""
+        return self.self_bins if name in SELF_QUANTILES else self.bins
+
     def metric(self, name: str, seconds: float) -> float:
         if name in LATENCY_QUANTILES:
             if not self.spans:
                 return math.nan
             return quantile(self.bins, LATENCY_QUANTILES[name], minimum=self.dmin, maximum=self.dmax)
+        if name in SELF_QUANTILES:
+            if not self.self_spans:
+                return math.nan
+            return quantile(
+                self.self_bins, SELF_QUANTILES[name], minimum=self.self_min, maximum=self.self_max
+            )
         if name == "error_rate":
             return self.error_rate
+        if name == "own_error_rate":
+            return self.own_error_rate if self.self_spans_adj else math.nan
         return self.spans_adj / 1000.0 / seconds if seconds > 0 else math.nan
 
 

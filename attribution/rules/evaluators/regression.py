@@ -15,7 +15,7 @@ from attribution.rules.schema import (
     Regression,
     Rule,
 )
-from attribution.rules.values import LATENCY_QUANTILES, format_value
+from attribution.rules.values import LATENCY_QUANTILES, SELF_QUANTILES, format_value
 from attribution.stats import TestResult, mann_whitney_bins, quantile_exceedance_bins, two_proportion_z
 
 
@@ -38,24 +38,42 @@ def latency_test(before: Mapping[int, int], after: Mapping[int, int], q: float, 
     )
 
 
-def compare(before: Pool, after: Pool, change: MetricChange, alpha: float, test: str) -> Measurement:
-    """One metric of a before/after comparison: relative change and significance."""
-    if change.metric in LATENCY_QUANTILES:
-        b = before.metric(change.metric, 0)
-        a = after.metric(change.metric, 0)
-        result = latency_test(before.bins, after.bins, LATENCY_QUANTILES[change.metric], test)
+def compare(
+    before: Pool, after: Pool, change: MetricChange, alpha: float, test: str, min_samples: int = 0
+) -> Measurement:
+    """One metric of a before/after comparison: relative change and significance.
+
+    A metric with fewer than ``min_samples`` samples on a side (self metrics count only the
+    spans whose trace completed) is reported but never breaches.
+    """
+    metric = change.metric
+    n = min(before.samples(metric), after.samples(metric))
+    if metric in LATENCY_QUANTILES or metric in SELF_QUANTILES:
+        b = before.metric(metric, 0)
+        a = after.metric(metric, 0)
+        q = LATENCY_QUANTILES.get(metric) or SELF_QUANTILES[metric]
+        result = (
+            latency_test(before.sketch(metric), after.sketch(metric), q, test)
+            if n
+            else TestResult("none", math.nan, 1.0, before.samples(metric), after.samples(metric))
+        )
+    elif metric == "own_error_rate":
+        b, a = before.own_error_rate, after.own_error_rate
+        result = two_proportion_z(b, before.self_spans, a, after.self_spans)
     else:
         b, a = before.error_rate, after.error_rate
         result = two_proportion_z(b, before.spans, a, after.spans)
     rel = relative_change(b, a)
+    enough = n >= max(min_samples, 1)
     breached = (
-        not math.isnan(rel)
+        enough
+        and not math.isnan(rel)
         and rel >= change.min_relative_change
         and (a - b) >= change.min_absolute_change
         and result.p_value < alpha
     )
     return Measurement(
-        change.metric,
+        metric,
         before=b,
         after=a,
         relative_change=rel,
@@ -63,6 +81,7 @@ def compare(before: Pool, after: Pool, change: MetricChange, alpha: float, test:
         p_value=result.p_value,
         test=result.name,
         breached=breached,
+        note="" if enough else f"{n} spans with self data (< {min_samples})",
     )
 
 
@@ -148,15 +167,17 @@ class RegressionEvaluator(Evaluator):
                     "previous_deploy": previous,
                     "repository": a.repository or b.repository or deploy.repository,
                 }
-                if b.spans < rule.min_samples or a.spans < rule.min_samples:
+                # the most sampled of the rule's metrics (self metrics count spans with self data)
+                samples = max(min(b.samples(c.metric), a.samples(c.metric)) for c in p.changes)
+                if samples < rule.min_samples:
                     out[k] = Observation(
                         NO_DATA,
                         f"{b.spans} spans before, {a.spans} after {deploy.deploy_id} (< {rule.min_samples} each side)",
-                        samples=min(a.spans, b.spans),
+                        samples=samples,
                         **common,  # type: ignore[arg-type]
                     )
                     continue
-                ms = tuple(compare(b, a, c, p.alpha, p.test) for c in p.changes)
+                ms = tuple(compare(b, a, c, p.alpha, p.test, rule.min_samples) for c in p.changes)
                 hit = [m for m in ms if m.breached]
                 shown = hit or list(ms)
                 text = ", ".join(
@@ -173,7 +194,7 @@ class RegressionEvaluator(Evaluator):
                     BREACH if hit else OK,
                     summary,
                     ms,
-                    samples=min(a.spans, b.spans),
+                    samples=samples,
                     **common,  # type: ignore[arg-type]
                 )
         return out

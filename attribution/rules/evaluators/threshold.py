@@ -1,4 +1,4 @@
-"""The ``threshold`` kind: a latency quantile, the error rate or the span rate above or below a value."""
+"""The ``threshold`` kind: a latency or self-time quantile, an error rate or the span rate above or below a value."""
 
 from __future__ import annotations
 
@@ -46,14 +46,15 @@ class ThresholdEvaluator(Evaluator):
         seconds = rule.window_ns / S
         for k, pool in pools.items():
             value = pool.metric(p.metric, seconds)
-            enough = pool.spans >= rule.min_samples or (p.metric == "span_rate" and p.op == "below")
+            n = pool.samples(p.metric)  # self metrics: the spans whose trace completed
+            enough = n >= rule.min_samples or (p.metric == "span_rate" and p.op == "below")
             shown = format_value(p.metric, value)
             limit = format_value(p.metric, p.value)
             if not enough or math.isnan(value):
                 out[k] = Observation(
                     NO_DATA,
-                    f"{pool.spans} spans in {format_duration(rule.window_ns)} (< {rule.min_samples})",
-                    samples=pool.spans,
+                    f"{n} spans in {format_duration(rule.window_ns)} (< {rule.min_samples})",
+                    samples=n,
                     owners=tuple(sorted(pool.owners)),
                     range_from_unix_nano=start,
                     range_to_unix_nano=t,
@@ -65,7 +66,7 @@ class ThresholdEvaluator(Evaluator):
                 BREACH if breached else OK,
                 f"{p.metric} {shown} {sign} {limit}",
                 (Measurement(p.metric, value=value, threshold=p.value, breached=breached),),
-                samples=pool.spans,
+                samples=n,
                 owners=tuple(sorted(pool.owners)),
                 range_from_unix_nano=start,
                 range_to_unix_nano=t,
