@@ -1,7 +1,7 @@
 """``prodloop``: the command group, its error handling, and the small commands.
 
-The command families live beside this file (``ingest``, ``query``, ``explain``, ``run``,
-``alerts``); each builds :class:`Settings` once (``collector/cli/options.py``) and calls
+The command families live beside this file (``ingest``, ``query``, ``coverage``, ``explain``, ``run``,
+``alerts``, ``costs``); each builds :class:`Settings` once (``collector/cli/options.py``) and calls
 the composition root (``collector/app/build.py``) for the objects it needs.
 """
 
@@ -13,6 +13,8 @@ from typing import Any
 import click
 
 from collector.cli.alerts import alerts
+from collector.cli.costs import costs, query_cost
+from collector.cli.coverage import coverage
 from collector.cli.explain import check, explain
 from collector.cli.ingest import ingest
 from collector.cli.options import SettingsFlags, store_options
@@ -119,3 +121,6 @@ def demo(minutes: int, seed: int, store_dsn: str | None) -> None:
 
 for _command in (ingest, query, explain, check, run, alerts):
     main.add_command(_command)
+query.add_command(coverage)
+main.add_command(costs)
+query.add_command(query_cost)

@@ -8,7 +8,14 @@ from typing import Any
 
 import click
 
-from collector.cli.options import SettingsFlags, attribution_options, config_option, format_option
+from collector.cli.options import (
+    SettingsFlags,
+    attribution_options,
+    config_option,
+    format_option,
+    now_ns,
+    parse_time,
+)
 from collector.cli.render import fail
 
 
@@ -77,10 +84,36 @@ def explain(
 @click.command()
 @attribution_options
 @config_option("YAML config file.")
+@click.option(
+    "--store",
+    "store_dsn",
+    envvar="PRODLOOP_CHECK__STORE",
+    show_envvar=True,
+    default=None,
+    help="Also warn about configured modules that matched no span stored here over --since "
+    "(chdb:///path or http(s)://user:pass@host:8123/db).",
+)
+@click.option(
+    "--database",
+    envvar="PRODLOOP_STORE__DATABASE",
+    show_envvar=True,
+    default=None,
+    help="ClickHouse database of --store [default: prodloop].",
+)
+@click.option(
+    "--since",
+    envvar="PRODLOOP_CHECK__SINCE",
+    show_envvar=True,
+    default="-7d",
+    show_default=True,
+    help="With --store: the range checked, up to now (RFC 3339, unix s, or -2h).",
+)
 def check(
     flags: SettingsFlags,
+    since: str,
 ) -> None:
-    """Validate CODEOWNERS and modules files; exit 1 on errors."""
+    """Validate CODEOWNERS and modules files; exit 1 on errors.  With --store, also warn
+    about configured modules that matched nothing in the store."""
     from collector.app.attribution_files import load_attribution_from  # noqa: PLC0415  lazy: ruamel and the attribution core
 
     settings = flags.settings()
@@ -99,6 +132,19 @@ def check(
         click.echo(str(m))
         errors += m.severity == "error"
         warnings += m.severity != "error"
+    if flags.store_dsn:
+        from collector.app import build  # noqa: PLC0415  lazy: the store costs 0.3 s of --help
+        from collector.cli.coverage import unmatched_module_warnings  # noqa: PLC0415  lazy, as build
+
+        now = now_ns()
+        from_ns = parse_time(since, now) or 0
+        store = build.open_store(settings)
+        try:
+            for w in unmatched_module_warnings(store, loaded.repositories, from_ns, now):
+                click.echo(w)
+                warnings += 1
+        finally:
+            store.close()
     rules = sum(len(r.codeowners.rules) for r in loaded.repositories)
     modules = sum(len(r.modules.rules) for r in loaded.repositories)
     click.echo(

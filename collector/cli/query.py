@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Mapping
 from typing import Any
 
 import click
 
+from attribution.cost import apportion
 from collector.cli.options import SettingsFlags, format_option, now_ns, parse_time, store_options
 from collector.cli.render import render_modules_table
 from collector.errors import StoreLockedError
@@ -70,7 +73,11 @@ def query_modules(
     limit: int,
     url: str | None,
 ) -> None:
-    """Per module: traffic, errors, latency, owners and commit, sorted by p95."""
+    """Per module: traffic, errors, latency, self time, exceptions, cost, owners and commit, sorted by p95.
+
+    Self time is a span's duration minus its children's; SELF% is the module's share of its
+    service's self time.  Cost needs configured costs (`prodloop costs`), and the store.
+    """
     from collector.app import build  # noqa: PLC0415  lazy: the store and pipelines cost 0.3 s of --help
     from collector.app.query_client import discover_service, fetch_modules  # noqa: PLC0415  lazy: urllib and ssl
 
@@ -103,13 +110,19 @@ def query_modules(
     else:
         assert store is not None
         try:
+            from_ns, to_ns = parse_time(from_, now), parse_time(to, now)
             rows = store.query_modules(
-                from_unix_nano=parse_time(from_, now),
-                to_unix_nano=parse_time(to, now),
+                from_unix_nano=from_ns,
+                to_unix_nano=to_ns,
                 service=service,
                 environment=environment,
                 attributed_only=attributed_only,
             )
+            if rows:
+                start, end = _costed_range(rows, from_ns, to_ns)
+                apply_module_costs(
+                    rows, store.module_costs_micro_usd(start, end, service or None, environment)
+                )
         finally:
             store.close()
     if limit:
@@ -117,4 +130,41 @@ def query_modules(
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     else:
-        click.echo(render_modules_table(rows))
+        click.echo(render_modules_table(rows, shutil.get_terminal_size((100, 24)).columns))
+
+
+def _costed_range(rows: list[dict[str, Any]], from_ns: int | None, to_ns: int | None) -> tuple[int, int]:
+    """The range whose costs the rows get: the one asked, else the windows found."""
+    start = from_ns if from_ns is not None else min(int(r["first_window_unix_nano"]) for r in rows)
+    end = to_ns if to_ns is not None else max(int(r["last_window_end_unix_nano"]) for r in rows)
+    return start, end
+
+
+def apply_module_costs(rows: list[dict[str, Any]], costs: Mapping[tuple[str, str, str], int]) -> None:
+    """Set each row's ``cost_usd`` from micro-USD per (service, environment, module).
+
+    A module's cost is split over its rows (one per owners and commit) by their adjusted self
+    time, else their adjusted spans, summing back exactly.  ``None`` where the service and
+    environment have no cost at all; 0 for a module that got none of its service's cost.
+    """
+    priced = {(svc, env) for svc, env, _ in costs}
+    by_module: dict[tuple[str, str, str], list[int]] = {}
+    for i, r in enumerate(rows):
+        by_module.setdefault((str(r["service"]), str(r["environment"]), str(r["module"])), []).append(i)
+    for key, idx in by_module.items():
+        if key[:2] not in priced:
+            for i in idx:
+                rows[i]["cost_usd"] = None
+            continue
+        weights = {i: _weight(rows[i], "self_time_adjusted_sum_ns") for i in idx}
+        if not any(weights.values()):
+            weights = {i: _weight(rows[i], "spans_adjusted") for i in idx}
+        if not any(weights.values()):
+            weights = dict.fromkeys(idx, 1)
+        for i, micro in apportion(costs.get(key, 0), weights).items():
+            rows[i]["cost_usd"] = micro / 1e6
+
+
+def _weight(row: Mapping[str, Any], column: str) -> int:
+    v = row.get(column)
+    return round(v) if isinstance(v, int | float) and v > 0 else 0

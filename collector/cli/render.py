@@ -43,49 +43,117 @@ def render_table(headers: list[str], rows: list[list[str]], right: set[int]) -> 
 
 
 def _short_sha(sha: str) -> str:
-    return sha[:10] if sha else "-"
+    return sha[:7] if sha else "-"
 
 
-def render_modules_table(rows: Sequence[Mapping[str, Any]]) -> str:
+def _num(v: float | None) -> str:
+    """A duration (ms or s) in at most 6 characters, 3 significant digits for small values."""
+    if v is None or v != v:
+        return "-"
+    return f"{v:.2f}" if v < 10 else f"{v:.1f}" if v < 1000 else f"{v:.0f}"
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# Columns of the module table in the order shown; the ``optional`` ones go first when the
+# table is wider than asked, then empty COST/EXC columns, then MODULE and OWNERS are clipped.
+_MODULE_COLUMNS: tuple[tuple[str, bool, bool], ...] = (  # header, right-aligned, optional
+    ("MODULE", False, False),
+    ("OWNERS", False, False),
+    ("COMMIT", False, False),
+    ("SPANS", True, False),
+    ("ADJ", True, True),
+    ("ERR%", True, False),
+    ("P50 ms", True, True),
+    ("P95 ms", True, False),
+    ("P99 ms", True, True),
+    ("SELF s", True, False),
+    ("SELF%", True, False),
+    ("SELF P95", True, False),
+    ("EXC", True, False),
+    ("COST $", True, False),
+)
+_CLIPS = ((32, 24), (28, 20), (24, 16), (20, 12))  # (MODULE, OWNERS) widths tried in turn
+_INDENT = "  "
+
+
+def _module_cells(r: Mapping[str, Any]) -> list[str]:
+    module = r["module"]
+    if r.get("unattributed_reasons"):
+        module += " [" + ",".join(r["unattributed_reasons"]) + "]"
+    measured = bool(r.get("self_spans"))  # no self data yet (or rows older than self time): "-"
+    self_ns = r.get("self_time_adjusted_sum_ns") if measured else None
+    share = r.get("self_share") if measured else None
+    cost = r.get("cost_usd")
+    exc = r.get("exceptions")
+    return [
+        module,
+        ",".join(r["owners"]) or "-",
+        _short_sha(r["commit_sha"]),
+        f"{r['spans']}",
+        f"{r['spans_adjusted']:.0f}",
+        f"{100 * r['error_rate']:.2f}",
+        _num(r["p50_ms"]),
+        _num(r["p95_ms"]),
+        _num(r["p99_ms"]),
+        "-" if self_ns is None else _num(self_ns / 1e9),
+        "-" if share is None else f"{100 * share:.1f}",
+        _num(r.get("self_p95_ms")),
+        "-" if exc is None else f"{exc}",
+        "-" if cost is None else f"{cost:.2f}",
+    ]
+
+
+def render_modules_table(rows: Sequence[Mapping[str, Any]], width: int = 100) -> str:
+    """The module table: under a line per service and environment (in the rows' order), its rows.
+
+    SELF s is the sampling-adjusted self time (a span's duration minus its children's) and
+    SELF% its share of the service's; EXC the exceptions thrown in the module.  Columns are
+    dropped or clipped to fit ``width`` where possible.
+    """
     if not rows:
         return "(no data: ingest traces first, e.g. `prodloop ingest --traces FILE`, or run `prodloop demo`)"
-    headers = [
-        "SERVICE",
-        "ENV",
-        "MODULE",
-        "OWNERS",
-        "COMMIT",
-        "SPANS",
-        "ADJ",
-        "ERR%",
-        "P50 ms",
-        "P95 ms",
-        "P99 ms",
-        "TOTAL s",
-    ]
-    body = []
+    groups: dict[tuple[str, str], list[list[str]]] = {}
     for r in rows:
-        owners = ",".join(r["owners"]) or "-"
-        module = r["module"]
-        if r.get("unattributed_reasons"):
-            module += " [" + ",".join(r["unattributed_reasons"]) + "]"
-        body.append(
-            [
-                r["service"],
-                r["environment"] or "-",
-                module,
-                owners if len(owners) <= 40 else owners[:37] + "...",
-                _short_sha(r["commit_sha"]),
-                f"{r['spans']}",
-                f"{r['spans_adjusted']:.0f}",
-                f"{100 * r['error_rate']:.2f}",
-                f"{r['p50_ms']:.2f}",
-                f"{r['p95_ms']:.2f}",
-                f"{r['p99_ms']:.2f}",
-                f"{r['duration_adjusted_sum_ms'] / 1000:.1f}",
-            ]
-        )
-    return render_table(headers, body, right={5, 6, 7, 8, 9, 10, 11})
+        groups.setdefault((r["service"], r["environment"]), []).append(_module_cells(r))
+    cells = [c for body in groups.values() for c in body]
+    keep = list(range(len(_MODULE_COLUMNS)))
+    clip = (10_000, 10_000)
+
+    def widths() -> list[int]:
+        out = []
+        for i in keep:
+            w = max(len(_MODULE_COLUMNS[i][0]), *(len(c[i]) for c in cells))
+            out.append(min(w, clip[i]) if i < 2 else w)
+        return out
+
+    def too_wide() -> bool:
+        return len(_INDENT) + sum(widths()) + 2 * (len(keep) - 1) > width
+
+    optional = [i for i, (_, _, opt) in enumerate(_MODULE_COLUMNS) if opt]
+    empty = [i for i in (12, 13) if all(c[i] in ("-", "0") for c in cells)]  # EXC, COST $
+    for i in optional + empty[::-1]:
+        if too_wide():
+            keep.remove(i)
+    for c in _CLIPS:
+        if too_wide():
+            clip = c
+    ws = widths()
+
+    def line(row: list[str]) -> str:
+        parts = []
+        for w, i in zip(ws, keep, strict=True):
+            text = _clip(row[i], w)
+            parts.append(text.rjust(w) if _MODULE_COLUMNS[i][1] else text.ljust(w))
+        return (_INDENT + "  ".join(parts)).rstrip()
+
+    out = [line([h for h, _, _ in _MODULE_COLUMNS])]
+    for (service, environment), body in groups.items():
+        out.append(f"{service} ({environment or '-'})")
+        out.extend(line(c) for c in body)
+    return "\n".join(out)
 
 
 def print_ingest_summary(s: Any) -> None:

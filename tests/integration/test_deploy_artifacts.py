@@ -29,7 +29,8 @@ import pytest
 from pydantic import BaseModel, SecretStr
 from ruamel.yaml import YAML
 
-from attribution.aggregate import AggregateRow
+from attribution.aggregate import AggregateRow, NameRow
+from attribution.cost import CostEntry
 from attribution.model import DeployEvent
 from attribution.sketch import bucket_of, merge_bins, quantile
 from collector.app.attribution_files import load_attribution
@@ -57,6 +58,7 @@ SETTINGS_SECTIONS = (
     "service",
     "receiver",
     "alerts",
+    "cost",
 )
 SECRET_KEYS = {"existingSecret", "key", "value"}
 
@@ -605,6 +607,25 @@ def _dataset() -> list[AggregateRow]:
 def dashboard_store(store: ClickHouseStore) -> Iterator[ClickHouseStore]:
     rows = _dataset()
     store.write_aggregates(rows, 60_000_000_000, dedup_token="dashboards-1")
+    # the span names behind the (unattributed) rows of _dataset: 3 no_location, 5 external a window
+    names = [
+        NameRow(r.window_start_unix_nano, r.service, r.environment, r.unattributed_reason, name, n)
+        for r in rows
+        if r.unattributed_reason
+        for name, n in (
+            (("GET /healthz", 2), ("GET /metrics", 1)) if r.service == "checkout" else (("redis SET", 5),)
+        )
+    ]
+    store.write_names(names, 60_000_000_000, dedup_token="dashboards-names-1")
+    day = (T0 - T0 % 86_400) * 10**9  # the charge day holding the data (cost-vs-traffic.json)
+    store.write_costs(
+        [
+            CostEntry("payments", "prod", day, day + 86_400 * 10**9, 120_000_000),
+            CostEntry("checkout", "prod", day, day + 86_400 * 10**9, 30_000_000),
+        ],
+        source="bill.csv",
+        imported_at_unix_nano=(T0 + 4000) * 10**9,
+    )
     store.write_deploys(
         [
             DeployEvent("deploy-payments-2.7.0", "payments", "prod", OLD_SHA, (T0 - 3600) * 10**9),
@@ -703,7 +724,15 @@ SELECTIONS: dict[str, dict[str, list[str] | None]] = {
 
 
 def test_dashboards_are_well_formed() -> None:
-    assert {d.stem for d in DASHBOARDS} == {"modules-overview", "module-detail", "deploy-impact", "tickets"}
+    assert {d.stem for d in DASHBOARDS} == {
+        "modules-overview",
+        "module-detail",
+        "deploy-impact",
+        "tickets",
+        "coverage",
+        "ownership",
+        "cost-vs-traffic",
+    }
     uids = set()
     for path in DASHBOARDS:
         d = json.loads(path.read_text())
