@@ -27,6 +27,13 @@ source root ``/srv/shop``) and runs four services in environment ``prod``::
 * ``libs/featureflags/`` matches no path rule: its module is the ``module_depth`` fallback,
   ``libs/featureflags``.
 
+Failing spans record real exceptions (``span.record_exception``), raised by stand-ins of the
+shop's files compiled at their ``/srv/shop`` paths (:mod:`collector.demo.failures`): a callee
+throws (``payments/retry``, a gateway adapter, ``libs/db`` inside psycopg, a client inside
+requests or grpc, or through the real ``json``), and a caller that fails because of it wraps
+the error (``raise PaymentError(...) from exc``).  So ``payments/api`` fails more after the
+payments deploy, but every one of its errors has an errored child: its own error rate stays 0.
+
 Deploys (events per ``schemas/events/deploy.schema.json``): every service's initial commit
 is deployed at the start; ``payments`` is deployed at 40 % of the run and that commit
 regresses ``payments/retry`` (every span of the module 2.5x slower, errors 1 % -> 8 %);
@@ -37,7 +44,8 @@ Ground truth is by construction: the generator decides the module, owners and co
 span when it chooses the code path, never by running an attributor.  The commit of a span is
 the one live at its start; traces in which some span of a service starts before one of its
 deploys and ends at or after it are not emitted, so start and end agree.  Time is simulated:
-every timestamp is passed to the SDK explicitly, and the same seed gives the same bytes.
+every timestamp is passed to the SDK explicitly, and the same seed gives the same bytes (on
+one interpreter: stack-trace frames inside the real ``json`` package carry its paths).
 """
 
 from __future__ import annotations
@@ -61,6 +69,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, set_span_in_context
 
 from attribution.model import UNATTRIBUTED_MODULE, AttrValue
+from collector.demo.failures import SITE_PACKAGES, Link, Site, raise_chain
 
 __all__ = [
     "DEFAULT_START_UNIX_NANO",
@@ -76,7 +85,6 @@ __all__ = [
 ]
 
 SOURCE_ROOT: Final = "/srv/shop"
-SITE_PACKAGES: Final = "/usr/lib/python3/site-packages"
 REPOSITORY: Final = "https://github.com/acme/shop"
 ENVIRONMENT: Final = "prod"
 SAMPLE_RATE_ATTRIBUTE: Final = "SampleRate"
@@ -92,6 +100,12 @@ _STOCK_EVENTS_PER_S: Final = 1.5
 _REGRESSION_SLOWDOWN: Final = 2.5
 _RETRY_ERROR_BEFORE: Final = 0.01
 _RETRY_ERROR_AFTER: Final = 0.08
+_RETRY_MESSAGES: Final = {
+    "IdempotencyStoreTimeout": "idempotency store timed out after 250 ms",
+    "CircuitStateUnavailable": "circuit state unreadable",
+    "RetryPolicyError": "no retry policy for 'adyen-eu'",
+    "BackoffInterrupted": "backoff interrupted by shutdown",
+}
 
 TruthKey = tuple[str, str, str, tuple[str, ...], str]
 
@@ -101,13 +115,21 @@ class TruthRow:
     """What the shop emitted for one (service, environment, module, owners, commit).
 
     ``spans`` counts emitted spans, ``spans_adjusted`` sums their ``SampleRate`` (1 when
-    absent), ``durations_ns`` holds every emitted span's duration, ascending.
+    absent), ``durations_ns`` holds every emitted span's duration, ascending.  ``own_errors``
+    counts errored spans with no errored child, ``exception_events`` the exceptions recorded
+    on the row's spans, ``exceptions`` the recorded exceptions whose root cause this row's
+    code threw (the innermost frame under ``/srv/shop`` of the first exception printed), and
+    ``exception_types`` those exceptions' ``exception.type``, with their counts, sorted.
     """
 
     spans: int
     spans_adjusted: float
     errors: int
     durations_ns: tuple[int, ...]
+    own_errors: int = 0
+    exception_events: int = 0
+    exceptions: int = 0
+    exception_types: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -153,16 +175,21 @@ _UNOWNED: Final[tuple[str, ...]] = ()  # "/services/inventory/legacy/" has no ow
 class _Loc:
     """Where a span comes from: its location attributes, module, owners and span name."""
 
-    __slots__ = ("attrs", "module", "name", "owners", "path")
+    __slots__ = ("attrs", "module", "name", "owners", "site")
 
     def __init__(
-        self, module: str, owners: tuple[str, ...], attrs: dict[str, AttrValue], name: str, path: str = ""
+        self,
+        module: str,
+        owners: tuple[str, ...],
+        attrs: dict[str, AttrValue],
+        name: str,
+        site: Site | None = None,
     ) -> None:
         self.module = module
         self.owners = tuple(sorted(owners))
         self.attrs = attrs
         self.name = name
-        self.path = path
+        self.site = site  # the shop function a failure's stack trace shows for it
 
 
 def _code(
@@ -181,7 +208,7 @@ def _code(
         }
     else:
         attrs = {"code.file.path": file, "code.function.name": function, "code.line.number": line}
-    return _Loc(module, owners, attrs, short, path)
+    return _Loc(module, owners, attrs, short, Site(file, function, line, short))
 
 
 def _external(path: str, function: str, line: int) -> _Loc:
@@ -194,9 +221,13 @@ def _external(path: str, function: str, line: int) -> _Loc:
 
 
 def _rule(
-    module: str, owners: tuple[str, ...], attrs: dict[str, AttrValue] | None = None, name: str = ""
+    module: str,
+    owners: tuple[str, ...],
+    attrs: dict[str, AttrValue] | None = None,
+    name: str = "",
+    site: Site | None = None,
 ) -> _Loc:
-    return _Loc(module, owners, attrs or {}, name)
+    return _Loc(module, owners, attrs or {}, name, site)
 
 
 _NOWHERE: Final = _Loc(UNATTRIBUTED_MODULE, (), {}, "")
@@ -437,12 +468,24 @@ LG_POST = _rule(
     _LEDGER,
     {"code.namespace": "shop.payments.ledger.journal.Journal", "code.function.name": "post_entry"},
     "Journal.post_entry",
+    Site(
+        f"{SOURCE_ROOT}/services/payments/ledger/journal.py",
+        "shop.payments.ledger.journal.Journal.post_entry",
+        52,
+        "Journal.post_entry",
+    ),
 )
 LG_BALANCE = _rule(
     "payments/ledger",
     _LEDGER,
     {"code.function.name": "shop.payments.ledger.balance.check_balance"},
     "check_balance",
+    Site(
+        f"{SOURCE_ROOT}/services/payments/ledger/balance.py",
+        "shop.payments.ledger.balance.check_balance",
+        25,
+        "check_balance",
+    ),
 )
 
 # inventory (older instrumentation: deprecated code.* attributes) -----------------------
@@ -713,6 +756,7 @@ class _Node:
         "end",
         "error",
         "events",
+        "exc",
         "kind",
         "loc",
         "message",
@@ -744,6 +788,7 @@ class _Node:
         self.children: list[_Node] = []
         self.error = False
         self.message = ""
+        self.exc = ""  # the exception (a key of failures.TYPES) an errored span records
         self.events: list[tuple[str, dict[str, AttrValue], int]] = []
         self.rate = 0  # 0: not sampled; N > 0: kept with SampleRate N; -1: dropped
 
@@ -800,8 +845,7 @@ class _Shop:
         if error:
             node.error = True
             node.message = message
-            if exc:
-                node.events.append(("exception", {"exception.type": exc, "exception.message": message}, t))
+            node.exc = exc
         return t
 
     def leaf(
@@ -813,7 +857,7 @@ class _Shop:
         median_ms: float,
         sigma: float = 0.4,
         p_err: float = 0.0,
-        exc: str = "RuntimeError",
+        exc: str = "",
         message: str = "failed",
     ) -> tuple[int, bool]:
         node = self.open(parent, service, loc, t)
@@ -1104,7 +1148,11 @@ class _Shop:
         node = self.open(parent, service, loc, t)
         t, status = self.http_call(node, service, method, url, t + self.d(0.05), handler)
         t = self.close(
-            node, t + self.d(0.05), error=status >= 500, message=f"HTTP {status}", exc="requests.HTTPError"
+            node,
+            t + self.d(0.05),
+            error=status >= 500,
+            message=f"HTTP {status}",
+            exc="requests.exceptions.HTTPError",
         )
         return t, status
 
@@ -1378,7 +1426,10 @@ class _Shop:
         regressed = self.timeline.at("payments", t).commit_sha == self.regressed_sha
         scale = _REGRESSION_SLOWDOWN if regressed else 1.0
         p_err = _RETRY_ERROR_AFTER if regressed else _RETRY_ERROR_BEFORE
-        return self.leaf(parent, "payments", loc, t, median_ms * scale, sigma, p_err, exc=exc, message=exc)
+        message = _RETRY_MESSAGES[exc]
+        return self.leaf(
+            parent, "payments", loc, t, median_ms * scale, sigma, p_err, exc=exc, message=message
+        )
 
     def gateway(self, parent: _Node, t: int, *, capture: bool) -> tuple[int, bool]:
         stripe = self.p(0.7)
@@ -1764,17 +1815,35 @@ class _Emitter:
                     self.emit(child, child_context)
         for name, event_attrs, ts in node.events:
             span.add_event(name, event_attrs, timestamp=ts)
+        thrower: _Node | None = None
+        exc_type = ""
+        if node.error and node.exc:
+            chain = _failure_chain(node)
+            thrower = chain[-1]
+            exc = raise_chain([_link(n) for n in chain])
+            exc_type = f"{type(exc).__module__}.{type(exc).__qualname__}"  # as the SDK names it
+            span.record_exception(exc, timestamp=node.end)
         if node.error:
             span.set_status(Status(StatusCode.ERROR, node.message or None))
         span.end(end_time=node.end)
-        key = (node.service, ENVIRONMENT, node.loc.module, node.loc.owners, deploy.commit_sha)
-        acc = self.truth.get(key)
-        if acc is None:
-            acc = self.truth[key] = [0, 0.0, 0, []]
+        acc = self._acc(node, deploy.commit_sha)
         acc[0] += 1
         acc[1] += float(node.rate) if node.rate > 0 else 1.0
         acc[2] += int(node.error)
         acc[3].append(node.end - node.start)
+        acc[4] += int(node.error and not any(c.error for c in node.children if c.rate >= 0))
+        if thrower is not None:
+            acc[5] += 1
+            thrown = self._acc(thrower, self.timeline.at(thrower.service, thrower.start).commit_sha)
+            thrown[6] += 1
+            thrown[7][exc_type] = thrown[7].get(exc_type, 0) + 1
+
+    def _acc(self, node: _Node, commit_sha: str) -> list[Any]:
+        key = (node.service, ENVIRONMENT, node.loc.module, node.loc.owners, commit_sha)
+        acc = self.truth.get(key)
+        if acc is None:
+            acc = self.truth[key] = [0, 0.0, 0, [], 0, 0, 0, {}]
+        return acc
 
     def drain(self, before: int | None) -> list[ReadableSpan]:
         """Finished spans that ended before ``before`` (all if None), in end-time order."""
@@ -1791,6 +1860,28 @@ class _Emitter:
     def close(self) -> None:
         for provider in self.providers:
             provider.shutdown()
+
+
+def _failure_chain(node: _Node) -> list[_Node]:
+    """The spans an errored span's exception came through, outermost first: from each, its
+    last errored child running shop code (a failure in another service, or in a library,
+    ends the chain: that span threw)."""
+    chain = [node]
+    while True:
+        failed = [c for c in chain[-1].children if c.error and c.loc.site is not None and c.rate >= 0]
+        if not failed:
+            return chain
+        chain.append(failed[-1])
+
+
+def _link(node: _Node) -> Link:
+    if node.loc.site is None:
+        raise ValueError(f"span {node.name!r} records an exception but runs no shop code")
+    detail = dict(node.attrs)
+    for child in node.children:  # the failed call into a library or another service
+        if child.error and child.loc.site is None:
+            detail.update(child.attrs)
+    return Link(node.loc.site, node.exc, node.message, detail)
 
 
 def _encode(spans: Sequence[ReadableSpan], encoding: str = "otlp_proto") -> bytes:
@@ -1914,7 +2005,16 @@ def generate(
         progress(total, total)
 
     truth = {
-        key: TruthRow(spans=acc[0], spans_adjusted=acc[1], errors=acc[2], durations_ns=tuple(sorted(acc[3])))
+        key: TruthRow(
+            spans=acc[0],
+            spans_adjusted=acc[1],
+            errors=acc[2],
+            durations_ns=tuple(sorted(acc[3])),
+            own_errors=acc[4],
+            exception_events=acc[5],
+            exceptions=acc[6],
+            exception_types=tuple(sorted(acc[7].items())),
+        )
         for key, acc in sorted(emitter.truth.items())
     }
     return Traffic(

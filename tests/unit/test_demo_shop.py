@@ -44,6 +44,7 @@ class Decoded:
     end: int
     error: bool
     attrs: dict[str, Any]
+    events: list[tuple[str, dict[str, Any]]]
 
 
 def _value(v: Any) -> Any:
@@ -73,6 +74,9 @@ def decode(requests: list[bytes]) -> Iterator[tuple[int, Decoded]]:
                             end=s.end_time_unix_nano,
                             error=s.status.code == STATUS_ERROR,
                             attrs={kv.key: _value(kv.value) for kv in s.attributes},
+                            events=[
+                                (e.name, {kv.key: _value(kv.value) for kv in e.attributes}) for e in s.events
+                            ],
                         ),
                     )
 
@@ -308,3 +312,68 @@ def test_truth_uses_the_modules_and_owners_of_the_bundled_config(traffic: Traffi
         key[:3] for key in traffic.truth if "@carol" in key[3]
     }
     assert any(key[2] == "inventory/legacy" and key[3] == () for key in traffic.truth)  # unowned directory
+
+
+_FRAME = re.compile(r'^  File "([^"]+)", line (\d+), in (\S+)$', re.MULTILINE)
+_CAUSE = "\nThe above exception was the direct cause of the following exception:\n"
+
+
+def _exceptions(spans: list[tuple[int, Decoded]]) -> list[tuple[Decoded, dict[str, Any]]]:
+    return [(s, attrs) for _, s in spans for name, attrs in s.events if name == "exception"]
+
+
+def test_failing_spans_record_real_exceptions(traffic: Traffic, spans: list[tuple[int, Decoded]]) -> None:
+    recorded = _exceptions(spans)
+    assert len(recorded) == sum(r.exception_events for r in traffic.truth.values()) > 200
+    assert sum(r.exceptions for r in traffic.truth.values()) == len(recorded)
+    assert all(s.error for s, _ in recorded)
+    types = Counter(a["exception.type"] for _, a in recorded)
+    assert {
+        "shop.payments.api.errors.PaymentError",
+        "shop.payments.retry.errors.IdempotencyStoreTimeout",
+        "psycopg.errors.DeadlockDetected",
+        "requests.exceptions.HTTPError",
+        "grpc._channel._InactiveRpcError",
+    } <= set(types)
+    library = 0
+    for s, a in recorded:
+        text = a["exception.stacktrace"]
+        assert text.startswith("Traceback (most recent call last):\n")
+        assert text.endswith(f"\n{a['exception.type']}: {a['exception.message']}\n")
+        frames = _FRAME.findall(text)
+        assert frames
+        for file, _, _ in frames:  # the shop, its libraries, or the real json package
+            assert file.startswith((SOURCE_ROOT + "/", "/usr/lib/python3/site-packages/")) or file.endswith(
+                ("/json/__init__.py", "/json/decoder.py")
+            ), file
+        library += any(not f.startswith(SOURCE_ROOT + "/") for f, _, _ in frames)
+        # the recording function's frame is the outermost of the exception raised last
+        outer = _FRAME.findall(text.split(_CAUSE)[-1])[0]
+        where = s.attrs.get("code.file.path") or s.attrs.get("code.filepath")
+        line = int(s.attrs.get("code.line.number") or s.attrs.get("code.lineno") or 0)
+        if where:
+            assert outer[0] == where and 0 < int(outer[1]) - line < 10, (outer, where, line)
+    assert library > len(recorded) / 4
+
+
+def test_callers_wrap_the_exception_their_callee_threw(spans: list[tuple[int, Decoded]]) -> None:
+    api_files = f"{SOURCE_ROOT}/services/payments/api/"
+    api = [
+        (s, a) for s, a in _exceptions(spans) if str(s.attrs.get("code.file.path", "")).startswith(api_files)
+    ]
+    assert len(api) > 20
+    throwers: Counter[str] = Counter()
+    for _, a in api:
+        assert a["exception.type"] == "shop.payments.api.errors.PaymentError"
+        text = a["exception.stacktrace"]
+        assert _CAUSE in text  # raise ... from the callee's error
+        root = text.split(_CAUSE)[0]  # Python prints the root cause first
+        own = [f for f, _, _ in _FRAME.findall(root) if f.startswith(SOURCE_ROOT + "/")]
+        throwers[own[-1].removeprefix(SOURCE_ROOT + "/").rsplit("/", 1)[0]] += 1
+    # payments/api never throws first: its callees do
+    assert "services/payments/api" not in throwers
+    assert throwers["services/payments/retry"] > 0 and set(throwers) <= {
+        "services/payments/retry",
+        "services/payments/gateway",
+        "libs/db",
+    }
