@@ -1,21 +1,34 @@
 """Benchmark: one `prodloop run` process, Kafka -> ClickHouse, end to end.
 
-Produces N spans (default 2,000,000) to a traces topic in Collector-like batches of
-100-500 spans per record (the bench/ingest.py workload: ~10 attributes per span, 1,200 files
-over 50 modules, unique ids), then starts one `prodloop run` and measures, from its
-metrics endpoint, the time from its first fetched record to the commit of the last
-offset, and its peak RSS (VmHWM).  The aggregates are then checked: the stored span count
-must equal what was produced.
+Produces N spans (default 2,000,000) to a traces topic as a Collector's Kafka exporter with
+``partition_traces_by_id: true`` does: its batch processor's batches (100-500 spans) of whole
+trace trees (bench/tracegen.py: depth 3-6, fan-out, overlapping async siblings, every parent
+present; each trace's spans over 2-4 batches, interleaved with other traces'), each batch
+split by trace into one record per trace, keyed by the trace id's hex (the exporter's
+``batchpersignal.SplitTraces``), so the default (murmur2) partitioner keeps a trace on one
+partition; the record timestamps are the producer's (the time of sending).  The spans carry
+the bench/ingest.py attributes (~10 per span, 1,200 files over 50 modules).  Then one
+`prodloop run` starts, and from its metrics endpoint the bench measures the time from its
+first fetched record to the write of the last offset (the throughput figure) and to its
+commit (which, with the trace buffer, waits until the partitions have been idle for
+``trace_wait``: their last traces complete then), its peak RSS (VmHWM), and the trace
+buffer's counts (orphan and late spans, traces completed by wait, early or idle, the most
+spans buffered).  The aggregates are then checked: the stored span count must equal what was
+produced.
 
-Run: `python bench/kafka_e2e.py` (starts its own Kafka broker from scripts/kafka_broker.py,
-or uses PRODLOOP_KAFKA_BOOTSTRAP).  `--profile` runs the service under cProfile and
-prints where the time goes.
+The code measured is what ``collector`` imports as (``PYTHONPATH=<old checkout>`` compares a
+tree without the trace buffer on the same workload; its missing metrics print as n/a).
+
+Run: `python bench/kafka_e2e.py` (starts its own Kafka broker from scripts/kafka_broker.py via
+``tests.support.streaming.start_broker``, or uses PRODLOOP_KAFKA_BOOTSTRAP).  `--profile`
+runs the service under cProfile and prints where the time goes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import pstats
 import random
@@ -27,19 +40,23 @@ import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.append(str(REPO))  # after PYTHONPATH: an old checkout there is the code measured
 
-import bench.ingest as workload  # noqa: E402
-from bench.ingest import ExportTraceServiceRequest  # noqa: E402
+import ingest as workload  # noqa: E402  (bench/, next to this file)
+import tracegen  # noqa: E402
+from kafka import KafkaProducer  # noqa: E402  (tests.support.streaming applies the socket fix)
+
+import collector  # noqa: E402
 from tests.support.procs import child_pids  # noqa: E402
 from tests.support.streaming import (  # noqa: E402
     RunProcess,
     create_topics,
     end_offsets,
-    produce,
     produce_deploys,
     start_broker,
 )
+
+CODE = Path(collector.__file__).resolve().parent.parent  # the checkout `prodloop run` runs from
 
 
 def _config_files(tmp: Path) -> dict[str, str]:
@@ -59,71 +76,78 @@ def _config_files(tmp: Path) -> dict[str, str]:
     }
 
 
-def _time_fields(data: bytes) -> tuple[int, list[int]]:
-    """The earliest span start of a request, and where every span start and end is in it."""
-    req = ExportTraceServiceRequest.FromString(data)
-    values = [
-        v
-        for rs in req.resource_spans
-        for ss in rs.scope_spans
-        for sp in ss.spans
-        for v in (sp.start_time_unix_nano, sp.end_time_unix_nano)
-    ]
-    positions = []
-    for v in values:
-        raw = v.to_bytes(8, "little")
-        pos = data.find(raw)
-        assert pos >= 0 and data.find(raw, pos + 1) < 0, "template times must be unique"
-        positions.append(pos)
-    return min(values), positions
+_SPAN_TIME_NS = 1800 * 10**9
+_BATCHES = 100  # Collector batches per copy of the workload
 
 
-def _records(n_spans: int, seed: int, time_order: str = "stream") -> tuple[list[bytes], int]:
-    """Requests of 100-500 spans, ``n_spans`` in all, over 30 minutes of span time.
+def _records(
+    n_spans: int, seed: int, time_order: str = "stream"
+) -> tuple[list[bytes], list[bytes], int, str]:
+    """Records of one trace each, their keys, the spans in all (whole copies of ``_BATCHES``
+    batches: at least ``n_spans``) and a description.
 
-    ``time_order``: ``stream`` (the default) moves each request's spans to a base time that
-    grows with its position, as a Collector exporting live traffic does; ``shuffled`` keeps
-    bench/ingest.py's workload, where every request starts anywhere in the 30 minutes, so
-    each batch touches every window (many more aggregate rows per span).
+    ``time_order``: ``stream`` (the default) moves each copy to a base time that grows with
+    its position over 30 minutes of span time, as a Collector exporting live traffic does;
+    ``shuffled``: each batch's traces start anywhere in the 30 minutes (every batch of
+    records touches every window: many more aggregate rows per span).
     """
     rng = random.Random(seed)
-    chosen: list[tuple[int, int]] = []
-    total = 0
-    sizes = [100, 200, 300, 400, 500]
-    counters = dict.fromkeys(sizes, 0)
-    while total < n_spans:
-        size = rng.choice(sizes)
-        chosen.append((size, counters[size]))
-        counters[size] += 1
-        total += size
-    templates: dict[int, list[tuple[bytes, list[int]]]] = {}
-    times: dict[tuple[int, int], tuple[int, list[int]]] = {}
-    for size in sizes:
-        workload.SPANS_PER_REQUEST = size
-        templates[size] = workload.build_templates(seed + size, 20)
-        if time_order == "stream":
-            for j, (t, _) in enumerate(templates[size]):
-                times[(size, j)] = _time_fields(t)
-    out: list[bytes] = []
-    for k, (size, i) in enumerate(chosen):
-        t, offsets = templates[size][i % 20]
-        buf = bytearray(t)
-        if i >= 20:  # copy 0 is the template; later copies get their own ids
-            copy = (i // 20).to_bytes(4, "big")
-            for pos in offsets:
-                buf[pos : pos + 4] = copy
-        if time_order == "stream":
-            base, positions = times[(size, i % 20)]
-            delta = workload.T0 + k * _SPAN_TIME_NS // len(chosen) - base
-            for pos in positions:
-                buf[pos : pos + 8] = (int.from_bytes(buf[pos : pos + 8], "little") + delta).to_bytes(
-                    8, "little"
-                )
-        out.append(bytes(buf))
-    return out, total
+    sizes = [rng.choice([100, 200, 300, 400, 500]) for _ in range(_BATCHES)]
+    copies = max(1, math.ceil(n_spans / sum(sizes)))
+    if time_order == "stream":
+        copy_ns = _SPAN_TIME_NS // copies
+
+        def start_of(b: int) -> int:
+            return workload.T0 + b * copy_ns // _BATCHES
+    else:
+        copy_ns = 0
+
+        def start_of(b: int) -> int:
+            return workload.T0 + rng.randrange(_SPAN_TIME_NS)
+
+    batches, traces = tracegen.gen_batches(seed, sizes, start_of)
+    parts: list[tuple[bytes, tracegen.Encoded]] = []
+    for i, batch in enumerate(batches):
+        by_trace: dict[bytes, list[tracegen.GenSpan]] = {}
+        for sp in batch:
+            by_trace.setdefault(sp.trace_id, []).append(sp)
+        for j, (tid, spans) in enumerate(by_trace.items()):
+            parts.append((tid, tracegen.encode(spans, seed * 1_000_003 + i * 1000 + j)))
+    values: list[bytes] = []
+    keys: list[bytes] = []
+    for c in range(copies):
+        stamp = c.to_bytes(4, "big")
+        for tid, enc in parts:
+            values.append(tracegen.stamp(enc, c, c * copy_ns))
+            keys.append((stamp + tid[4:] if c else tid).hex().encode())
+    per_copy = sum(len(b) for b in batches)
+    hist = tracegen.parts_histogram(traces)
+    desc = (
+        f"{len(traces) * copies:,} traces, {len(parts) / len(batches):.0f} records per batch of "
+        f"{per_copy / len(batches):.0f} spans; records per trace: "
+        + ", ".join(f"{k}: {100 * v / len(traces):.0f}%" for k, v in hist.items())
+    )
+    return values, keys, per_copy * copies, desc
 
 
-_SPAN_TIME_NS = 1800 * 10**9
+def _produce(
+    bootstrap: str, topic: str, values: list[bytes], keys: list[bytes], compression: str | None
+) -> None:
+    """Keyed records; the default partitioner (murmur2 of the key) picks the partition."""
+    p = KafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        linger_ms=5,
+        compression_type=compression,
+        max_request_size=16 * 1024 * 1024,
+        batch_size=1024 * 1024,
+    )
+    try:
+        for v, k in zip(values, keys, strict=True):
+            p.send(topic, value=v, key=k)
+        p.flush(120)
+    finally:
+        p.close()
 
 
 def _deploys(n: int, seed: int) -> list[dict[str, str]]:
@@ -186,6 +210,27 @@ def _machine_cpu() -> tuple[float, float]:
     return sum(fields) - idle, sum(fields)
 
 
+def _by_partition(m: dict[str, float], name: str) -> dict[int, int]:
+    prefix = name + '{partition="'
+    return {int(k[len(prefix) : -2]): int(v) for k, v in m.items() if k.startswith(prefix)}
+
+
+def _buffer_summary(m: dict[str, float], peak_buffered: float) -> str:
+    """The trace buffer's counts from the metrics (n/a: a tree without it)."""
+
+    def get(key: str) -> str:
+        return f"{m[key]:,.0f}" if key in m else "n/a"
+
+    def how(x: str) -> str:
+        return get('prodloop_traces_completed_total{how="' + x + '"}')
+
+    return (
+        f"trace buffer: traces completed by wait {how('wait')}, early {how('early')}, idle {how('idle')}; "
+        f"orphan spans {get('prodloop_spans_orphaned_total')}, late spans {get('prodloop_spans_late_total')}; "
+        f"most spans buffered (sampled, all partitions) {peak_buffered:,.0f}"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--spans", type=int, default=2_000_000)
@@ -230,22 +275,17 @@ def main() -> None:
             create_topics(bootstrap, topics)
             if args.deploys:
                 produce_deploys(bootstrap, f"bench-deploys-{sfx}", _deploys(args.deploys, args.seed))
-            records, n_spans = _records(args.spans, args.seed, args.time_order)
+            records, keys, n_spans, desc = _records(args.spans, args.seed, args.time_order)
             t0 = time.monotonic()
-            produce(
-                bootstrap,
-                f"bench-spans-{sfx}",
-                records,
-                partitions=args.partitions,
-                compression=args.compression,
-            )
+            _produce(bootstrap, f"bench-spans-{sfx}", records, keys, args.compression)
             size_mb = sum(len(r) for r in records) / 1e6
             print(
                 f"produced {n_spans:,} spans in {len(records):,} records ({size_mb:.0f} MB, "
-                f"{args.compression or 'uncompressed'}) to {args.partitions} partitions in {time.monotonic() - t0:.1f}s"
+                f"{args.compression or 'uncompressed'}) to {args.partitions} partitions, keyed by trace id, "
+                f"in {time.monotonic() - t0:.1f}s; {desc}; code from {CODE}"
             )
             ends = end_offsets(bootstrap, f"bench-spans-{sfx}", args.partitions)
-            del records
+            del records, keys
             env = {
                 "PRODLOOP_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
                 "PRODLOOP_KAFKA__TRACES_TOPIC": f"bench-spans-{sfx}",
@@ -264,7 +304,7 @@ def main() -> None:
             }
             if args.profile:
                 env["PRODLOOP_BENCH_PROFILE"] = str(tmp / "profile.out")
-            run = RunProcess(env, REPO, tmp / "run.log")
+            run = RunProcess(env, CODE, tmp / "run.log")
             if args.profile:  # restart the same command under cProfile
                 run.kill()
                 full = {k: v for k, v in os.environ.items() if not k.startswith("PRODLOOP_")}
@@ -281,12 +321,13 @@ def main() -> None:
                         "collector.cli",
                         "run",
                     ],
-                    cwd=REPO,
+                    cwd=CODE,
                     env=full,
                     stdout=subprocess.DEVNULL,
                     stderr=(tmp / "run.log").open("ab"),
                 )
-            first = last = None
+            first = last = written_at = None
+            peak_buffered = 0.0
             cpu_first: dict[str, float] = {}
             cpu_last: dict[str, float] = {}
             machine_first = machine_last = (0.0, 0.0)
@@ -306,6 +347,14 @@ def main() -> None:
                     cpu_first = _cpu_by_thread(run.proc.pid)
                     machine_first = _machine_cpu()
                 committed = run.committed(m)
+                written = _by_partition(m, "prodloop_written_offset") or committed  # before: no buffer
+                peak_buffered = max(
+                    peak_buffered, sum(_by_partition(m, "prodloop_trace_buffer_spans").values())
+                )
+                if written_at is None and sum(written.get(p, 0) for p in ends) >= total_end:
+                    written_at = m["prodloop_last_commit_timestamp_seconds"]  # the write of the last offset
+                    cpu_last = _cpu_by_thread(run.proc.pid)
+                    machine_last = _machine_cpu()
                 main_kb = _status_kb(run.proc.pid, "VmHWM", "VmRSS", "RssAnon", "RssFile")
                 hwm_kb = max(hwm_kb, main_kb["VmHWM"])
                 tree = [main_kb] + [_status_kb(c, "VmHWM", "VmRSS") for c in child_pids(run.proc.pid)]
@@ -316,8 +365,6 @@ def main() -> None:
                     main_split = (main_kb["RssAnon"], main_kb["RssFile"])
                 if sum(committed.get(p, 0) for p in ends) >= total_end:
                     last = m["prodloop_last_commit_timestamp_seconds"]
-                    cpu_last = _cpu_by_thread(run.proc.pid)
-                    machine_last = _machine_cpu()
                     break
                 if not run.alive():
                     raise SystemExit(f"prodloop run exited: {run.log_tail()}")
@@ -327,9 +374,9 @@ def main() -> None:
             batches = final.get("prodloop_batches_written_total", 0)
             rows = final.get("prodloop_rows_written_total", 0)
             run.terminate()
-            if first is None or last is None:
+            if first is None or last is None or written_at is None:
                 raise SystemExit(f"did not finish: {run.log_tail()}")
-            elapsed = last - first
+            elapsed = written_at - first
             q = subprocess.run(
                 [
                     sys.executable,
@@ -345,13 +392,15 @@ def main() -> None:
                 capture_output=True,
                 text=True,
                 check=True,
-                cwd=REPO,
+                cwd=CODE,
             )
             stored = sum(r["spans"] for r in json.loads(q.stdout))
             print(
-                f"prodloop run: {n_spans:,} spans from first fetch to last commit in {elapsed:.1f}s "
-                f"= {n_spans / elapsed:,.0f} spans/s; peak RSS {hwm_kb / 1024:.0f} MB"
+                f"prodloop run: {n_spans:,} spans from first fetch to the write of the last offset in "
+                f"{elapsed:.1f}s = {n_spans / elapsed:,.0f} spans/s (its commit {last - first:.1f}s); "
+                f"peak RSS {hwm_kb / 1024:.0f} MB"
             )
+            print(_buffer_summary(final, peak_buffered))
             if worker_hwm_kb:
                 print(
                     f"  with {len(worker_hwm_kb)} worker processes: their peak RSS "
