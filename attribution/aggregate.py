@@ -174,14 +174,18 @@ def merge_sorted(*parts: Iterable[AggregateRow]) -> list[AggregateRow]:
     return [merged[k] for k in sorted(merged)]
 
 
+_GROUP_BITS = 32
+_GROUP_MASK = (1 << _GROUP_BITS) - 1
+
+
 class SelfTimes:
     """Accumulates completed spans' self times and own errors per (window, group index); the
     trace buffer owns one, and ``rows`` turns its indices back into groups."""
 
     def __init__(self, window_ns: int) -> None:
         self.window_ns = window_ns
-        # (window, group index) -> [self times, adj delta, adj sum delta, own errors, own errors adj]
-        self._acc: dict[tuple[int, int], list[Any]] = {}
+        # (window index << _GROUP_BITS | group index) -> [self times, adj delta, adj sum delta, own errors, own errors adj]
+        self._acc: dict[int, list[Any]] = {}
 
     def __len__(self) -> int:
         return len(self._acc)
@@ -199,8 +203,7 @@ class SelfTimes:
         acc = self._acc
         wns = self.window_ns
         for i, gf in enumerate(group_flags):
-            start = starts[i]
-            key = (start - start % wns, gf >> 1)
+            key = (starts[i] // wns << _GROUP_BITS) | (gf >> 1)  # (window, group) as one int: hashes fast
             a = acc.get(key)
             if a is None:
                 a = acc[key] = [[], 0, 0, 0, 0]
@@ -217,7 +220,8 @@ class SelfTimes:
     def rows(self, groups: Sequence[GroupKey]) -> list[AggregateRow]:
         """Drain: one row per (window, group) with only the self-time columns set."""
         out = []
-        for (w, gidx), (vals, adj, sum_adj, own, own_adj) in self._acc.items():
+        for key, (vals, adj, sum_adj, own, own_adj) in self._acc.items():
+            w, gidx = (key >> _GROUP_BITS) * self.window_ns, key & _GROUP_MASK
             n = len(vals)
             total = sum(vals)
             out.append(

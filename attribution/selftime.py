@@ -13,6 +13,7 @@ failed, not the callers the error propagated through.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from operator import eq, sub
 
 _ROOT = b"\0" * 8  # the parent id of a root span, as the trace buffer stores it
 
@@ -45,50 +46,46 @@ def trace_self_times(
 ) -> tuple[list[int], list[bool] | None, int]:
     """Per span of one trace: its self time and whether it has an own error (``None`` when no
     span is an error: ``errors`` is ``None`` then too); and the number of orphans (spans
-    naming a parent that is not among ``span_ids``).
+    naming a parent that is not among ``span_ids``; a root's parent id is all zeroes).
 
-    A span id that occurs twice (a duplicate beyond the dedup horizon) is one parent: both
-    copies' children count for it.
+    A span id that occurs twice (a duplicate beyond the dedup horizon) is its last copy as a
+    parent; the other copy keeps its whole duration.
     """
-    n = len(span_ids)
-    index = dict(zip(span_ids, range(n), strict=True))
-    twice: dict[bytes, list[int]] = {}
-    if len(index) != n:
-        for i, sid in enumerate(span_ids):
-            twice.setdefault(sid, []).append(i)
-        twice = {k: v for k, v in twice.items() if len(v) > 1}
-    get = index.get
-    children: dict[int, list[int]] = {}
-    orphans = 0
-    for i, pid in enumerate(parent_ids):
-        if pid == _ROOT:
+    index = dict(zip(span_ids, range(len(span_ids)), strict=True))
+    parents: list[int | None] = list(map(index.get, parent_ids))
+    loops = 0
+    if any(map(eq, parents, range(len(parents)))):  # a span naming itself as its parent: no parent
+        for i, p in enumerate(parents):
+            if p == i:
+                parents[i] = None
+                loops += 1
+    selfs = list(map(sub, ends, starts))
+    # children in (parent, start) order: one sweep merges each parent's intervals
+    kids = sorted((p, a, b) for p, a, b in zip(parents, starts, ends, strict=True) if p is not None)
+    orphans = len(parents) - len(kids) - parent_ids.count(_ROOT) - loops
+    cur = -1
+    lo = hi = cs = ce = total = 0
+    for p, a, b in kids:
+        if p != cur:
+            if cur >= 0:
+                selfs[cur] -= total + ce - cs
+            cur, lo, hi, total = p, starts[p], ends[p], 0
+            cs = ce = lo
+        if a < lo:
+            a = lo
+        if b > hi:
+            b = hi
+        if b <= a:
             continue
-        p = get(pid)
-        if p is None:
-            orphans += 1
-            continue
-        for q in twice.get(pid, (p,)):
-            if q != i:
-                kids = children.get(q)
-                if kids is None:
-                    children[q] = [i]
-                else:
-                    kids.append(i)
-    selfs = [e - s for s, e in zip(starts, ends, strict=True)]
-    for p, kids in children.items():
-        s, e = starts[p], ends[p]
-        if len(kids) == 1:
-            k = kids[0]
-            a = starts[k] if starts[k] > s else s
-            b = ends[k] if ends[k] < e else e
-            if b > a:
-                selfs[p] -= b - a
-        else:
-            selfs[p] = self_time(s, e, [(starts[k], ends[k]) for k in kids])
+        if a > ce:
+            total += ce - cs
+            cs, ce = a, b
+        elif b > ce:
+            ce = b
+    if cur >= 0:
+        selfs[cur] -= total + ce - cs
     if errors is None:
         return selfs, None, orphans
-    own = [bool(x) for x in errors]
-    for p, kids in children.items():
-        if own[p] and any(errors[k] for k in kids):
-            own[p] = False
+    failed_under = {p for p, e in zip(parents, errors, strict=True) if e and p is not None}
+    own = [bool(e) and i not in failed_under for i, e in enumerate(errors)]
     return selfs, own, orphans

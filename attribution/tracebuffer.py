@@ -39,6 +39,7 @@ from attribution.model import STATUS_ERROR, Span
 from attribution.selftime import trace_self_times
 
 _NO_PARENT = b"\0" * 8
+_ONE = 1
 _RECENT_KEPT = 100_000  # completed trace ids remembered to tell late spans from orphans (a metric only)
 
 # entry slots
@@ -293,7 +294,8 @@ class TraceBuffer:
         raw = bytes(ids)
         sids = [raw[i : i + 8] for i in range(0, 16 * n, 16)]
         pids = [raw[i : i + 8] for i in range(8, 16 * n, 16)]
-        errors = [x & 1 for x in ge] if any(x & 1 for x in ge) else None
+        flags = list(map(_ONE.__and__, ge))
+        errors = flags if any(flags) else None
         selfs, own, orphans = trace_self_times(sids, pids, starts, ends, errors)
         if e[_LATE]:
             st.late += orphans

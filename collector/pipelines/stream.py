@@ -413,7 +413,7 @@ class StreamPipeline:
             for p, end in self.consumer.ends().items():
                 st = self.partitions.get(p)
                 if st is not None:  # behind the end by what is not committed yet, as Kafka tools say
-                    self.metrics.lag.labels(partition=str(p)).set(max(0, end - st.start))
+                    self.metrics.lag.labels(partition=str(p)).set(max(0, end - st.low))
         except Exception as exc:
             log.debug("lag unavailable: %s", exc)
 

@@ -91,12 +91,15 @@ def _pipeline(
     from collector.exporters.kafka.consumer import EventReader, TraceConsumer
     from collector.exporters.kafka.options import KafkaOptions
     from collector.pipelines.stream import StreamConfig, StreamPipeline
+    from collector.processing.batch import ProcessorConfig
 
     modules, codeowners = receiver_app.write_config(tmp)
     loaded = load_attribution(codeowners=codeowners, modules=modules)
     opts = KafkaOptions((kafka_broker.bootstrap,))
     return StreamPipeline(
-        StreamConfig(group_id=group, linger_ms=100, deploy_skew_ms=200),
+        StreamConfig(
+            group_id=group, linger_ms=100, deploy_skew_ms=200, processing=ProcessorConfig(trace_wait_ms=1000)
+        ),
         lambda on_a, on_r: TraceConsumer(
             opts, topics["traces_topic"], group, on_assigned=on_a, on_revoked=on_r
         ),

@@ -253,7 +253,7 @@ def _run_stream(
 
     cfg = StreamConfig(
         group_id=group,
-        processing=ProcessorConfig(encoding="auto"),
+        processing=ProcessorConfig(encoding="auto", trace_wait_ms=1000),
         linger_ms=50,
         batch_records=2,
         backoff_max_s=0.5,
@@ -318,10 +318,12 @@ def test_kafka_mode_dead_letters_rows_the_store_refuses(
         _RefusingStore(store, "payments"), tmp_path, kafka_broker.bootstrap, traces, dlq,
         lambda p: p.metrics.value("prodloop_committed_offset", partition="0") >= 3,
     )  # fmt: skip
-    assert _stored(store) == 2 * GOOD  # the cart spans; the payments row was refused
-    assert p.metrics.value("prodloop_store_rows_refused_total") == 1
+    assert _stored(store) == 2 * GOOD  # the cart spans; the payments rows were refused
+    # the payments spans' row, and the row of their self time, written when their trace completed
+    assert p.metrics.value("prodloop_store_rows_refused_total") == 2
     assert p.metrics.value("prodloop_rejected_total", reason="store_refused") == GOOD
-    (dead,) = _dead_letters(kafka_broker.bootstrap, dlq)
-    assert dict(dead.headers)["prodloop.error.reason"] == b"store_refused"
-    row = json.loads(dead.value)["aggregate_row"]
-    assert row["service"] == "payments" and row["spans"] == GOOD
+    dead = _dead_letters(kafka_broker.bootstrap, dlq)
+    assert [dict(d.headers)["prodloop.error.reason"] for d in dead] == [b"store_refused"] * 2
+    rows = [json.loads(d.value)["aggregate_row"] for d in dead]
+    assert all(r["service"] == "payments" for r in rows)
+    assert sorted((r["spans"], r["self_spans"]) for r in rows) == [(0, GOOD), (GOOD, 0)]

@@ -138,13 +138,14 @@ def test_gateway_produces_one_record_per_trace_and_consuming_equals_direct_mode(
     from collector.exporters.kafka.consumer import TraceConsumer
     from collector.exporters.kafka.options import KafkaOptions
     from collector.pipelines.stream import StreamConfig, StreamPipeline
+    from collector.processing.batch import ProcessorConfig
 
     modules, codeowners = receiver_app.write_config(tmp_path)
     loaded = load_attribution(codeowners=codeowners, modules=modules)
     opts = KafkaOptions((kafka_broker.bootstrap,))
     group = f"g-{uuid.uuid4().hex[:8]}"
     pipeline = StreamPipeline(
-        StreamConfig(group_id=group, linger_ms=100),
+        StreamConfig(group_id=group, linger_ms=100, processing=ProcessorConfig(trace_wait_ms=1000)),
         lambda on_a, on_r: TraceConsumer(
             opts, topics["traces_topic"], group, on_assigned=on_a, on_revoked=on_r
         ),

@@ -23,6 +23,7 @@ from collector.exporters.kafka.options import KafkaOptions
 from collector.pipelines.direct import DirectPipeline
 from collector.pipelines.stream import StreamConfig, StreamPipeline
 from collector.ports import ModulesQuery
+from collector.processing.batch import ProcessorConfig
 from tests.support.faults import FaultyStore
 from tests.support.sdk_requests import Requests
 from tests.support.streaming import produce
@@ -66,7 +67,14 @@ def test_kafka_mode_stops_within_the_grace_period_while_the_store_fails(
         return TraceConsumer(opts, traces, group, on_assigned=on_assigned, on_revoked=on_revoked)
 
     stop = threading.Event()
-    cfg = StreamConfig(group_id=group, linger_ms=50, batch_records=3, backoff_max_s=10.0, grace_s=GRACE_S)
+    cfg = StreamConfig(
+        group_id=group,
+        processing=ProcessorConfig(trace_wait_ms=1000),
+        linger_ms=50,
+        batch_records=3,
+        backoff_max_s=10.0,
+        grace_s=GRACE_S,
+    )
     p = StreamPipeline(cfg, factory, faulty, _repositories(tmp_path), stop=stop)
     try:
         _wait(

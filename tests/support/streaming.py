@@ -122,13 +122,16 @@ class RunProcess:
     """`prodloop run` in a subprocess, with its metrics endpoint.
 
     Its receivers listen on free ports (port 0) unless ``env`` or ``args`` say otherwise, so
-    replicas on one machine do not collide on 4317/4318.
+    replicas on one machine do not collide on 4317/4318.  Its traces complete 1 s after their
+    first record (``aggregation.trace_wait_ms``, 10 s by default) unless ``env`` says otherwise:
+    the commits reach the end of an idle partition that much sooner.
     """
 
     def __init__(self, env: dict[str, str], cwd: Path, log_path: Path, args: Sequence[str] = ()) -> None:
         self.port = free_port()
         full = {k: v for k, v in os.environ.items() if not k.startswith("PRODLOOP_")}
         full["PRODLOOP_RECEIVER__GRPC_PORT"] = full["PRODLOOP_RECEIVER__HTTP_PORT"] = "0"
+        full["PRODLOOP_AGGREGATION__TRACE_WAIT_MS"] = "1000"
         full.update(env)
         full["PRODLOOP_SERVICE__METRICS_PORT"] = str(self.port)
         self.log_path = log_path

@@ -70,6 +70,24 @@ def test_trace_self_times_orphans_and_own_errors() -> None:
     assert orphans == 1
 
 
+def test_trace_self_times_match_a_brute_force_union_per_parent() -> None:
+    rng = random.Random(11)
+    for _ in range(500):
+        n = rng.randint(1, 12)
+        starts = [rng.randint(0, 50) for _ in range(n)]
+        ends = [s + rng.randint(0, 40) for s in starts]
+        parents = [b"\0" * 8] + [_id(rng.randint(1, n + 2)) for _ in range(n - 1)]  # some missing: orphans
+        ids = [_id(i + 1) for i in range(n)]
+        errors = [rng.random() < 0.3 for _ in range(n)]
+        selfs, own, orphans = trace_self_times(ids, parents, starts, ends, [int(e) for e in errors])
+        kids = {i: [j for j in range(n) if j != i and parents[j] == ids[i]] for i in range(n)}
+        for i in range(n):
+            cover = brute_covered(starts[i], ends[i], [(starts[j], ends[j]) for j in kids[i]])
+            assert selfs[i] == ends[i] - starts[i] - cover
+            assert own is not None and own[i] == (errors[i] and not any(errors[j] for j in kids[i]))
+        assert orphans == sum(1 for p in parents[1:] if p not in ids)
+
+
 def _span(trace: int, sid: int, parent: int, start: int, end: int, error: bool = False) -> Span:
     return Span(
         R,
