@@ -73,6 +73,30 @@ def quantile_sql(bins: str, spans: str, dmin: str, dmax: str, q: float) -> str:
 assert abs(GAMMA - 1.01 / 0.99) < 1e-15, "sketch gamma and the SQL literal must agree"
 
 
+def window_range_where(
+    from_unix_nano: int | None,
+    to_unix_nano: int | None,
+    service: str | None = None,
+    environment: str | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """The WHERE clause of windows starting in ``[from, to)`` , and its parameters."""
+    where = ["1"]
+    params: dict[str, Any] = {}
+    if from_unix_nano is not None:
+        where.append("window_start >= toDateTime({from_s:Int64}, 'UTC')")
+        params["from_s"] = from_unix_nano // 1_000_000_000
+    if to_unix_nano is not None:
+        where.append("window_start < toDateTime({to_s:Int64}, 'UTC')")
+        params["to_s"] = -(-to_unix_nano // 1_000_000_000)
+    if service:
+        where.append("service = {service:String}")
+        params["service"] = service
+    if environment is not None:
+        where.append("environment = {environment:String}")
+        params["environment"] = environment
+    return " AND ".join(where), params
+
+
 class AggregateTables(ClickHouseClient):
     """Writes and reads ``module_aggregates``."""
 
@@ -205,23 +229,9 @@ class AggregateTables(ClickHouseClient):
         the same range, unattributed rows included.  ``top_exception_types``: the most
         thrown types (by count) kept per group.
         """
-        where = ["1"]
-        params: dict[str, Any] = {}
-        if from_unix_nano is not None:
-            where.append("window_start >= toDateTime({from_s:Int64}, 'UTC')")
-            params["from_s"] = from_unix_nano // 1_000_000_000
-        if to_unix_nano is not None:
-            where.append("window_start < toDateTime({to_s:Int64}, 'UTC')")
-            params["to_s"] = -(-to_unix_nano // 1_000_000_000)
-        if service:
-            where.append("service = {service:String}")
-            params["service"] = service
-        if environment is not None:
-            where.append("environment = {environment:String}")
-            params["environment"] = environment
-        range_where = " AND ".join(where)  # the service totals ignore attributed_only
-        if attributed_only:
-            where.append("unattributed_reason = ''")
+        # the service totals (range_where) ignore attributed_only
+        range_where, params = window_range_where(from_unix_nano, to_unix_nano, service, environment)
+        where = [range_where, "unattributed_reason = ''"] if attributed_only else [range_where]
         extra = ", deploy_id" if group_by_deploy else ""
         sq = [quantile_sql("sbins", "self_spans", "self_min_ns", "self_max_ns", q) for q in (0.5, 0.95, 0.99)]
         sql = f"""

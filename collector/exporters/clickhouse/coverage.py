@@ -5,10 +5,10 @@ is attributed and why not, over ``module_aggregates`` and ``unattributed_names``
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from attribution.aggregate import NameRow
 from collector.errors import ConfigError
+from collector.exporters.clickhouse.aggregates import window_range_where
 from collector.exporters.clickhouse.client import ClickHouseClient
 from collector.ports import JsonObject
 
@@ -21,30 +21,6 @@ NAME_COLUMNS = (
     "span_name",
     "spans",
 )
-
-
-def _range_where(
-    from_unix_nano: int | None,
-    to_unix_nano: int | None,
-    service: str | None = None,
-    environment: str | None = None,
-) -> tuple[str, dict[str, Any]]:
-    """The WHERE clause of windows starting in ``[from, to)`` (as ``query_modules``), and its parameters."""
-    where = ["1"]
-    params: dict[str, Any] = {}
-    if from_unix_nano is not None:
-        where.append("window_start >= toDateTime({from_s:Int64}, 'UTC')")
-        params["from_s"] = from_unix_nano // 1_000_000_000
-    if to_unix_nano is not None:
-        where.append("window_start < toDateTime({to_s:Int64}, 'UTC')")
-        params["to_s"] = -(-to_unix_nano // 1_000_000_000)
-    if service:
-        where.append("service = {service:String}")
-        params["service"] = service
-    if environment is not None:
-        where.append("environment = {environment:String}")
-        params["environment"] = environment
-    return " AND ".join(where), params
 
 
 def _share(part: int | None, whole: int | None) -> float | None:
@@ -97,7 +73,7 @@ class CoverageTables(ClickHouseClient):
 
         Shares count raw spans (``unattributed_names`` holds raw counts too).
         """
-        where, params = _range_where(from_unix_nano, to_unix_nano, service, environment)
+        where, params = window_range_where(from_unix_nano, to_unix_nano, service, environment)
         totals = self.query(
             f"""
             SELECT service, environment,
@@ -173,7 +149,7 @@ class CoverageTables(ClickHouseClient):
         wanted = sorted(set(modules))
         if not wanted:
             return []
-        where, params = _range_where(from_unix_nano, to_unix_nano)
+        where, params = window_range_where(from_unix_nano, to_unix_nano)
         seen = {
             str(r[0])
             for r in self.query(
@@ -188,6 +164,6 @@ class CoverageTables(ClickHouseClient):
 
     def has_spans(self, *, from_unix_nano: int | None = None, to_unix_nano: int | None = None) -> bool:
         """Whether any span is stored in a window starting in ``[from, to)``."""
-        where, params = _range_where(from_unix_nano, to_unix_nano)
+        where, params = window_range_where(from_unix_nano, to_unix_nano)
         rows = self.query(f"SELECT sum(spans) FROM module_aggregates WHERE {where}", params)
         return bool(rows and rows[0][0])
