@@ -56,6 +56,20 @@ from collector.errors import DecodeError
 _MISS = object()
 
 
+def decode_any_value(raw: bytes | None, where: str, path: str = "") -> AttrValue | None:
+    """A serialized ``AnyValue`` (``None`` when absent); ``path`` names it in the error."""
+    if raw is None:
+        return None
+    try:
+        return any_value_proto(AnyValue.FromString(raw))
+    except ProtobufDecodeError as exc:
+        raise DecodeError(
+            f"{path + ': ' if path else ''}an attribute value is not a valid AnyValue (truncated, or nested "
+            f"deeper than {MAX_NESTING_DEPTH} levels): {exc}",
+            where=where,
+        ) from exc
+
+
 class OtlpDecoder:
     """Decodes OTLP trace payloads into spans, projecting span attributes to ``wanted``.
 
@@ -81,23 +95,9 @@ class OtlpDecoder:
         self._status_cache: dict[bytes, int] = {}
 
     def _decode_value(self, raw: bytes, where: str) -> AttrValue | None:
-        val = self._value_once(raw, where)
+        val = decode_any_value(raw, where)
         self._value_cache[raw] = val
         return val
-
-    @staticmethod
-    def _value_once(raw: bytes | None, where: str) -> AttrValue | None:
-        """A serialized ``AnyValue``, not cached (a stacktrace, a message)."""
-        if raw is None:
-            return None
-        try:
-            return any_value_proto(AnyValue.FromString(raw))
-        except ProtobufDecodeError as exc:
-            raise DecodeError(
-                f"an attribute value is not a valid AnyValue (truncated, or nested deeper than "
-                f"{MAX_NESTING_DEPTH} levels): {exc}",
-                where=where,
-            ) from exc
 
     @staticmethod
     def _status(raw: bytes, where: str) -> Any:
@@ -131,9 +131,9 @@ class OtlpDecoder:
                 get = ev.attributes.get
                 found.append(
                     exception_info(
-                        self._value_once(get(EXCEPTION_TYPE), where),
-                        self._value_once(get(EXCEPTION_MESSAGE), where),
-                        self._value_once(get(EXCEPTION_STACKTRACE), where),
+                        decode_any_value(get(EXCEPTION_TYPE), where),
+                        decode_any_value(get(EXCEPTION_MESSAGE), where),
+                        decode_any_value(get(EXCEPTION_STACKTRACE), where),
                     )
                 )
                 if len(found) == MAX_EXCEPTIONS_PER_SPAN:
@@ -145,7 +145,7 @@ class OtlpDecoder:
                 return tuple(found)
         elif code != STATUS_ERROR:
             return NO_EXCEPTIONS
-        st = self._value_once(sp.attributes.get(CODE_STACKTRACE), where)
+        st = decode_any_value(sp.attributes.get(CODE_STACKTRACE), where)
         return span_exceptions(found, st if isinstance(st, str) else "", code, status.message)
 
     # -- protobuf ----------------------------------------------------------------------

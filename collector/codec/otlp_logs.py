@@ -18,7 +18,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
-from attribution.model import AttrValue, LogException, Resource
+from attribution.model import LogException, Resource
 from collector.codec.exceptions import (
     EXCEPTION_EVENT,
     EXCEPTION_KEYS,
@@ -27,8 +27,9 @@ from collector.codec.exceptions import (
     EXCEPTION_TYPE,
     exception_info,
 )
+from collector.codec.otlp import decode_any_value
 from collector.codec.otlp_json import json_attributes, json_id, json_int, json_list, load_json
-from collector.codec.proto import AnyValue, LeanLogsData, any_value_proto, resource_from_proto
+from collector.codec.proto import LeanLogsData, resource_from_proto
 from collector.codec.results import MAX_NESTING_DEPTH, ZERO_SPAN_ID, ZERO_TRACE_ID
 from collector.errors import DecodeError
 
@@ -37,19 +38,6 @@ def _ids(trace_id: bytes, span_id: bytes) -> tuple[bytes, bytes]:
     if len(trace_id) != 16 or trace_id == ZERO_TRACE_ID:
         return b"", b""
     return trace_id, (span_id if len(span_id) == 8 and span_id != ZERO_SPAN_ID else b"")
-
-
-def _value(raw: bytes | None, where: str, path: str) -> AttrValue | None:
-    if raw is None:
-        return None
-    try:
-        return any_value_proto(AnyValue.FromString(raw))
-    except ProtobufDecodeError as exc:
-        raise DecodeError(
-            f"{path}: an attribute value is not a valid AnyValue (truncated, or nested deeper than "
-            f"{MAX_NESTING_DEPTH} levels): {exc}",
-            where=where,
-        ) from exc
 
 
 def decode_logs_proto(data: bytes, where: str = "<otlp_proto>") -> list[LogException]:
@@ -93,9 +81,9 @@ def decode_logs_proto(data: bytes, where: str = "<otlp_proto>") -> list[LogExcep
                         resource,
                         rec.time_unix_nano or rec.observed_time_unix_nano,
                         exception_info(
-                            _value(raw_type, where, path),
-                            _value(raw_message, where, path),
-                            _value(raw_stack, where, path),
+                            decode_any_value(raw_type, where, path),
+                            decode_any_value(raw_message, where, path),
+                            decode_any_value(raw_stack, where, path),
                         ),
                         trace_id,
                         span_id,

@@ -73,6 +73,13 @@ def quantile_sql(bins: str, spans: str, dmin: str, dmax: str, q: float) -> str:
 assert abs(GAMMA - 1.01 / 0.99) < 1e-15, "sketch gamma and the SQL literal must agree"
 
 
+def whole_seconds(window_ns: int) -> int:
+    """The aggregation window in seconds, as the tables store it; it must be whole seconds."""
+    if window_ns % 1_000_000_000:
+        raise ConfigError("the aggregation window must be a whole number of seconds")
+    return window_ns // 1_000_000_000
+
+
 def window_range_where(
     from_unix_nano: int | None,
     to_unix_nano: int | None,
@@ -143,9 +150,7 @@ class AggregateTables(ClickHouseClient):
         others are written.  Without ``on_refused``, a refusal raises once the rest is in.
         Returns the number of rows written.
         """
-        if window_ns % 1_000_000_000:
-            raise ConfigError("the aggregation window must be a whole number of seconds")
-        window_seconds = window_ns // 1_000_000_000
+        window_seconds = whole_seconds(window_ns)
         data = [
             [
                 r.window_start_unix_nano // 1_000_000_000,

@@ -7,8 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from attribution.aggregate import NameRow
-from collector.errors import ConfigError
-from collector.exporters.clickhouse.aggregates import window_range_where
+from collector.exporters.clickhouse.aggregates import whole_seconds, window_range_where
 from collector.exporters.clickhouse.client import ClickHouseClient
 from collector.ports import JsonObject
 
@@ -35,9 +34,7 @@ class CoverageTables(ClickHouseClient):
 
         Returns the number of rows written.
         """
-        if window_ns % 1_000_000_000:
-            raise ConfigError("the aggregation window must be a whole number of seconds")
-        window_seconds = window_ns // 1_000_000_000
+        window_seconds = whole_seconds(window_ns)
         data = [
             [
                 r.window_start_unix_nano // 1_000_000_000,
