@@ -32,6 +32,7 @@ from ruamel.yaml.error import YAMLError
 
 from attribution.cost import CostRate, rate_micro_usd_per_hour
 from attribution.model import TimeBounds
+from collector.app.history_settings import HistorySettings
 from collector.errors import ConfigError
 
 ENV_PREFIX = "PRODLOOP_"
@@ -403,6 +404,7 @@ class Settings(BaseSettings):
     testing: TestingSettings = TestingSettings()
     alerts: AlertSettings = AlertSettings()
     cost: CostSettings = CostSettings()
+    history: HistorySettings = HistorySettings()
 
     @classmethod
     def settings_customise_sources(
