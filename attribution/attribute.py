@@ -505,6 +505,21 @@ class Attributor:
 
     # -- explain -------------------------------------------------------------------------
 
+    def map_file(self, repository: str, path: str) -> tuple[str, tuple[str, ...]]:
+        """The module and owners of ``path``, a file of ``repository`` (its name or URL) as git
+        names it, with the rules spans use: a git scan maps every changed file with this.  Rules
+        scoped to services do not apply (a file belongs to no one service).  An unknown
+        repository falls back to the default one, as spans do."""
+        repo = next((r for r in self.repositories if repository in (r.name, r.url)), None)
+        repo = repo or self._repos.default or self.repositories[0]
+        matcher = self._matchers[repo.name]
+        rule = matcher.match_path(path, "")
+        if rule is not None:
+            att = self._make(repo, path, rule.name, rule.describe, rule.owners)
+        else:
+            att = self._make(repo, path, matcher.fallback(path), "directory fallback", ())
+        return att.module, att.owners
+
     def explain(self, path: str, service: str = "") -> Explanation:
         """Why is this path attributed to that module and those owners?  Same rules as attribute()."""
         res = Resource(service=service or "")

@@ -79,6 +79,7 @@ class HeadFile:
     bytes: int
     module: str = ""
     owners: tuple[str, ...] = ()
+    repository: str = ""
 
 
 _REVERT = re.compile(r"This reverts commit ([0-9a-f]{7,40})")

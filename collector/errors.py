@@ -19,6 +19,7 @@
     │                             status (collector.receivers.status maps it to gRPC)
     ├── ServiceQueryError         `prodloop query` could not get an answer from the running service
     ├── TicketError               a ticket sink failed
+    ├── GitError                  reading a git repository failed; names the repository and command
     └── WorkerError               a stream worker process died or failed
         └── WorkerDied            a worker process exited or broke its pipe (the replica stops;
                                   intents make the restart exact)
@@ -128,6 +129,11 @@ class ServiceQueryError(ProdloopError):
 
 class TicketError(ProdloopError):
     """A ticket sink failed."""
+
+
+class GitError(ProdloopError):
+    """Reading a git repository failed (not a repository, unknown ref, git missing, clone or
+    fetch refused).  The message names the repository and the git command, never a token."""
 
 
 class WorkerError(ProdloopError):

@@ -15,6 +15,7 @@ from typing import NamedTuple, Protocol, TypeAlias, TypedDict, runtime_checkable
 from attribution.aggregate import AggregateRow, NameRow
 from attribution.codeowners import owner_kind
 from attribution.cost import Allocation, CostEntry, ModuleCost
+from attribution.history import Commit, HeadFile
 from attribution.model import DeployEvent, IncidentEvent
 from attribution.rules.findings import FindingKey
 
@@ -318,6 +319,45 @@ class CostStore(Protocol):
     ) -> tuple[list[ModuleCost], Allocation]:
         """Per module: cost, cost and traffic shares, their ratio; and the allocation itself."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class ScanState:
+    """The last completed scan of a repository."""
+
+    repository: str
+    generation: int  # a full scan starts a new one; incremental scans add to it
+    head: str
+    scanned_at_unix_nano: int
+    commits: int  # commits stored in this generation
+
+
+class HistoryStore(Protocol):
+    """Git history (migration 0011): what scans read, and the commits and head files of each
+    repository's latest generation.  Writing the same scan again adds nothing."""
+
+    def last_scan(self, repository: str) -> ScanState | None: ...
+
+    def history_repositories(self) -> list[str]: ...
+
+    def write_history(
+        self,
+        repository: str,
+        *,
+        head: str,
+        since: str,
+        commits: Sequence[Commit],
+        head_files: Sequence[HeadFile],
+        scanned_at_unix_nano: int,
+    ) -> ScanState:
+        """Store one scan (incremental when ``since`` is the previous scan's head)."""
+        ...
+
+    def load_commits(self, repository: str | None = None) -> list[Commit]:
+        """Commits with their files, oldest first."""
+        ...
+
+    def load_head_files(self, repository: str | None = None) -> list[HeadFile]: ...
 
 
 # --------------------------------------------------------------------------------------

@@ -255,6 +255,7 @@ def ingest_files(
     *,
     now_unix_nano: int,
     progress: Callable[[int], None] | None = None,
+    incident_files: Sequence[Path] = (),
 ) -> IngestSummary:
     """``prodloop ingest``: the file pipeline with ``aggregation`` and ``attribution`` settings."""
     return ingest(
@@ -265,6 +266,7 @@ def ingest_files(
         now_unix_nano=now_unix_nano,
         processing=processor_config(settings),
         progress=progress,
+        incident_files=incident_files,
     )
 
 

@@ -16,6 +16,7 @@ from collector.cli.alerts import alerts
 from collector.cli.costs import costs, query_cost
 from collector.cli.coverage import coverage
 from collector.cli.explain import check, explain
+from collector.cli.history import history, query_coupling, query_history
 from collector.cli.ingest import ingest
 from collector.cli.options import SettingsFlags, store_options
 from collector.cli.query import query
@@ -124,3 +125,6 @@ for _command in (ingest, query, explain, check, run, alerts):
 query.add_command(coverage)
 main.add_command(costs)
 query.add_command(query_cost)
+main.add_command(history)
+query.add_command(query_history)
+query.add_command(query_coupling)

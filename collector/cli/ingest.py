@@ -25,7 +25,6 @@ from collector.processing.runtime import tune_gc
     "--traces",
     "trace_files",
     multiple=True,
-    required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="OTLP file: JSON lines (one request per line) or length-prefixed protobuf. Repeatable.",
 )
@@ -35,6 +34,13 @@ from collector.processing.runtime import tune_gc
     multiple=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Deploy events, one JSON object per line (schemas/events/deploy.schema.json). Repeatable.",
+)
+@click.option(
+    "--incidents",
+    "incident_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Incident events, one JSON object per line (schemas/events/incident.schema.json). Repeatable.",
 )
 @attribution_options
 @store_options
@@ -64,13 +70,16 @@ from collector.processing.runtime import tune_gc
 def ingest(
     trace_files: tuple[Path, ...],
     deploy_files: tuple[Path, ...],
+    incident_files: tuple[Path, ...],
     flags: SettingsFlags,
     window_seconds: int | None,
     sample_rate_attribute: str | None,
     strict: bool,
     fmt: str,
 ) -> None:
-    """Ingest OTLP trace files (and deploy events) into the store."""
+    """Ingest OTLP trace files, deploy events and incident events into the store."""
+    if not (trace_files or deploy_files or incident_files):
+        raise click.UsageError("give at least one of --traces, --deploys and --incidents")
     from collector.app import build  # noqa: PLC0415  lazy: the store and pipelines cost 0.3 s of --help
 
     extra: Overrides = {}
@@ -91,6 +100,7 @@ def ingest(
             list(trace_files),
             list(deploy_files),
             now_unix_nano=now_ns(),
+            incident_files=list(incident_files),
         )
     finally:
         store.close()

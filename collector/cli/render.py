@@ -167,9 +167,11 @@ def print_ingest_summary(s: Any) -> None:
     if s.overflow_spans:
         click.echo(f"overflow spans:   {s.overflow_spans} (cardinality cap reached)")
     click.echo(f"deploys read:     {s.deploys_read}")
-    rejected = s.rejected_records + s.rejected_spans + s.deploys_rejected
+    if s.incidents_read or s.incidents_rejected:
+        click.echo(f"incidents read:   {s.incidents_read}")
     click.echo(
-        f"rejected:         {rejected} ({s.rejected_records} records, {s.rejected_spans} spans, {s.deploys_rejected} deploys)"
+        f"rejected:         {s.rejected} ({s.rejected_records} records, {s.rejected_spans} spans, "
+        f"{s.deploys_rejected} deploys, {s.incidents_rejected} incidents)"
     )
     for reason, n in sorted(s.rejected_by_reason.items()):
         click.echo(f"  {reason}: {n}")

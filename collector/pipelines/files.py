@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from attribution.aggregate import AggregateRow
-from attribution.model import DeployEvent
+from attribution.model import DeployEvent, IncidentEvent
 from attribution.repository import Repository
-from collector.codec.events import decode_deploy_json
+from collector.codec.events import decode_deploy_json, decode_incident_json
 from collector.codec.framing import iter_json_lines, iter_length_prefixed, sniff_file_format
 from collector.errors import ConfigError, DecodeError, EventError
 from collector.ports import IngestStore
@@ -42,6 +43,8 @@ class IngestSummary:
     rows_written: int = 0
     deploys_read: int = 0
     deploys_rejected: int = 0
+    incidents_read: int = 0
+    incidents_rejected: int = 0
     files: int = 0
 
     @property
@@ -50,7 +53,7 @@ class IngestSummary:
 
     @property
     def rejected(self) -> int:
-        return self.rejected_records + self.rejected_spans + self.deploys_rejected
+        return self.rejected_records + self.rejected_spans + self.deploys_rejected + self.incidents_rejected
 
     def note(self, reason: str, message: str) -> None:
         self.rejected_by_reason[reason] += 1
@@ -71,33 +74,50 @@ class IngestSummary:
             "overflow_spans": self.overflow_spans,
             "deploys_read": self.deploys_read,
             "deploys_rejected": self.deploys_rejected,
+            "incidents_read": self.incidents_read,
+            "incidents_rejected": self.incidents_rejected,
             "rows_written": self.rows_written,
             "messages": self.messages,
         }
 
 
 _DEFAULT_PROCESSING = ProcessorConfig()
+E = TypeVar("E")
 
 
-def read_deploy_file(path: Path, summary: IngestSummary) -> list[DeployEvent]:
-    """Deploy events, one JSON object per line.  Invalid lines are counted and named."""
-    events = []
+def _read_events(path: Path, kind: str, decode: Callable[[bytes], E], summary: IngestSummary) -> list[E]:
+    """Events, one JSON object per line.  Invalid lines are noted in ``summary`` (FILE:LINE)."""
+    events: list[E] = []
     try:
         fh = path.open("rb")
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read deploy file: {exc.strerror}") from None
+        raise ConfigError(f"{path}: cannot read {kind} file: {exc.strerror}") from None
     with fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
-                events.append(decode_deploy_json(line))
+                events.append(decode(line))
             except EventError as exc:
-                summary.deploys_rejected += 1
-                summary.note(exc.reason, f"{where}: invalid deploy event: {exc}")
-                continue
-            summary.deploys_read += 1
+                summary.note(exc.reason, f"{path}:{lineno}: invalid {kind} event: {exc}")
+    return events
+
+
+def read_deploy_file(path: Path, summary: IngestSummary) -> list[DeployEvent]:
+    """Deploy events, one JSON object per line (schemas/events/deploy.schema.json)."""
+    noted = summary.rejected_by_reason.total()
+    events = _read_events(path, "deploy", decode_deploy_json, summary)
+    summary.deploys_read += len(events)
+    summary.deploys_rejected += summary.rejected_by_reason.total() - noted
+    return events
+
+
+def read_incident_file(path: Path, summary: IngestSummary) -> list[IncidentEvent]:
+    """Incident events, one JSON object per line (schemas/events/incident.schema.json)."""
+    noted = summary.rejected_by_reason.total()
+    events = _read_events(path, "incident", decode_incident_json, summary)
+    summary.incidents_read += len(events)
+    summary.incidents_rejected += summary.rejected_by_reason.total() - noted
     return events
 
 
@@ -175,21 +195,24 @@ def ingest(
     now_unix_nano: int,
     processing: ProcessorConfig = _DEFAULT_PROCESSING,
     progress: Callable[[int], None] | None = None,
+    incident_files: Sequence[Path] = (),
 ) -> IngestSummary:
-    """The whole file ingest: deploys first (so the timeline is complete), then traces."""
-    summary_deploys = IngestSummary()
-    new_events: list[DeployEvent] = []
-    for p in deploy_files:
-        new_events.extend(read_deploy_file(p, summary_deploys))
-    if new_events:
-        store.write_deploys(new_events, now_unix_nano)
+    """The whole file ingest: deploys and incidents first (so the timeline is complete), then
+    traces."""
+    events = IngestSummary()
+    deploys = [e for p in deploy_files for e in read_deploy_file(p, events)]
+    if deploys:
+        store.write_deploys(deploys, now_unix_nano)
+    incidents = [e for p in incident_files for e in read_incident_file(p, events)]
+    if incidents:
+        store.write_incidents(incidents, now_unix_nano)
     window_ns = processing.window_ns
     ing = FileIngestor(repositories, store.load_deploys(), processing)
     s = ing.summary
-    s.deploys_read = summary_deploys.deploys_read
-    s.deploys_rejected = summary_deploys.deploys_rejected
-    s.rejected_by_reason.update(summary_deploys.rejected_by_reason)
-    s.messages.extend(summary_deploys.messages)
+    for name in ("deploys_read", "deploys_rejected", "incidents_read", "incidents_rejected"):
+        setattr(s, name, getattr(events, name))
+    s.rejected_by_reason.update(events.rejected_by_reason)
+    s.messages.extend(events.messages)
     for p in trace_files:
         digest = ing.add_file(p, progress)
         rows = ing.drain()

@@ -5,7 +5,8 @@
 * :mod:`.aggregates` - ``module_aggregates``: writes (chunks, tokens, bisection) and the read model;
 * :mod:`.state` - ``deploys``, ``incidents`` and the stream's write-ahead ``stream_intents``;
 * :mod:`.coverage` - ``unattributed_names`` and the coverage read model;
-* :mod:`.costs` - ``service_costs`` and the cost-per-module read model.
+* :mod:`.costs` - ``service_costs`` and the cost-per-module read model;
+* :mod:`.history` - the git history tables (scans, commits, their files, the head's files).
 
 It implements the store ports of :mod:`collector.ports` (checked by mypy below).
 """
@@ -17,12 +18,15 @@ from typing import TYPE_CHECKING
 from collector.exporters.clickhouse.aggregates import AggregateTables
 from collector.exporters.clickhouse.costs import CostTables
 from collector.exporters.clickhouse.coverage import CoverageTables
+from collector.exporters.clickhouse.history import HistoryTables
 from collector.exporters.clickhouse.migrations import SchemaMigrations
 from collector.exporters.clickhouse.state import StateTables
-from collector.ports import CostStore, CoverageStore, DirectStore, StreamStore
+from collector.ports import CostStore, CoverageStore, DirectStore, HistoryStore, StreamStore
 
 
-class ClickHouseStore(SchemaMigrations, AggregateTables, StateTables, CoverageTables, CostTables):
+class ClickHouseStore(
+    SchemaMigrations, AggregateTables, StateTables, CoverageTables, CostTables, HistoryTables
+):
     """Reads and writes prodloop's tables."""
 
 
@@ -35,4 +39,7 @@ if TYPE_CHECKING:
         return store
 
     def _implements_the_cost_port(store: ClickHouseStore) -> CostStore:
+        return store
+
+    def _implements_the_history_port(store: ClickHouseStore) -> HistoryStore:
         return store
