@@ -9,7 +9,7 @@
 * Merge commits (more than one parent) are skipped when the range holds any non-merge
   commit: a merge's diff against its first parent repeats what its branch's commits changed.
   A range of merges only keeps them.
-* :func:`suspects_for_deploy` ranks ``graph.range(previous_sha, deploy.commit_sha)``.
+* A deploy's commits are :func:`attribution.dora.deploy_range`.
 * :func:`suspects_markdown` renders the ranking as a Markdown section (tickets, PR comments).
 """
 
@@ -18,8 +18,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 
-from attribution.history import Commit, CommitGraph, pull_requests
-from attribution.model import DeployEvent
+from attribution.history import Commit, pull_requests
 
 MAX_FILES = 10  # paths listed per suspect
 SHORT_SHA = 12  # characters of a SHA shown in Markdown
@@ -75,18 +74,6 @@ def rank_suspects(commits: Sequence[Commit], modules: Collection[str], *, top: i
         )
     )
     return [replace(s, rank=rank) for rank, s in enumerate(scored[: max(top, 0)], start=1)]
-
-
-def suspects_for_deploy(
-    graph: CommitGraph,
-    deploy: DeployEvent,
-    previous_sha: str,
-    modules: Collection[str],
-    top: int = 5,
-) -> list[Suspect]:
-    """The suspects among the commits ``deploy`` brought in: ``previous_sha..deploy.commit_sha``
-    (an empty or unknown ``previous_sha`` means every ancestor, as :meth:`CommitGraph.range`)."""
-    return rank_suspects(graph.range(previous_sha, deploy.commit_sha), modules, top=top)
 
 
 def _cell(text: str) -> str:

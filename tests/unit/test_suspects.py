@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from attribution.history import Commit, CommitGraph, FileChange
-from attribution.model import DeployEvent
-from attribution.suspects import Suspect, rank_suspects, suspects_for_deploy, suspects_markdown
+from attribution.suspects import Suspect, rank_suspects, suspects_markdown
 
 S = 1_000_000_000
 MODULES = ("payments/api", "payments/retry")
@@ -126,14 +125,6 @@ def test_at_most_ten_files_in_the_modules_first() -> None:
 def test_merges_kept_when_the_range_has_nothing_else() -> None:
     got = rank_suspects([LOG[8]], MODULES)
     assert [(s.sha[0], s.module_churn, s.pull_requests) for s in got] == [("9", 500, (43,))]
-
-
-def test_suspects_for_deploy_ranks_the_deploy_range() -> None:
-    deploy = DeployEvent("d2", "payments", "production", "4" * 12, 1_000 * S)
-    got = suspects_for_deploy(GRAPH, deploy, "2" * 40, MODULES)
-    assert [(s.sha[0], s.rank) for s in got] == [("4", 1), ("3", 2)]
-    # an empty previous SHA: every ancestor of the deploy's commit
-    assert [s.sha[0] for s in suspects_for_deploy(GRAPH, deploy, "", ["cart"], top=2)] == ["3", "1"]
 
 
 def test_markdown_links_short_shas_and_pull_requests() -> None:
