@@ -13,6 +13,9 @@ small int naming the span's full group (service, environment, repository, module
 commit, deploy, unattributed reason).  ``Attributor.group(i)`` turns it back into a
 :class:`GroupKey`.  Dictionary-encoding keeps per-span hashing to one int.
 
+``Attributor.drain_files_seen()`` returns the code files attributed spans came from since the
+last call (:class:`FileSeen`, for the ``file_last_seen`` table and dead-code candidates).
+
 Commit, first source that applies:
 
 1. the resource attribute ``vcs.ref.head.revision``;
@@ -28,7 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -70,6 +73,18 @@ class GroupKey(NamedTuple):
     commit_sha: str
     deploy_id: str
     unattributed_reason: str
+
+
+class FileSeen(NamedTuple):
+    """A code file of a repository that an attributed span of (service, environment) came
+    from, and the start of the latest such span seen (a lower bound; see
+    :meth:`Attributor.drain_files_seen`)."""
+
+    service: str
+    environment: str
+    repository: str
+    path: str
+    last_seen_unix_nano: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +134,8 @@ class Attributor:
         self._dep_by_res: dict[Resource, list[int]] = {}
         self._dep_version = self.timeline.version
         self._locs: list[Attribution | Unattributed] = []
+        # per location slot: (repository, path) of its code file, None when not attributed to one
+        self._loc_files: list[tuple[str, str] | None] = []
         self._loc_slots: dict[Attribution | Unattributed, int] = {}
         self._commits: list[tuple[str, str]] = []
         self._commit_slots: dict[tuple[str, str], int] = {}
@@ -127,6 +144,10 @@ class Attributor:
         # (service, repository, language, digest of the stack trace) -> throw-site attribution
         self._throw_cache: dict[tuple[str, str, str, bytes], Attribution | Unattributed] = {}
         self._throw_cache_limit = throw_cache_limit
+        # per resource: the location slots its spans had since the last drain_files_seen, and
+        # the latest span start over them all
+        self._seen_locs: dict[Resource, set[int]] = {}
+        self._seen_latest = 0
 
     def repository_for(self, resource: Resource) -> Repository | None:
         """The repository of ``resource`` (see :class:`~attribution.repository.RepositoryIndex`)."""
@@ -354,6 +375,9 @@ class Attributor:
         path_cache: dict[object, int] = {}
         dep: list[int] = [0, -1, 0]
         gids: dict[int, int] = {}
+        seen_locs = self._seen_locs
+        seen_add: Callable[[int], None] = set[int]().add
+        latest = self._seen_latest
         simple = not self._needs_other
         for span in spans:
             res = span.resource
@@ -361,6 +385,7 @@ class Attributor:
                 path_cache = self._path_caches.get(res) or self._new_path_cache(res)
                 dep = self._dep_by_res.get(res) or [0, -1, 0]
                 gids = self._gid_caches.get(res) or self._gid_caches.setdefault(res, {})
+                seen_add = (seen_locs.get(res) or seen_locs.setdefault(res, set())).add
                 last_res = res
             a = span.attributes
             f = a.get(CODE_FILE_PATH) or a.get(CODE_FILEPATH_OLD)
@@ -382,7 +407,10 @@ class Attributor:
             )
             if loc < 0:
                 loc = self._locate(span, path_cache, f, simple)
+            seen_add(loc)
             t = span.start_unix_nano
+            if t > latest:
+                latest = t
             if not dep[0] <= t < dep[1]:
                 dep = self._resolve_dep(res, t)
             k = (loc << 24) | dep[2]
@@ -390,6 +418,7 @@ class Attributor:
             if gid is None:
                 gid = gids[k] = self._new_gid(loc, dep[2], res)
             append(gid)
+        self._seen_latest = latest
         return out
 
     def _new_path_cache(self, res: Resource) -> dict[object, int]:
@@ -402,14 +431,6 @@ class Attributor:
         return cache
 
     def _locate(self, span: Span, cache: dict[object, int], f: object, simple: bool) -> int:
-        attribution = self.attribute(span)
-        slot = self._loc_slots.get(attribution)
-        if slot is None:
-            slot = len(self._locs)
-            self._locs.append(attribution)
-            self._loc_slots[attribution] = slot
-        if len(cache) >= self._cache_limit:
-            cache.clear()
         a = span.attributes
         key: object = (
             f
@@ -424,8 +445,41 @@ class Attributor:
                 span.name if self._needs_name else None,
             )
         )
+        attribution = self.attribute(span)
+        slot = self._loc_slots.get(attribution, -1)
+        if slot < 0:
+            slot = len(self._locs)
+            self._locs.append(attribution)
+            self._loc_files.append(
+                (attribution.repository, attribution.path)
+                if isinstance(attribution, Attribution) and attribution.path
+                else None
+            )
+            self._loc_slots[attribution] = slot
+        if len(cache) >= self._cache_limit:
+            cache.clear()
         cache[key] = slot
         return slot
+
+    def drain_files_seen(self) -> list[FileSeen]:
+        """The code files attributed spans came from since the last call, one row per
+        (service, environment, repository, path), sorted.
+
+        :meth:`group_ids` adds each span's location slot to its resource's set and keeps the
+        latest span start (two cheap operations per span); the rows carry that latest start.
+        So ``last_seen_unix_nano`` is exact to within the time the drained spans cover (one
+        batch): enough for dead-code candidates, judged over days.  The rows are a function
+        of the drained spans alone, so a replayed batch yields the same rows."""
+        seen, latest = self._seen_locs, self._seen_latest
+        self._seen_locs, self._seen_latest = {}, 0
+        files = self._loc_files
+        keys = {
+            (res.service, res.environment, *file)
+            for res, slots in seen.items()
+            for slot in slots
+            if (file := files[slot]) is not None
+        }
+        return [FileSeen(*key, latest) for key in sorted(keys)]
 
     def _resolve_dep(self, res: Resource, t: int) -> list[int]:
         """The interval around ``t`` in which (commit, deploy) of ``res`` is constant."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, TypeAlias, TypedDict, runtime_checkable
 
 from attribution.aggregate import AggregateRow, NameRow
+from attribution.attribute import FileSeen
 from attribution.codeowners import owner_kind
 from attribution.cost import Allocation, CostEntry, ModuleCost
 from attribution.history import Commit, HeadFile
@@ -108,6 +109,11 @@ class AggregateStore(Protocol):
 
     def write_names(self, rows: Sequence[NameRow], window_ns: int, *, dedup_token: str) -> int:
         """Write unattributed span names (coverage) under ``dedup_token``; returns the rows written."""
+        ...
+
+    def write_files_seen(self, rows: Sequence[FileSeen], *, dedup_token: str) -> int:
+        """Write the code files a batch's spans came from (``file_last_seen``, merged by max)
+        under ``dedup_token``; returns the rows written."""
         ...
 
 
@@ -235,6 +241,11 @@ class NameStore(Protocol):
         """Write ``rows``; returns the rows written."""
         ...
 
+    def write_files_seen(self, rows: Sequence[FileSeen], *, dedup_token: str) -> int:
+        """Write the code files spans came from (``file_last_seen``, merged by max, so replays
+        are harmless); returns the rows written."""
+        ...
+
 
 class CoverageReadModel(Protocol):
     """Coverage per (service, environment), and the configured modules nothing matched."""
@@ -263,6 +274,20 @@ class CoverageReadModel(Protocol):
         ...
 
     def has_spans(self, *, from_unix_nano: int | None = None, to_unix_nano: int | None = None) -> bool: ...
+
+    def load_files_seen(self, repository: str | None = None) -> list[FileSeen]:
+        """Per (service, environment, repository, path) the start of the latest span seen from
+        that file (a lower bound), for dead-code candidates; only ``repository``'s when given."""
+        ...
+
+    def services_with_files(self) -> dict[tuple[str, str], bool]:
+        """Per (service, environment): whether any of its spans ever came from a code file."""
+        ...
+
+    def file_path_share(self) -> dict[str, float]:
+        """Per repository: the share of its attributed spans from services that send code file
+        paths (an upper bound of the share that carry one)."""
+        ...
 
 
 class CoverageStore(NameStore, CoverageReadModel, Protocol):
@@ -548,6 +573,8 @@ class TicketRecord:
     closed_at: int | None = None
     closed_by: str = ""
     summary: str = ""
+    kind: str = ""  # the rule's kind (threshold, regression_after_deploy, ...)
+    deploy_id: str = ""  # the deploy a regression_after_deploy finding blames
 
     @property
     def key(self) -> FindingKey:

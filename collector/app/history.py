@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from attribution.attribute import Attributor
 from collector.app.history_settings import HistoryRepository, HistorySettings
@@ -117,23 +118,44 @@ def scan_configured(
 
 
 class HistoryRescans:
-    """``prodloop run``'s periodic re-scans, on a daemon thread (git runs as subprocesses)."""
+    """``prodloop run``'s periodic re-scans of ``history.repositories``, on a daemon thread
+    with a store client of its own (git runs as subprocesses; a first full scan's writes do
+    not hold the pipeline's shared client)."""
 
-    def __init__(self, store: HistoryStore, attributor: Attributor, settings: HistorySettings) -> None:
-        self._store = store
+    def __init__(
+        self, open_store: Callable[[], Any], attributor: Attributor, settings: HistorySettings
+    ) -> None:
+        self._open_store = open_store
         self._attributor = attributor
         self._settings = settings
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="history-rescans", daemon=True)
 
+    @property
+    def enabled(self) -> bool:
+        return bool(self._settings.repositories) and self._settings.scan_interval_seconds > 0
+
     def start(self) -> None:
-        if self._settings.repositories and self._settings.scan_interval_seconds > 0:
+        if self.enabled:
+            log.info(
+                "history: re-scanning %s every %d s",
+                ", ".join(r.name for r in self._settings.repositories),
+                self._settings.scan_interval_seconds,
+            )
             self._thread.start()
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
-            scan_configured(self._store, self._attributor, self._settings)
-            self._stop.wait(self._settings.scan_interval_seconds)
+        try:
+            store = self._open_store()
+        except StoreError as exc:
+            log.warning("history re-scans are off: %s", exc)
+            return
+        try:
+            while not self._stop.is_set():
+                scan_configured(store, self._attributor, self._settings)
+                self._stop.wait(self._settings.scan_interval_seconds)
+        finally:
+            store.close()
 
     def stop(self) -> None:
         self._stop.set()

@@ -22,10 +22,12 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from attribution.attribute import Attributor
 from attribution.repository import Repository
 from collector.app import build
 from collector.app.alerting import build_alert_engine
 from collector.app.discovery import advertise
+from collector.app.history import HistoryRescans
 from collector.app.ops import OpsServer, Readiness
 from collector.app.receivers import Receivers, run_receivers_forever, start_receivers
 from collector.app.settings import Settings
@@ -153,6 +155,7 @@ def run_stream(settings: Settings, stop: threading.Event, metrics: Metrics, read
         store.database,
     )
     alerts = AlertLoop(settings, shared, loaded.repositories)
+    rescans = _history_rescans(settings, loaded.repositories)
     grace = settings.service.grace_seconds
     receivers: Receivers | None = None
     with contextlib.ExitStack() as advertised:
@@ -186,6 +189,7 @@ def run_stream(settings: Settings, stop: threading.Event, metrics: Metrics, read
             if receivers is not None:
                 receivers.stop(1.0)  # no-op after a clean stop
             alerts.close()
+            rescans.stop()
             parts.close()
             store.close()
     log.info("stopped")
@@ -209,6 +213,15 @@ def _start_gateway(settings: Settings, shared: SharedStore, metrics: Metrics) ->
         receivers.http_url or "off",
     )
     return receivers
+
+
+def _history_rescans(settings: Settings, repositories: list[Repository]) -> HistoryRescans:
+    """The periodic git re-scans (history.repositories), started."""
+    rescans = HistoryRescans(
+        lambda: build.open_store(settings, migrate=False), Attributor(repositories), settings.history
+    )
+    rescans.start()
+    return rescans
 
 
 def run(settings: Settings, stop: threading.Event | None = None) -> int:
@@ -236,6 +249,7 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
         alert_loop: list[AlertLoop] = []
         # loaded once, for the direct pipeline and the alert rules
         repositories = build.load_attribution(settings, log_problems=True).repositories
+        rescans = _history_rescans(settings, repositories)
 
         def on_tick() -> None:
             # the direct pipeline flushes on its own thread: alerts get their own client
@@ -257,6 +271,7 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
                 settings, stop, on_ready=on_ready, on_tick=on_tick, repositories=repositories
             )
         finally:
+            rescans.stop()
             for loop in alert_loop:
                 loop.close()
         return 0

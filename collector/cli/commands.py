@@ -18,9 +18,17 @@ from collector.cli.coverage import coverage
 from collector.cli.explain import check, explain
 from collector.cli.history import history, query_coupling, query_history
 from collector.cli.ingest import ingest
+from collector.cli.longloop import (
+    query_dead_code,
+    query_dora,
+    query_hotspots,
+    query_incidents,
+    query_suspects,
+)
 from collector.cli.options import SettingsFlags, store_options
 from collector.cli.query import query
 from collector.cli.render import fail
+from collector.cli.report import report
 from collector.cli.run import run
 from collector.errors import ConfigError, ProdloopError, StoreLockedError
 
@@ -120,7 +128,7 @@ def demo(minutes: int, seed: int, store_dsn: str | None) -> None:
     run_demo(minutes=minutes, seed=seed, store_dsn=store_dsn, echo=click.echo)
 
 
-for _command in (ingest, query, explain, check, run, alerts):
+for _command in (ingest, query, explain, check, run, alerts, report):
     main.add_command(_command)
 query.add_command(coverage)
 main.add_command(costs)
@@ -128,3 +136,5 @@ query.add_command(query_cost)
 main.add_command(history)
 query.add_command(query_history)
 query.add_command(query_coupling)
+for _command in (query_dora, query_incidents, query_suspects, query_hotspots, query_dead_code):
+    query.add_command(_command)

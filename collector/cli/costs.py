@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from attribution.cost import MICRO_USD, BillingFile, format_usd, headline, parse_billing_csv
-from collector.cli.options import SettingsFlags, format_option, now_ns, parse_time, store_options
+from collector.cli.options import SettingsFlags, format_option, now_ns, store_options, time_range
 from collector.cli.render import fail, render_table
 
 if TYPE_CHECKING:
@@ -232,10 +232,7 @@ def query_cost(
     from collector.app import build  # noqa: PLC0415  lazy: the store costs 0.3 s of --help
 
     now = now_ns()
-    start, end = parse_time(since, now), parse_time(until, now)
-    assert start is not None and end is not None
-    if end <= start:
-        raise click.BadParameter(f"--until {until!r} is not after --since {since!r}")
+    start, end = time_range(since, until, now)
     store = build.open_store(flags.settings())
     try:
         rows, allocation = store.query_costs(start, end, service, environment)

@@ -19,8 +19,8 @@ from collector.cli.options import (
     attribution_options,
     format_option,
     now_ns,
-    parse_time,
     store_options,
+    time_range,
 )
 from collector.cli.render import fail, render_table
 
@@ -45,11 +45,10 @@ def history() -> None:
     "--repo",
     "repo_path",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=".",
-    show_default=True,
+    default=None,
     envvar="PRODLOOP_HISTORY__REPO",
     show_envvar=True,
-    help="A local git repository (a work tree or a bare clone).",
+    help="A local git repository (a work tree or a bare clone) [default: every history.repositories entry].",
 )
 @click.option(
     "--repository",
@@ -59,55 +58,65 @@ def history() -> None:
     help="The repository's name, as the attribution file names it "
     "[default: the one configured repository, else the directory's name].",
 )
-@click.option("--ref", default="HEAD", show_default=True, help="The branch or commit to scan up to.")
+@click.option(
+    "--ref", default="HEAD", show_default=True, help="The branch or commit to scan up to (with --repo)."
+)
 @click.option("--full", is_flag=True, help="Read the whole history again (a new generation).")
 @format_option(["text", "json"], "text")
 def history_scan(
-    flags: SettingsFlags, repo_path: Path, repository: str | None, ref: str, full: bool, fmt: str
+    flags: SettingsFlags, repo_path: Path | None, repository: str | None, ref: str, full: bool, fmt: str
 ) -> None:
     """Read a repository's commits (following the first parent through merges, and renames)
     with their files mapped to modules and owners by the attribution rules, and store them.
 
-    Re-scans read only the commits after the last scanned head.
+    Re-scans read only the commits after the last scanned head.  Without --repo, scans every
+    configured repository (history.repositories: local paths, or clone URLs fetched first).
     """
     from attribution.attribute import Attributor  # noqa: PLC0415  lazy: the attribution core
     from collector.app import build  # noqa: PLC0415  lazy: the store costs 0.3 s of --help
     from collector.app.attribution_files import load_attribution_from  # noqa: PLC0415  lazy: ruamel
-    from collector.app.history import scan_path  # noqa: PLC0415  lazy: with the store
+    from collector.app.history import scan_configured, scan_path  # noqa: PLC0415  lazy: with the store
     from collector.errors import GitError  # noqa: PLC0415  lazy: with the store
 
     settings = flags.settings()
+    if repo_path is None and not settings.history.repositories:
+        fail("give --repo PATH, or configure history.repositories")
     attributor = Attributor(load_attribution_from(settings).repositories)
-    name = repository or _default_repository(attributor, repo_path)
     store = build.open_store(settings)
     try:
-        summary = scan_path(store, attributor, repo_path, name=name, ref=ref, full=full)
+        if repo_path is None:
+            summaries = scan_configured(store, attributor, settings.history)
+            if len(summaries) < len(settings.history.repositories):
+                fail("some repositories could not be scanned (see the warnings above)", code=1)
+        else:
+            name = repository or _default_repository(attributor, repo_path)
+            summaries = [scan_path(store, attributor, repo_path, name=name, ref=ref, full=full)]
     except GitError as exc:
         fail(str(exc))
     finally:
         store.close()
     if fmt == "json":
-        click.echo(
-            json.dumps(
-                {
-                    "repository": summary.repository,
-                    "head": summary.head,
-                    "incremental": summary.incremental,
-                    "new_commits": summary.new_commits,
-                    "commits": summary.state.commits,
-                    "head_files": summary.head_files,
-                    "generation": summary.state.generation,
-                    "seconds": round(summary.seconds, 3),
-                },
-                indent=2,
-            )
-        )
+        click.echo(json.dumps([_summary_json(s) for s in summaries], indent=2))
         return
-    kind = "incremental" if summary.incremental else "full"
-    click.echo(
-        f"{summary.repository}: {kind} scan to {summary.head[:12]}: {summary.new_commits} new commits "
-        f"({summary.state.commits} stored), {summary.head_files} files at the head, {summary.seconds:.1f} s"
-    )
+    for s in summaries:
+        kind = "incremental" if s.incremental else "full"
+        click.echo(
+            f"{s.repository}: {kind} scan to {s.head[:12]}: {s.new_commits} new commits "
+            f"({s.state.commits} stored), {s.head_files} files at the head, {s.seconds:.1f} s"
+        )
+
+
+def _summary_json(s: Any) -> dict[str, Any]:
+    return {
+        "repository": s.repository,
+        "head": s.head,
+        "incremental": s.incremental,
+        "new_commits": s.new_commits,
+        "commits": s.state.commits,
+        "head_files": s.head_files,
+        "generation": s.state.generation,
+        "seconds": round(s.seconds, 3),
+    }
 
 
 def _default_repository(attributor: Any, path: Path) -> str:
@@ -148,10 +157,7 @@ def _load(
     from collector.app import build  # noqa: PLC0415  lazy: the store costs 0.3 s of --help
 
     now = now_ns()
-    start, end = parse_time(since, now), parse_time(until, now)
-    assert start is not None and end is not None
-    if end <= start:
-        raise click.BadParameter(f"--until {until!r} is not after --since {since!r}")
+    start, end = time_range(since, until, now)
     settings = flags.settings()
     store = build.open_store(settings)
     everything = store.load_commits(repository)
@@ -171,7 +177,8 @@ def query_history(
     flags: SettingsFlags, since: str, until: str, repository: str | None, limit: int, fmt: str
 ) -> None:
     """Per module: changes (first-parent commits), churn, authors, the last change, and the
-    lead time for changes (commit to the first production deploy containing it), p50."""
+    lead time for changes (commit to the first production deploy containing it, over every
+    commit that touched the module, branch commits and merges included), p50."""
     from attribution.coupling import lead_times, module_changes  # noqa: PLC0415  lazy: with the store
     from attribution.history import CommitGraph  # noqa: PLC0415  lazy: with the store
 
@@ -188,7 +195,7 @@ def query_history(
             lead[(repo, t.sha)] = t.lead_time_ns
     per_module: dict[tuple[str, str], list[int]] = defaultdict(list)
     for c in inside:
-        if c.on_first_parent and (c.repository, c.sha) in lead:
+        if (c.repository, c.sha) in lead:  # every commit, branch commits and merges too (as DORA)
             for m in c.modules:
                 per_module[(c.repository, m)].append(lead[(c.repository, c.sha)])
     rows: list[dict[str, Any]] = [

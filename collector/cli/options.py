@@ -177,3 +177,12 @@ def parse_time(value: str | None, now: int) -> int | None:
         return timeparse.parse_time(value, now)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+def time_range(since: str, until: str, now: int) -> tuple[int, int]:
+    """``--since`` and ``--until`` as ``[start, end)`` in Unix nanoseconds; end after start."""
+    start, end = parse_time(since, now), parse_time(until, now)
+    assert start is not None and end is not None
+    if end <= start:
+        raise click.BadParameter(f"--until {until!r} is not after --since {since!r}")
+    return start, end

@@ -291,6 +291,8 @@ class AlertEngine:
             f.key.module,
             state,
             summary=f.observation.summary,
+            kind=f.rule.kind,
+            deploy_id=f.observation.deploy.deploy_id if f.observation.deploy else "",
         )
 
     def _draft(self, f: Finding, generation: int, previous_url: str, now: int) -> TicketDraft:

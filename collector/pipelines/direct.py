@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from attribution.aggregate import AggregateRow, BatchStats, NameRow
+from attribution.attribute import FileSeen
 from attribution.model import DeployEvent, IncidentEvent
 from attribution.repository import Repository
 from collector.codec.otlp import OtlpDecoder
@@ -310,7 +311,13 @@ class DirectPipeline:
                     self.processor.advance(cut_at // 1_000_000)
                 rows, st = self.processor.drain()
                 self._account(st)
-                ok = self._flush(rows, self.processor.drain_names(), final=closing, cut_at=cut_at)
+                ok = self._flush(
+                    rows,
+                    self.processor.drain_names(),
+                    self.processor.drain_files_seen(),
+                    final=closing,
+                    cut_at=cut_at,
+                )
                 next_flush = time.monotonic() + self.flush_interval_s
                 if ok:
                     for w in waiters:
@@ -330,9 +337,18 @@ class DirectPipeline:
         s.overflow_spans += st.overflow
         s.unattributed_by_reason.update(st.unattributed_by_reason)
 
-    def _flush(self, rows: list[AggregateRow], names: list[NameRow], *, final: bool, cut_at: int) -> bool:
-        """Write the drained batch (everything accepted up to ``cut_at``) and its unattributed
-        span names, retrying; False if a stop's grace period ran out first."""
+    def _flush(
+        self,
+        rows: list[AggregateRow],
+        names: list[NameRow],
+        files_seen: list[FileSeen],
+        *,
+        final: bool,
+        cut_at: int,
+    ) -> bool:
+        """Write the drained batch (everything accepted up to ``cut_at``), its unattributed
+        span names and the code files its spans came from, retrying; False if a stop's grace
+        period ran out first."""
         if not rows:
             self.stats.last_flush_unix_nano = cut_at
             return True
@@ -352,6 +368,8 @@ class DirectPipeline:
                     )
                     if names:
                         self.store.write_names(names, self.window_ns, dedup_token=f"{token}.names")
+                    if files_seen:
+                        self.store.write_files_seen(files_seen, dedup_token=f"{token}.files")
             except StoreError as exc:
                 self.stats.flush_failures += 1
                 self.stats.last_error = str(exc)

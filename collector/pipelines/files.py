@@ -228,4 +228,7 @@ def ingest(
         names = ing.processor.drain_names()
         if names:
             store.write_names(names, window_ns, dedup_token=f"{token}.names")
+        files_seen = ing.processor.drain_files_seen()
+        if files_seen:
+            store.write_files_seen(files_seen, dedup_token=f"{token}.files")
     return s

@@ -191,6 +191,15 @@ class BatchWriter:
             is ABORTED
         ):
             return Written.LATER
+        if out.files_seen and (
+            retry.run(
+                lambda: self.store.write_files_seen(out.files_seen, dedup_token=f"{token}.files"),
+                "write files seen",
+                partition=st.partition,
+            )
+            is ABORTED
+        ):
+            return Written.LATER
         m.write_seconds.observe(time.monotonic() - t0)
         for row, message in refused:
             if not self._dead_letter_row(st.partition, start, end, row, message):

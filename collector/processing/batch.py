@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from attribution.aggregate import AggregateRow, Aggregator, BatchStats, NameRow, merge_sorted
-from attribution.attribute import Attributor
+from attribution.attribute import Attributor, FileSeen
 from attribution.deploys import DeployTimeline
 from attribution.model import DEFAULT_TIME_BOUNDS, DeployEvent, LogException, Span, TimeBounds
 from attribution.repository import Repository
@@ -50,6 +50,7 @@ class BatchOutcome:
     rows: list[AggregateRow]
     stats: BatchStats
     names: list[NameRow] = field(default_factory=list)
+    files_seen: list[FileSeen] = field(default_factory=list)  # code files spans came from (last seen)
     buffer: BufferStats = field(default_factory=BufferStats)
     rebuild: RebuildState | None = None  # the trace buffer's state after the batch (stream)
     spans_in: int = 0
@@ -160,6 +161,10 @@ class BatchProcessor:
         """The open batch's unattributed span names (since the last call)."""
         return self._open.drain_names()
 
+    def drain_files_seen(self) -> list[FileSeen]:
+        """The code files the open batch's attributed spans came from (since the last call)."""
+        return self.attributor.drain_files_seen()
+
     # -- closed batches of records (the stream workers) ---------------------------------
 
     def _decode(
@@ -232,6 +237,7 @@ class BatchProcessor:
             if buffer is not None:
                 self._buffer(buffer, aggregator, offset, ts, spans, not rebuild)
         if rebuild:
+            attributor.drain_files_seen()  # written with the batch that counted them
             return BatchOutcome(rows=[], stats=BatchStats())
         if buffer is None:
             out.rows = aggregator.drain()
@@ -242,4 +248,5 @@ class BatchProcessor:
             out.buffer = buffer.take_stats()
             out.rebuild = buffer.rebuild_state(records[-1][0] + 1 if records else end_offset)
         out.names = aggregator.drain_names()
+        out.files_seen = attributor.drain_files_seen()
         return out

@@ -19,39 +19,11 @@ from attribution.repository import Repository
 from collector.app.history import scan_path
 from collector.exporters.clickhouse.store import ClickHouseStore
 from tests.conftest import run_prodloop
-from tests.support.gitrepo import GitRepo, lines
+from tests.support.gitrepo import T0, Shop, lines
 
 pytestmark = pytest.mark.integration
 
-T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 S = 1_000_000_000
-
-
-class Shop:
-    """cart and payments/api change together twice; search comes in through a --no-ff merge;
-    cart/a.py is renamed; payments' c3 is reverted."""
-
-    def __init__(self, path: Path) -> None:
-        r = self.repo = GitRepo(path)
-        self.c1 = r.commit(
-            "c1: cart and payments",
-            {"cart/a.py": lines(3), "cart/img.png": b"\x89PNG\x00\x01\x02", "payments/api/h.py": lines(2)},
-            at=T0,
-        )
-        self.c2 = r.commit(
-            "c2: both again (#12)",
-            {"cart/a.py": lines(5), "payments/api/h.py": lines(3)},
-            at=T0 + 100,
-            author="Bob <bob@example.com>",
-        )
-        r.checkout("feature", create=True)
-        self.f1 = r.commit("f1: search", {"search/q.py": lines(4), "cart/a.py": lines(6)}, at=T0 + 200)
-        r.checkout("main")
-        self.c3 = r.commit("c3: payments", {"payments/api/h.py": lines(4)}, at=T0 + 300)
-        self.m1 = r.merge("feature", "Merge pull request #7 from acme/feature", at=T0 + 400)
-        r.move("cart/a.py", "cart/b.py")
-        self.c4 = r.commit("c4: rename a to b", {"cart/b.py": lines(7)}, at=T0 + 500)
-        self.c5 = r.revert(self.c3, at=T0 + 600)
 
 
 @pytest.fixture
@@ -146,7 +118,7 @@ def test_scan_and_queries_from_the_cli(tmp_path: Path, shop: Shop) -> None:
         "json",
     )
     assert scan.returncode == 0, scan.stderr
-    assert json.loads(scan.stdout)["new_commits"] == 7
+    assert json.loads(scan.stdout)[0]["new_commits"] == 7
     deploys = tmp_path / "deploys.jsonl"
     deploys.write_text(
         "\n".join(
@@ -183,11 +155,12 @@ def test_scan_and_queries_from_the_cli(tmp_path: Path, shop: Shop) -> None:
     # churn: cart 3+0 (binary) + 2 + 1 + 1; payments/api 2 + 1 + 1 + 1 (the revert removes one)
     assert (rows["cart"]["churn"], rows["payments/api"]["churn"], rows["search"]["churn"]) == (7, 5, 4)
     assert rows["cart"]["authors"] == 2 and rows["search"]["authors"] == 1
-    # lead time: d1 (T0+350) ships c1 c2 c3, d2 (T0+700) ships f1 m1 c4 c5.
-    # cart: c1 350, c2 250, m1 300, c4 200 -> p50 275; payments/api: 350 250 50 100 -> 175
-    assert rows["cart"]["lead_time_p50_s"] == 275.0
+    # lead time: d1 (T0+350) ships c1 c2 c3, d2 (T0+700) ships f1 m1 c4 c5; every commit counts
+    # cart: c1 350, c2 250, f1 500, m1 300, c4 200 -> p50 300; payments/api: 350 250 50 100 -> 175;
+    # search: f1 500, m1 300 -> 400
+    assert rows["cart"]["lead_time_p50_s"] == 300.0
     assert rows["payments/api"]["lead_time_p50_s"] == 175.0
-    assert rows["search"]["lead_time_p50_s"] == 300.0
+    assert rows["search"]["lead_time_p50_s"] == 400.0
     coupling = run_prodloop(
         "query", "coupling", *since, "--min-revisions", "1", "--min-shared", "1", "--min-coupling", "0"
     )

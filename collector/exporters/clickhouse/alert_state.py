@@ -139,6 +139,8 @@ _TICKET_COLUMNS = [
     "summary",
     "updated_at",
     "version",
+    "kind",
+    "deploy_id",
 ]
 
 
@@ -154,7 +156,7 @@ class TicketBook:
         rows = self.store.query(
             "SELECT fingerprint, sink, generation, rule, service, environment, module, state, ticket_key, "
             "ticket_url, previous_url, toUnixTimestamp64Milli(opened_at), toUnixTimestamp64Milli(last_comment_at), "
-            "toUnixTimestamp64Milli(recovered_at), toUnixTimestamp64Milli(closed_at), closed_by, summary "
+            "toUnixTimestamp64Milli(recovered_at), toUnixTimestamp64Milli(closed_at), closed_by, summary, kind, deploy_id "
             "FROM tickets FINAL ORDER BY fingerprint, sink, generation"
         )
         out: dict[tuple[str, str], TicketRecord] = {}
@@ -177,6 +179,8 @@ class TicketBook:
                 int(r[14]) * _MS if r[14] is not None else None,
                 r[15],
                 r[16],
+                r[17],
+                r[18],
             )
         return out
 
@@ -206,6 +210,8 @@ class TicketBook:
                     _dt(now_unix_nano),
                     # versions grow with time, and within one process with each save
                     (now_unix_nano // 1_000) * 1_000 + self._seq % 1_000,
+                    rec.kind,
+                    rec.deploy_id,
                 ]
             ],
             _TICKET_COLUMNS,

@@ -1,5 +1,6 @@
 """Coverage: ``unattributed_names`` (writes), and the read model of how much of each service
-is attributed and why not, over ``module_aggregates`` and ``unattributed_names``.
+is attributed and why not, over ``module_aggregates`` and ``unattributed_names``; and
+``file_last_seen``: the code files spans came from, and when last (dead-code candidates).
 """
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from attribution.aggregate import NameRow
+from attribution.attribute import FileSeen
 from collector.exporters.clickhouse.aggregates import whole_seconds, window_range_where
 from collector.exporters.clickhouse.client import ClickHouseClient
 from collector.ports import JsonObject
@@ -21,13 +23,16 @@ NAME_COLUMNS = (
     "spans",
 )
 
+FILE_SEEN_COLUMNS = ("service", "environment", "repository", "path", "last_seen")
+
 
 def _share(part: int | None, whole: int | None) -> float | None:
     return None if not whole or part is None else part / whole
 
 
 class CoverageTables(ClickHouseClient):
-    """Writes ``unattributed_names``; reads coverage per (service, environment)."""
+    """Writes ``unattributed_names`` and ``file_last_seen``; reads coverage per (service,
+    environment) and the files last seen."""
 
     def write_names(self, rows: Sequence[NameRow], window_ns: int, *, dedup_token: str) -> int:
         """Insert unattributed span names.  Retrying with the same ``dedup_token`` is harmless.
@@ -54,6 +59,69 @@ class CoverageTables(ClickHouseClient):
             {"insert_deduplicate": 1, "insert_deduplication_token": dedup_token},
         )
         return len(data)
+
+    def write_files_seen(self, rows: Sequence[FileSeen], *, dedup_token: str) -> int:
+        """Insert the code files a batch's spans came from.  Rows merge by max, so a replay or
+        a duplicate is harmless; retrying with the same ``dedup_token`` writes nothing.
+
+        Returns the number of rows written.
+        """
+        data = [[r.service, r.environment, r.repository, r.path, r.last_seen_unix_nano] for r in rows]
+        self.insert_rows("file_last_seen", data, FILE_SEEN_COLUMNS, token=dedup_token)
+        return len(data)
+
+    def load_files_seen(self, repository: str | None = None) -> list[FileSeen]:
+        """Every (service, environment, repository, path) spans came from, with the start of
+        the latest span of the batch it was last seen in (see ``Attributor.drain_files_seen``); only
+        ``repository``'s (its name or URL as attribution writes it) when given.  Sorted."""
+        where, params = "1", {}
+        if repository is not None:
+            where, params = "repository = {repository:String}", {"repository": repository}
+        rows = self.query(
+            f"""
+            SELECT service, environment, repository, path, toUnixTimestamp64Nano(max(last_seen))
+            FROM file_last_seen
+            WHERE {where}
+            GROUP BY service, environment, repository, path
+            ORDER BY service, environment, repository, path
+            """,
+            params,
+        )
+        return [FileSeen(str(s), str(e), str(r), str(p), int(t)) for s, e, r, p, t in rows]
+
+    def services_with_files(self) -> dict[tuple[str, str], bool]:
+        """Per (service, environment) with spans or files stored: whether any of its spans
+        ever came from a code file (``code.file.path``).  A service that never sends file
+        paths makes none of its files dead-code candidates.  (The share of attributed spans
+        with a path is not computable: ``module_aggregates`` does not keep paths.)"""
+        with_files = {
+            (str(s), str(e))
+            for s, e in self.query("SELECT DISTINCT service, environment FROM file_last_seen")
+        }
+        known = {
+            (str(s), str(e))
+            for s, e in self.query("SELECT DISTINCT service, environment FROM module_aggregates")
+        }
+        return {key: key in with_files for key in sorted(known | with_files)}
+
+    def file_path_share(self) -> dict[str, float]:
+        """Per repository with attributed spans: the share of them from (service, environment)s
+        that ever sent a code file path attributed to it, an upper bound of the share of its
+        attributed spans that carry a path (which is not stored: ``module_aggregates`` keeps
+        no paths).  0 for a repository none of whose services sends paths."""
+        rows = self.query(
+            """
+            SELECT repository,
+                   sumIf(spans, (service, environment, repository) IN (
+                       SELECT DISTINCT service, environment, repository FROM file_last_seen)),
+                   sum(spans)
+            FROM module_aggregates
+            WHERE unattributed_reason = ''
+            GROUP BY repository
+            ORDER BY repository
+            """
+        )
+        return {str(r): (int(part) / int(whole) if whole else 0.0) for r, part, whole in rows}
 
     def query_coverage(
         self,

@@ -6,7 +6,8 @@
 * :mod:`.state` - ``deploys``, ``incidents`` and the stream's write-ahead ``stream_intents``;
 * :mod:`.coverage` - ``unattributed_names`` and the coverage read model;
 * :mod:`.costs` - ``service_costs`` and the cost-per-module read model;
-* :mod:`.history` - the git history tables (scans, commits, their files, the head's files).
+* :mod:`.history` - the git history tables (scans, commits, their files, the head's files);
+* :mod:`.loop` - incident links and the regression tickets (DORA, suspects, hotspots).
 
 It implements the store ports of :mod:`collector.ports` (checked by mypy below).
 """
@@ -19,13 +20,14 @@ from collector.exporters.clickhouse.aggregates import AggregateTables
 from collector.exporters.clickhouse.costs import CostTables
 from collector.exporters.clickhouse.coverage import CoverageTables
 from collector.exporters.clickhouse.history import HistoryTables
+from collector.exporters.clickhouse.loop import LoopTables
 from collector.exporters.clickhouse.migrations import SchemaMigrations
 from collector.exporters.clickhouse.state import StateTables
 from collector.ports import CostStore, CoverageStore, DirectStore, HistoryStore, StreamStore
 
 
 class ClickHouseStore(
-    SchemaMigrations, AggregateTables, StateTables, CoverageTables, CostTables, HistoryTables
+    SchemaMigrations, AggregateTables, StateTables, CoverageTables, CostTables, HistoryTables, LoopTables
 ):
     """Reads and writes prodloop's tables."""
 
