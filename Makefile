@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test setup lint typecheck unit integration kafka-up kafka-down bench golden clean
+.PHONY: demo test setup browser lint typecheck unit integration kafka-up kafka-down bench golden clean
 
 setup: $(STAMP)
 
@@ -29,7 +29,13 @@ typecheck: setup
 unit: setup
 	$(PY) -m pytest tests/unit -q
 
-test: setup lint typecheck
+# the report test opens the report in Debian's headless Chromium (a browser download cannot work here)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); $$sudo apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+test: setup browser lint typecheck
 	$(PY) -m pytest -q
 
 bench: setup

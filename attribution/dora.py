@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -198,26 +198,40 @@ class _Ancestry:
         return sorted((commits[s] for s in inside), key=lambda c: (-c.committed_at_unix_nano, c.sha))
 
 
-def _changes(timelines: Mapping[str, Sequence[DeployEvent]], ancestry: _Ancestry) -> dict[str, DeployChange]:
+ServiceModules = Mapping[str, Collection[str]]
+
+
+def _changes(
+    timelines: Mapping[str, Sequence[DeployEvent]], ancestry: _Ancestry, runs: ServiceModules | None
+) -> dict[str, DeployChange]:
     out: dict[str, DeployChange] = {}
-    for timeline in timelines.values():
+    for service, timeline in timelines.items():
         previous: DeployEvent | None = None
+        known = runs.get(service) if runs else None
         for d in timeline:
             prev = _previous_sha(d, previous)
             commits = tuple(ancestry.range(prev, d.commit_sha))
-            modules = tuple(sorted({m for c in commits for m in c.modules}))
+            modules = tuple(sorted({m for c in commits for m in c.modules if known is None or m in known}))
             out[d.deploy_id] = DeployChange(d.deploy_id, prev, commits, modules)
             previous = d
     return out
 
 
 def deploy_changes(
-    deploys: Sequence[DeployEvent], graph: CommitGraph, *, environment: str
+    deploys: Sequence[DeployEvent],
+    graph: CommitGraph,
+    *,
+    environment: str,
+    service_modules: ServiceModules | None = None,
 ) -> dict[str, DeployChange]:
     """:func:`deploy_range` and :func:`changed_modules` of every live deploy to
     ``environment``, keyed by deploy id (each deploy's ``previous`` is the live deploy before it
-    of the same service)."""
-    return _changes(_timelines(deploys, environment), _Ancestry(graph))
+    of the same service).
+
+    ``service_modules``: the modules each service runs (its spans' modules).  In a monorepo a
+    deploy ships every commit since the last one, but changes only the modules its service
+    runs: a service listed here changes only those (a service not listed, every module)."""
+    return _changes(_timelines(deploys, environment), _Ancestry(graph), service_modules)
 
 
 def _failures(
@@ -327,6 +341,7 @@ def deploy_failures(
     *,
     environment: str,
     window_ns: int,
+    service_modules: ServiceModules | None = None,
 ) -> dict[str, list[DeployFailure]]:
     """The failures of every live deploy ``D`` to ``environment``, keyed by deploy id; only
     failed deploys are keys.  "Within the window" is ``[D.deployed_at, D.deployed_at +
@@ -349,7 +364,8 @@ def deploy_failures(
     """
     timelines = _timelines(deploys, environment)
     ancestry = _Ancestry(graph)
-    return _failures(timelines, _changes(timelines, ancestry), ancestry, links, tickets, window_ns)
+    changes = _changes(timelines, ancestry, service_modules)
+    return _failures(timelines, changes, ancestry, links, tickets, window_ns)
 
 
 def time_to_restore_ns(deploy: DeployEvent, failures: Sequence[DeployFailure]) -> int | None:
@@ -411,6 +427,7 @@ def dora(
     window_ns: int,
     from_unix_nano: int,
     to_unix_nano: int,
+    service_modules: ServiceModules | None = None,
 ) -> list[DoraRow]:
     """The four keys per service and per (service, module), sorted by service, environment,
     module (the service's row, ``module == ""``, first).
@@ -434,11 +451,11 @@ def dora(
     * ``incident_ids``: the incidents among the failures the row counts.
 
     Previous deploys, rollbacks and the deploys that ship a revert are looked up among all the
-    live deploys given, inside the range or not.
+    live deploys given, inside the range or not.  ``service_modules``: see :func:`deploy_changes`.
     """
     timelines = _timelines(deploys, environment)
     ancestry = _Ancestry(graph)
-    changes = _changes(timelines, ancestry)
+    changes = _changes(timelines, ancestry, service_modules)
     failures = _failures(timelines, changes, ancestry, links, tickets, window_ns)
     days = (to_unix_nano - from_unix_nano) / _DAY_NS
     rows: list[DoraRow] = []

@@ -10,7 +10,7 @@
   commit: a merge's diff against its first parent repeats what its branch's commits changed.
   A range of merges only keeps them.
 * A deploy's commits are :func:`attribution.dora.deploy_range`.
-* :func:`suspects_markdown` renders the ranking as a Markdown section (tickets, PR comments).
+* Tickets show them (``collector.pipelines.alert_documents.suspect_blocks``).
 """
 
 from __future__ import annotations
@@ -74,34 +74,3 @@ def rank_suspects(commits: Sequence[Commit], modules: Collection[str], *, top: i
         )
     )
     return [replace(s, rank=rank) for rank, s in enumerate(scored[: max(top, 0)], start=1)]
-
-
-def _cell(text: str) -> str:
-    """Text safe inside a Markdown table cell."""
-    return " ".join(text.split()).replace("|", "\\|")
-
-
-def suspects_markdown(suspects: Sequence[Suspect], *, commit_url: str = "", pull_url: str = "") -> str:
-    """A ``### Suspect commits`` section: one table row per suspect.  ``commit_url`` is a
-    format with ``{sha}`` (the full SHA), ``pull_url`` one with ``{number}``; without them SHAs
-    and PR numbers are plain text.  "" when there are no suspects."""
-    if not suspects:
-        return ""
-    lines = [
-        "### Suspect commits",
-        "",
-        "| # | Commit | Subject | Author | Module churn | Files | PRs |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for s in suspects:
-        short = f"`{s.sha[:SHORT_SHA]}`"
-        commit = f"[{short}]({commit_url.replace('{sha}', s.sha)})" if commit_url else short
-        author = _cell(s.author_name or s.author_email)
-        churn = str(s.module_churn) if s.touched else f"— ({s.churn} elsewhere)"
-        files = ", ".join(f"`{_cell(p)}`" for p in s.files)
-        prs = ", ".join(
-            f"[#{n}]({pull_url.replace('{number}', str(n))})" if pull_url else f"#{n}"
-            for n in s.pull_requests
-        )
-        lines.append(f"| {s.rank} | {commit} | {_cell(s.subject)} | {author} | {churn} | {files} | {prs} |")
-    return "\n".join(lines) + "\n"

@@ -18,7 +18,8 @@ from attribution.codeowners import owner_kind
 from attribution.cost import Allocation, CostEntry, ModuleCost
 from attribution.history import Commit, HeadFile
 from attribution.model import DeployEvent, IncidentEvent
-from attribution.rules.findings import FindingKey
+from attribution.rules.findings import Finding, FindingKey
+from attribution.suspects import Suspect
 
 JsonValue: TypeAlias = "str | int | float | bool | list[JsonValue] | dict[str, JsonValue] | None"
 JsonObject: TypeAlias = "dict[str, JsonValue]"
@@ -583,6 +584,19 @@ class TicketRecord:
     @property
     def ref(self) -> TicketRef:
         return TicketRef(self.ticket_key, self.ticket_url)
+
+
+@dataclass(frozen=True, slots=True)
+class FindingSuspects:
+    """The commits most likely behind a finding (attribution.suspects), from git history."""
+
+    deploy_id: str
+    repository_url: str  # a GitHub repository URL for commit and pull request links, or ""
+    suspects: tuple[Suspect, ...]
+
+
+SuspectSource = Callable[[Finding], FindingSuspects | None]
+"""A finding's suspect commits, None without history (collector.app.longloop.StoreSuspects)."""
 
 
 class AlertLease(Protocol):

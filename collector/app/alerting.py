@@ -18,6 +18,7 @@ import httpx
 from pydantic import SecretStr
 
 from attribution.repository import Repository
+from collector.app.longloop import StoreSuspects
 from collector.app.rules_file import load_rules
 from collector.app.settings import AlertSettings, Settings
 from collector.errors import ConfigError
@@ -131,4 +132,5 @@ def build_alert_engine(
         dashboard_url=a.dashboard_url,
         settle_ns=a.settle_seconds * NS,
         lease=Lease(store, replica_id or a.replica_id or default_replica_id(), max(ttl_ns, interval_ns)),
+        suspects=StoreSuspects(store),  # type: ignore[arg-type]  # StateStore is the store (or SharedStore)
     )

@@ -16,6 +16,7 @@ from typing import TypeAlias
 
 from attribution.repository import Repository
 from collector.app.attribution_files import LoadedAttribution, load_attribution_from
+from collector.app.longloop import StoreSuspects
 from collector.app.rules_file import load_rules
 from collector.app.settings import Settings
 from collector.app.shared_store import SharedStore
@@ -289,5 +290,6 @@ def file_alert_engine(
         [sink],
         declared=declared_modules(repositories),
         dashboard_url=dashboard_url,
+        suspects=StoreSuspects(store),
     )
     return engine, sink

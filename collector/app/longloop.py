@@ -14,7 +14,7 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from attribution.coupling import Coupling, ModuleChange, change_coupling, module_changes
 from attribution.dead_code import DeadFile, dead_code, last_changed
@@ -37,10 +37,12 @@ from attribution.incident_window import (
     sum_signals,
 )
 from attribution.model import DeployEvent, IncidentEvent
+from attribution.rules.findings import Finding
 from attribution.suspects import Suspect, rank_suspects
 from collector.app.history_settings import HistorySettings
 from collector.exporters.clickhouse.alert_state import ClickHouseAlertState
 from collector.exporters.clickhouse.store import ClickHouseStore
+from collector.ports import FindingSuspects, HistoryStore
 
 _NS = 1_000_000_000
 
@@ -55,6 +57,7 @@ class LoopView:
     graph: CommitGraph
     links: list[IncidentLink]
     tickets: list[TicketFinding]
+    service_modules: dict[str, set[str]]
 
     def deploy(self, deploy_id: str) -> DeployEvent | None:
         return next((d for d in self.deploys if d.deploy_id == deploy_id), None)
@@ -120,10 +123,21 @@ def load_view(store: ClickHouseStore, settings: HistorySettings, *, now_unix_nan
     commits = store.load_commits()
     graph = CommitGraph(commits)
     links = link_incidents(store, incidents, deploys, graph, settings, now_unix_nano=now_unix_nano)
-    return LoopView(deploys, incidents, commits, graph, links, store.load_regression_tickets())
+    return LoopView(
+        deploys, incidents, commits, graph, links, store.load_regression_tickets(), service_modules(store)
+    )
 
 
 # -- the analyses ---------------------------------------------------------------------------------
+
+
+def service_modules(store: ClickHouseStore) -> dict[str, set[str]]:
+    """The modules each service's attributed spans ever came from (a monorepo deploy changes
+    only those of its service, attribution.dora.deploy_changes)."""
+    out: dict[str, set[str]] = defaultdict(set)
+    for service, _env, module in ClickHouseAlertState(store).last_seen(0):
+        out[service].add(module)
+    return dict(out)
 
 
 def dora_rows(
@@ -138,6 +152,7 @@ def dora_rows(
         window_ns=settings.failure_window_seconds * _NS,
         from_unix_nano=from_unix_nano,
         to_unix_nano=to_unix_nano,
+        service_modules=view.service_modules,
     )
 
 
@@ -227,15 +242,41 @@ def changes_in(commits: Sequence[Commit], from_unix_nano: int, to_unix_nano: int
     return module_changes([c for c in commits if from_unix_nano <= c.committed_at_unix_nano < to_unix_nano])
 
 
+def _history_names(attributed: set[str], scanned: set[str]) -> dict[str, str]:
+    """Attribution names repositories by URL when it has one, scans by name: each attributed
+    repository's scanned name (itself, the URL's last path part, or the only one scanned)."""
+    out: dict[str, str] = {}
+    for repo in attributed:
+        tail = repo.rstrip("/").removesuffix(".git").rsplit("/", 1)[-1]
+        if repo in scanned:
+            out[repo] = repo
+        elif tail in scanned:
+            out[repo] = tail
+        elif len(scanned) == 1:
+            out[repo] = next(iter(scanned))
+    return out
+
+
 def dead_code_rows(
     store: ClickHouseStore, view: LoopView, settings: HistorySettings, *, now_unix_nano: int
 ) -> list[DeadFile]:
-    seen = {(f.repository, f.path): f.last_seen_unix_nano for f in store.load_files_seen()}
+    head = store.load_head_files()
+    seen_rows = store.load_files_seen()
+    shares = store.file_path_share()
+    names = _history_names({f.repository for f in seen_rows} | set(shares), {f.repository for f in head})
+    seen: dict[tuple[str, str], int] = {}
+    for f in seen_rows:
+        key = (names.get(f.repository, f.repository), f.path)
+        seen[key] = max(seen.get(key, 0), f.last_seen_unix_nano)
+    path_share: dict[str, float] = {}
+    for repo, share in shares.items():
+        name = names.get(repo, repo)
+        path_share[name] = max(path_share.get(name, 0.0), share)
     return dead_code(
-        store.load_head_files(),
+        head,
         changed=last_changed(view.commits),
         seen=seen,
-        path_share=store.file_path_share(),
+        path_share=path_share,
         now_unix_nano=now_unix_nano,
         days=settings.dead_code_days,
     )
@@ -418,3 +459,33 @@ def report_data(
         ],
         "tickets": tickets,
     }
+
+
+class _SuspectStore(HistoryStore, Protocol):
+    def load_deploys(self) -> list[DeployEvent]: ...
+
+
+class StoreSuspects:
+    """The alert engine's :data:`collector.ports.SuspectSource`: a finding's suspects from the
+    stored history (None while no repository was scanned)."""
+
+    def __init__(self, store: _SuspectStore) -> None:
+        self.store = store
+
+    def __call__(self, f: Finding) -> FindingSuspects | None:
+        if not self.store.history_repositories() or not f.key.module:
+            return None
+        commits = self.store.load_commits()
+        view = LoopView(self.store.load_deploys(), [], commits, CommitGraph(commits), [], [], {})
+        blamed = f.observation.deploy
+        d, found = finding_suspects(
+            view,
+            service=f.key.service,
+            environment=f.key.environment,
+            module=f.key.module,
+            deploy_id=blamed.deploy_id if blamed else "",
+            at_unix_nano=f.evaluated_at_unix_nano,
+        )
+        return (
+            FindingSuspects(d.deploy_id, repository_url(d), tuple(found)) if d is not None and found else None
+        )

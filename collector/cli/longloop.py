@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from attribution.events import format_rfc3339
-from collector.cli.options import SettingsFlags, format_option, now_ns, store_options, time_range
+from collector.cli.options import SettingsFlags, format_option, now_ns, parse_time, store_options, time_range
 from collector.cli.render import render_table
 
 if TYPE_CHECKING:
@@ -239,16 +239,25 @@ def query_hotspots(flags: SettingsFlags, since: str, until: str, limit: int, fmt
 
 @click.command("dead-code")
 @store_options
+@click.option(
+    "--as-of",
+    "as_of",
+    default="now",
+    show_default=True,
+    help="Judge the spans up to this time (RFC 3339, unix s).",
+)
 @click.option("--limit", type=int, default=50, show_default=True, help="At most N rows (0: all).")
 @format_option(["table", "json"], "table")
-def query_dead_code(flags: SettingsFlags, limit: int, fmt: str) -> None:
+def query_dead_code(flags: SettingsFlags, as_of: str, limit: int, fmt: str) -> None:
     """Files at the scanned head that received no spans for history.dead_code_days, in
     repositories whose services emit code.file.path, weighted by size and by age."""
     from attribution.dead_code import dead_modules  # noqa: PLC0415  lazy: with the store
     from collector.app.longloop import dead_code_rows  # noqa: PLC0415  lazy: with the store
 
     with _view(flags) as (store, hs, view, now):
-        rows = dead_code_rows(store, view, hs, now_unix_nano=now)
+        at = parse_time(as_of, now)
+        assert at is not None
+        rows = dead_code_rows(store, view, hs, now_unix_nano=at)
         modules = dead_modules(store.load_head_files(), rows)
     shown = rows[:limit] if limit else rows
     if fmt == "json":

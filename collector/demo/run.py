@@ -20,15 +20,35 @@ from typing import Any
 import click
 
 from attribution.analysis import deploy_impact
+from attribution.attribute import Attributor
 from attribution.deploys import DeployTimeline
+from attribution.events import format_rfc3339
 from attribution.repository import Repository
 from collector.app import build
+from collector.app.history import scan_path
+from collector.app.history_settings import HistorySettings
+from collector.app.longloop import dora_rows, load_view, report_data
 from collector.app.settings import AttributionSettings, Settings, StoreSettings
 from collector.cli.render import render_modules_table
-from collector.demo.shop import SAMPLE_RATE_ATTRIBUTE, demo_dir, generate
+from collector.cli.report_html import render_report
+from collector.codec.events import decode_deploy
+from collector.demo.history import build_history, deploy_shas, prior_deploys
+from collector.demo.shop import (
+    DEFAULT_START_UNIX_NANO,
+    ENVIRONMENT,
+    REPOSITORY,
+    SAMPLE_RATE_ATTRIBUTE,
+    SERVICES,
+    demo_dir,
+    generate,
+)
+
+_S = 1_000_000_000
 
 
-def _write_inputs(out: Path, requests: list[bytes], deploys: list[dict[str, Any]]) -> tuple[Path, Path]:
+def _write_inputs(
+    out: Path, requests: list[bytes], deploys: list[dict[str, Any]], incidents: list[dict[str, Any]]
+) -> tuple[Path, Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     traces = out / "traces.lpb"
     with traces.open("wb") as fh:
@@ -37,7 +57,37 @@ def _write_inputs(out: Path, requests: list[bytes], deploys: list[dict[str, Any]
             fh.write(r)
     deploy_file = out / "deploys.jsonl"
     deploy_file.write_text("".join(json.dumps(d) + "\n" for d in deploys))
-    return traces, deploy_file
+    incident_file = out / "incidents.jsonl"
+    incident_file.write_text("".join(json.dumps(i) + "\n" for i in incidents))
+    return traces, deploy_file, incident_file
+
+
+def demo_incidents(deploys: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Two incidents: one its responders linked to checkout's deploy and module by hand, one
+    that names only the service (prodloop infers its deploy and module)."""
+    at = {d["deploy_id"]: decode_deploy(d).deployed_at_unix_nano for d in deploys}
+    pay, chk = at["deploy-payments-2.8.0"], at["deploy-checkout-1.8.4"]
+    return [
+        {
+            "incident_id": "INC-101",
+            "title": "Card payments slow and failing",
+            "services": ["payments"],
+            "started_at": format_rfc3339(pay + 90 * _S),
+            "resolved_at": format_rfc3339(pay + 330 * _S),
+            "severity": "sev2",
+        },
+        {
+            "incident_id": "INC-102",
+            "title": "Coupon totals off by a cent",
+            "services": ["checkout"],
+            "started_at": format_rfc3339(chk + 60 * _S),
+            "resolved_at": format_rfc3339(chk + 150 * _S),
+            "severity": "sev3",
+            "deploy_id": "deploy-checkout-1.8.4",
+            "modules": ["checkout/pricing"],
+            "postmortem_url": "https://wiki.acme.example/postmortems/INC-102",
+        },
+    ]
 
 
 def demo_settings(store_dsn: str) -> Settings:
@@ -45,6 +95,7 @@ def demo_settings(store_dsn: str) -> Settings:
     d = demo_dir()
     return Settings.model_construct(
         store=StoreSettings(dsn=store_dsn),
+        history=HistorySettings(production_environment=ENVIRONMENT),
         attribution=AttributionSettings(
             codeowners=d / "CODEOWNERS",
             modules=d / "modules.yaml",
@@ -70,6 +121,13 @@ def run_demo(
         store_dsn = "chdb://" + str(store_dir.resolve())
 
     echo(f"prodloop demo: {minutes} simulated minutes of a 4-service shop, seed {seed}")
+    repo_dir = base / "demo-repo"
+    if repo_dir.exists():
+        shutil.rmtree(repo_dir)
+    history = build_history(
+        repo_dir, start_unix_nano=DEFAULT_START_UNIX_NANO, run_seconds=minutes * 60, seed=seed
+    )
+    echo(f"  the shop's git history: {history.commits} commits over 3 weeks -> {repo_dir}")
     with click.progressbar(
         length=minutes * 60, label="  generating traffic (OpenTelemetry SDK)", width=30
     ) as bar:
@@ -81,9 +139,13 @@ def run_demo(
                 bar.update(step - last[0])
                 last[0] = step
 
-        traffic = generate(seed=seed, minutes=minutes, progress=progress)
+        traffic = generate(seed=seed, minutes=minutes, progress=progress, commit_shas=deploy_shas(history))
         bar.update(minutes * 60 - last[0])
-    traces, deploy_file = _write_inputs(data_dir, traffic.requests, traffic.deploys)
+    incidents = demo_incidents(traffic.deploys)
+    earlier = prior_deploys(history, SERVICES, ENVIRONMENT, REPOSITORY)
+    traces, deploy_file, incident_file = _write_inputs(
+        data_dir, traffic.requests, earlier + traffic.deploys, incidents
+    )
     n_spans = sum(r.spans for r in traffic.truth.values())
 
     settings = demo_settings(store_dsn)
@@ -100,11 +162,15 @@ def run_demo(
                 [deploy_file],
                 now_unix_nano=traffic.end_unix_nano,
                 progress=bar.update,
+                incident_files=[incident_file],
             )
         echo(
             f"  {summary.spans_read} spans ({n_spans} emitted), {100 * summary.attributed_ratio:.1f}% attributed, "
-            f"{summary.rows_written} aggregate rows, {summary.deploys_read} deploys -> {store_dsn}"
+            f"{summary.rows_written} aggregate rows, {summary.deploys_read} deploys, "
+            f"{summary.incidents_read} incidents -> {store_dsn}"
         )
+        scan = scan_path(store, Attributor(loaded.repositories), repo_dir, name=loaded.repositories[0].name)
+        echo(f"  history scan: {scan.new_commits} commits, {scan.head_files} files at the head")
         rows = store.query_modules(attributed_only=False)
         echo("")
         echo("Modules, slowest p95 first (the whole run):")
@@ -142,13 +208,50 @@ def run_demo(
                     f"   owners {', '.join(m.owners) or '-'}"
                 )
         tickets = _alert_tickets(store, loaded.repositories, traffic.end_unix_nano, data_dir, echo)
+        loop = _long_loop(store, settings, traffic.start_unix_nano, traffic.end_unix_nano, data_dir, echo)
     finally:
         store.close()
     echo("")
     echo(
         f"done in {time.monotonic() - t0:.1f}s.  Explore: prodloop query modules --store {store_dsn} --format json"
     )
-    return {"summary": summary, "impacts": impacts, "traffic": traffic, "tickets": tickets}
+    echo(f"report: {loop['report']}")
+    return {"summary": summary, "impacts": impacts, "traffic": traffic, "tickets": tickets, **loop}
+
+
+def _long_loop(
+    store: build.Store, settings: Settings, start: int, end: int, data_dir: Path, echo: Callable[[str], None]
+) -> dict[str, Any]:
+    """Incidents and their links, DORA, hotspots, and the report (docs/history.md)."""
+    hs = settings.history
+    view = load_view(store, hs, now_unix_nano=end)
+    echo("")
+    echo("Incidents, linked to a deploy and to modules (prodloop query incidents):")
+    for x in view.links:
+        echo(f"  {x.incident_id}  deploy {x.deploy_id or '-'}  ({x.deploy_evidence})")
+        echo(f"    modules {', '.join(x.modules) or '-'}  ({x.modules_evidence})")
+    since = start - 21 * 86_400 * _S
+    dora = dora_rows(view, hs, from_unix_nano=start, to_unix_nano=end)
+    echo("")
+    echo(f"DORA in {hs.production_environment}, this run (prodloop query dora):")
+    for r in dora:
+        if r.deploys:
+            echo(
+                f"  {(r.service if not r.module else '  ' + r.module):<24} {r.deploys} deploys, "
+                f"{r.failed_deploys} failed ({r.change_failure_rate:.0%}), lead time p50 "
+                f"{'-' if r.lead_time_p50_s is None else f'{r.lead_time_p50_s / 60:.0f} min'}"
+                f"  [{', '.join(r.failed_deploy_ids) or 'no failure'}]"
+            )
+    report = data_dir / "report.html"
+    # up to and including the last evaluation (the tickets it opened)
+    data = report_data(store, hs, from_unix_nano=since, to_unix_nano=end + _S, now_unix_nano=end)
+    report.write_text(render_report(data), encoding="utf-8")
+    top = data["hotspots"][:1]
+    if top:
+        h = top[0]
+        echo("")
+        echo(f"Top hotspot: {h['module']}: {h['changes']} changes x pain {h['pain']:g} = {h['hotspot']:g}")
+    return {"links": view.links, "dora": dora, "report": report.resolve(), "report_data": data}
 
 
 def _alert_tickets(

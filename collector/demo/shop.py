@@ -50,10 +50,11 @@ one interpreter: stack-trace frames inside the real ``json`` package carry its p
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import pathlib
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -80,6 +81,7 @@ __all__ = [
     "SOURCE_ROOT",
     "Traffic",
     "TruthRow",
+    "code_files",
     "demo_dir",
     "generate",
 ]
@@ -146,6 +148,18 @@ class Traffic:
     @property
     def total_spans(self) -> int:
         return sum(row.spans for row in self.truth.values())
+
+
+def code_files() -> list[str]:
+    """The shop's files its spans point at (``code.file.path`` or ``code.filepath`` under
+    :data:`SOURCE_ROOT`), sorted: the files of the demo's git history."""
+    out = set()
+    for value in globals().values():
+        if isinstance(value, _Loc):
+            path = value.attrs.get("code.file.path") or value.attrs.get("code.filepath")
+            if isinstance(path, str) and path.startswith(f"{SOURCE_ROOT}/"):
+                out.add(path)
+    return sorted(out)
 
 
 def demo_dir() -> pathlib.Path:
@@ -691,7 +705,9 @@ def _rfc3339(t_unix_nano: int) -> str:
     return text + "Z"
 
 
-def _plan_deploys(rng: random.Random, start: int, duration: int) -> list[_Deploy]:
+def _plan_deploys(
+    rng: random.Random, start: int, duration: int, shas: Mapping[str, tuple[str, str]] | None = None
+) -> list[_Deploy]:
     deploys: list[_Deploy] = []
     run_id = 7_100_000 + rng.randrange(100_000)
     live: dict[str, str] = {}
@@ -711,6 +727,11 @@ def _plan_deploys(rng: random.Random, start: int, duration: int) -> list[_Deploy
             _Deploy(f"deploy-{service}-{version}", service, version, sha, live[service], at, run_id)
         )
         live[service] = sha
+    if shas:  # real commits (collector.demo.history); the random draws above stay the same
+        deploys = [
+            dataclasses.replace(d, commit_sha=shas[d.deploy_id][0], previous_sha=shas[d.deploy_id][1])
+            for d in deploys
+        ]
     return deploys
 
 
@@ -1923,11 +1944,14 @@ def generate(
     start_unix_nano: int = DEFAULT_START_UNIX_NANO,
     progress: Callable[[int, int], None] | None = None,
     encoding: str = "otlp_proto",
+    commit_shas: Mapping[str, tuple[str, str]] | None = None,
 ) -> Traffic:
     """Simulate ``minutes`` of shop traffic from ``start_unix_nano``.
 
     ``encoding``: ``otlp_proto`` (ExportTraceServiceRequest bytes) or ``otlp_json`` (OTLP/JSON,
     one request per element, as the Collector's file exporter writes a line).
+    ``commit_shas``: deploy id -> (commit_sha, previous_sha), the SHAs of a real history
+    (:func:`collector.demo.history.deploy_shas`); without it the SHAs are random.
 
     The same arguments give identical bytes.  ``progress(done, total)`` is called as traces
     are generated (units: traces), last with ``done == total``.
@@ -1937,7 +1961,7 @@ def generate(
     rng = random.Random(seed)
     duration = minutes * 60 * _S
     end_unix_nano = start_unix_nano + duration
-    deploys = _plan_deploys(rng, start_unix_nano, duration)
+    deploys = _plan_deploys(rng, start_unix_nano, duration, commit_shas)
     timeline = _Timeline(deploys)
     regressing = deploys[len(SERVICES)]
     shop = _Shop(random.Random(rng.getrandbits(64)), timeline, regressing.commit_sha)

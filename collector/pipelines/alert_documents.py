@@ -15,6 +15,7 @@ from attribution.rules.values import format_duration, format_value
 from collector.codec.ticket_blocks import Block, Bullets, Heading, Inline, Para, Table, Text
 from collector.codec.ticket_document import Doc, marker
 from collector.errors import ConfigError
+from collector.ports import FindingSuspects
 
 NS = 1_000_000_000
 
@@ -151,8 +152,38 @@ def deploy_blocks(f: Finding) -> list[Block]:
     return [Heading("Deploy"), Bullets(tuple(items))]
 
 
-def ticket_doc(f: Finding, *, dashboard_url: str = "", previous_url: str = "", generation: int = 1) -> Doc:
-    """The ticket body: what, since when, the numbers, the code and owners, the deploy, the rule."""
+def suspect_blocks(found: FindingSuspects | None) -> list[Block]:
+    """The "Suspect commits" section: the commits of the blamed deploy ranked by their churn in
+    the module (attribution.suspects), linked to the commits and the pull requests they name."""
+    if found is None or not found.suspects:
+        return []
+    repo = found.repository_url
+    items: list[tuple[Inline, ...]] = []
+    for s in found.suspects:
+        sha = Text(s.sha[:12], code=True, href=f"{repo}/commit/{s.sha}" if repo else "")
+        churn = f"{s.module_churn} changed lines in the module" if s.touched else "did not touch the module"
+        parts: list[Inline] = [sha, f" {s.subject} — {s.author_name}, {churn}"]
+        for n in s.pull_requests:
+            parts += [", ", Text(f"#{n}", href=f"{repo}/pull/{n}" if repo else "")]
+        if s.files:
+            parts.append(f" ({', '.join(s.files[:3])}{', …' if len(s.files) > 3 else ''})")
+        items.append(tuple(parts))
+    lead = Para(
+        (f"The commits of {found.deploy_id}, those that changed the module first, by their churn there:",)
+    )
+    return [Heading("Suspect commits"), lead, Bullets(tuple(items))]
+
+
+def ticket_doc(
+    f: Finding,
+    *,
+    dashboard_url: str = "",
+    previous_url: str = "",
+    generation: int = 1,
+    suspects: FindingSuspects | None = None,
+) -> Doc:
+    """The ticket body: what, since when, the numbers, the code and owners, the deploy and its
+    suspect commits, the rule."""
     o = f.observation
     k = f.key
     blocks: list[Block] = []
@@ -186,6 +217,7 @@ def ticket_doc(f: Finding, *, dashboard_url: str = "", previous_url: str = "", g
         )
     blocks += [Heading("Evidence"), evidence_table(f)]
     blocks += deploy_blocks(f)
+    blocks += suspect_blocks(suspects)
     code: list[tuple[Inline, ...]] = []
     if k.module:
         code.append(("Module ", Text(k.module, code=True)))

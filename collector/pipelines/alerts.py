@@ -42,7 +42,16 @@ from attribution.rules.schema import RuleSet
 from attribution.rules.values import format_duration
 from collector.errors import ConfigError, StoreError, TicketError
 from collector.pipelines.alert_documents import note_doc, ticket_doc, ticket_title
-from collector.ports import AlertLease, AlertState, Note, TicketDraft, TicketRecord, TicketSink
+from collector.ports import (
+    AlertLease,
+    AlertState,
+    FindingSuspects,
+    Note,
+    SuspectSource,
+    TicketDraft,
+    TicketRecord,
+    TicketSink,
+)
 
 log = logging.getLogger("prodloop.alerts")
 
@@ -149,6 +158,7 @@ class AlertEngine:
         dashboard_url: str = "",
         settle_ns: int = 0,
         lease: AlertLease | None = None,
+        suspects: SuspectSource | None = None,
     ) -> None:
         names = [s.name for s in sinks]
         if len(set(names)) != len(names):
@@ -168,6 +178,7 @@ class AlertEngine:
         self.dashboard_url = dashboard_url
         self.settle_ns = settle_ns
         self.lease = lease
+        self.suspects = suspects
 
     # -- data ------------------------------------------------------------------------------
 
@@ -295,13 +306,26 @@ class AlertEngine:
             deploy_id=f.observation.deploy.deploy_id if f.observation.deploy else "",
         )
 
+    def _suspects(self, f: Finding) -> FindingSuspects | None:
+        if self.suspects is None:
+            return None
+        try:
+            return self.suspects(f)
+        except StoreError as exc:  # a ticket without suspects beats no ticket
+            log.warning("suspect commits of %s: %s", f.key, exc)
+            return None
+
     def _draft(self, f: Finding, generation: int, previous_url: str, now: int) -> TicketDraft:
         return TicketDraft(
             fingerprint=f.fingerprint,
             generation=generation,
             title=ticket_title(f),
             doc=ticket_doc(
-                f, dashboard_url=self.dashboard_url, previous_url=previous_url, generation=generation
+                f,
+                dashboard_url=self.dashboard_url,
+                previous_url=previous_url,
+                generation=generation,
+                suspects=self._suspects(f),
             ),
             labels=f.rule.ticket.labels,
             owners=f.observation.owners,

@@ -54,7 +54,7 @@ def demo(chdb_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[D
 
 def _run_demo(store: ClickHouseStore, tmp_path: Path) -> Demo:
     traffic = generate()  # the demo's defaults: seed 7, 10 minutes
-    traces, deploys = _write_inputs(tmp_path / "demo-data", traffic.requests, traffic.deploys)
+    traces, deploys, _ = _write_inputs(tmp_path / "demo-data", traffic.requests, traffic.deploys, [])
     settings = demo_settings(f"chdb://{tmp_path / 'unused'}")  # the store is the fixture's
     loaded = build.load_attribution(settings)
     summary = build.ingest_files(

@@ -65,12 +65,14 @@ def loop(store: ClickHouseStore, tmp_path: Path) -> tuple[ClickHouseStore, Shop]
     ]
     store.write_incidents(incidents, T0 * S)
     # INC-2's window is [T0+720, T0+1320), its baseline [T0+120, T0+720): cart's own errors go
-    # from 0 to 10%, payments/api's stay at 1%
+    # from 0 to 10%, payments/api's stay at 1%, search's at 0 (the shop service runs all three)
     rows = [
         _rows(T0 + 120, "cart", 100, 0),
         _rows(T0 + 120, "payments/api", 100, 1),
+        _rows(T0 + 120, "search", 100, 0),
         _rows(T0 + 780, "cart", 100, 10),
         _rows(T0 + 780, "payments/api", 100, 1),
+        _rows(T0 + 780, "search", 100, 0),
     ]
     store.write_aggregates(rows, 60 * S, dedup_token="longloop-test")
     # a regression_after_deploy ticket blaming d1 for cart, opened at T0+400

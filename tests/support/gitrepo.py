@@ -6,84 +6,11 @@ built, never from prodloop's scan.
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
+from collector.demo.history import GitRepo
+
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
-
-
-class GitRepo:
-    def __init__(self, path: Path, *, branch: str = "main") -> None:
-        self.path = path
-        path.mkdir(parents=True, exist_ok=True)
-        self.git("init", "-q", "-b", branch)
-
-    def git(self, *args: str, at: int = 0, author: str = "Ada <ada@example.com>") -> str:
-        name, _, email = author.partition(" <")
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("GIT_")},
-            "GIT_AUTHOR_NAME": name,
-            "GIT_AUTHOR_EMAIL": email.rstrip(">"),
-            "GIT_COMMITTER_NAME": name,
-            "GIT_COMMITTER_EMAIL": email.rstrip(">"),
-            "GIT_CONFIG_GLOBAL": os.devnull,
-            "GIT_CONFIG_NOSYSTEM": "1",
-        }
-        if at:
-            env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = f"{at} +0000"
-        done = subprocess.run(
-            ["git", "-C", str(self.path), *args], capture_output=True, text=True, env=env, check=False
-        )
-        assert done.returncode == 0, f"git {' '.join(args)}: {done.stderr}"
-        return done.stdout.strip()
-
-    def write(self, files: dict[str, str | bytes | None]) -> None:
-        """Write (or, for None, delete) files and stage them."""
-        for rel, content in files.items():
-            p = self.path / rel
-            if content is None:
-                self.git("rm", "-q", rel)
-                continue
-            p.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(content, bytes):
-                p.write_bytes(content)
-            else:
-                p.write_text(content)
-            self.git("add", rel)
-
-    def commit(
-        self,
-        message: str,
-        files: dict[str, str | bytes | None] | None = None,
-        *,
-        at: int,
-        author: str = "Ada <ada@example.com>",
-    ) -> str:
-        self.write(files or {})
-        self.git("commit", "-q", "--allow-empty", "-m", message, at=at, author=author)
-        return self.head()
-
-    def head(self) -> str:
-        return self.git("rev-parse", "HEAD")
-
-    def move(self, old: str, new: str) -> None:
-        (self.path / new).parent.mkdir(parents=True, exist_ok=True)
-        self.git("mv", old, new)
-
-    def checkout(self, branch: str, *, create: bool = False, start: str = "") -> None:
-        self.git("checkout", "-q", *(["-b", branch] if create else [branch]), *([start] if start else []))
-
-    def merge(self, branch: str, message: str, *, at: int) -> str:
-        self.git("merge", "-q", "--no-ff", "-m", message, branch, at=at)
-        return self.head()
-
-    def revert(self, sha: str, *, at: int) -> str:
-        self.git("revert", "--no-edit", sha, at=at)
-        return self.head()
-
-    def reset(self, sha: str) -> None:
-        self.git("reset", "-q", "--hard", sha)
 
 
 def lines(n: int, tag: str = "x") -> str:

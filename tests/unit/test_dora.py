@@ -263,3 +263,17 @@ def test_no_deploys_in_range() -> None:
     assert run(deploys=[DF], links=[], tickets=[]) == [
         DoraRow("shop", "production", "", 0, 0.0, 0, 0.0, None, None, (), (), ())
     ]
+
+
+def test_a_monorepo_deploy_changes_only_the_modules_its_service_runs() -> None:
+    # d2's range 2..3 changed cart and search; the web service only runs cart
+    web = [deploy("w1", "2", 1000, service="web"), deploy("w2", "3", 2000, service="web")]
+    everything = deploy_changes(web, GRAPH, environment="production")
+    assert everything["w2"].modules == ("cart", "search")
+    scoped = deploy_changes(web, GRAPH, environment="production", service_modules={"web": {"cart"}})
+    assert scoped["w2"].modules == ("cart",)
+    rows = dora(
+        web, GRAPH, [], [], environment="production", window_ns=DAY * S, from_unix_nano=1500 * S,
+        to_unix_nano=2500 * S, service_modules={"web": {"cart"}},
+    )  # fmt: skip
+    assert [(r.module, r.deploys) for r in rows] == [("", 1), ("cart", 1)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from attribution.history import Commit, CommitGraph, FileChange
-from attribution.suspects import Suspect, rank_suspects, suspects_markdown
+from attribution.suspects import Suspect, rank_suspects
 
 S = 1_000_000_000
 MODULES = ("payments/api", "payments/retry")
@@ -125,39 +125,6 @@ def test_at_most_ten_files_in_the_modules_first() -> None:
 def test_merges_kept_when_the_range_has_nothing_else() -> None:
     got = rank_suspects([LOG[8]], MODULES)
     assert [(s.sha[0], s.module_churn, s.pull_requests) for s in got] == [("9", 500, (43,))]
-
-
-def test_markdown_links_short_shas_and_pull_requests() -> None:
-    got = rank_suspects(GRAPH.range("2" * 40, "6" * 40), MODULES, top=3)  # 4, 3, 6
-    md = suspects_markdown(
-        got,
-        commit_url="https://github.com/acme/shop/commit/{sha}",
-        pull_url="https://github.com/acme/shop/pull/{number}",
-    )
-    assert md.startswith(
-        "### Suspect commits\n\n| # | Commit | Subject | Author | Module churn | Files | PRs |\n"
-    )
-    lines = md.splitlines()
-    assert len(lines) == 4 + 3
-    assert lines[5] == (
-        f"| 2 | [`333333333333`](https://github.com/acme/shop/commit/{'3' * 40}) "
-        "| payments: validate currency \\| totals (#42) | Dev 3 | 10 "
-        "| `payments/api/handler.py`, `cart/total.py` | [#42](https://github.com/acme/shop/pull/42) |"
-    )
-    assert lines[4].startswith(f"| 1 | [`444444444444`](https://github.com/acme/shop/commit/{'4' * 40}) |")
-    assert lines[6] == "| 3 | [`666666666666`](https://github.com/acme/shop/commit/" + "6" * 40 + ") " + (
-        "| cart: rewrite totals | Dev 6 | — (100 elsewhere) | `cart/total.py` |  |"
-    )
-    assert md.endswith("|\n")
-
-
-def test_markdown_without_urls_is_plain_and_empty_without_suspects() -> None:
-    md = suspects_markdown(rank_suspects([LOG[2]], MODULES))
-    assert "| 1 | `333333333333` | " in md
-    assert md.rstrip("\n").endswith("| #42 |")
-    assert "](" not in md
-    assert "3" * 13 not in md
-    assert suspects_markdown([]) == ""
 
 
 def test_suspect_is_a_frozen_value() -> None:
