@@ -17,7 +17,7 @@ from typing import Any
 
 from attribution.attribute import Attributor
 from collector.app.history_settings import HistoryRepository, HistorySettings
-from collector.errors import GitError, StoreError
+from collector.errors import ConfigError, GitError, StoreError
 from collector.ports import HistoryStore, ScanState
 from collector.receivers.git import GitRepository, sync_clone
 
@@ -88,8 +88,9 @@ def configured_repository(entry: HistoryRepository, clone_dir: Path) -> tuple[Gi
     is a URL) and the ref to scan."""
     if entry.path is not None:
         return GitRepository(entry.path, name=entry.name), entry.branch or "HEAD"
-    token = entry.token.get_secret_value() if entry.token else ""
-    repo = sync_clone(entry.url, clone_dir / entry.name, name=entry.name, token=token, branch=entry.branch)
+    repo = sync_clone(
+        entry.url, clone_dir / entry.name, name=entry.name, token=entry.token_value(), branch=entry.branch
+    )
     return repo, entry.branch or "HEAD"
 
 
@@ -102,7 +103,7 @@ def scan_configured(
         try:
             repo, ref = configured_repository(entry, settings.clone_dir)
             summary = scan_repository(store, attributor, repo, ref=ref)
-        except (GitError, StoreError) as exc:
+        except (GitError, StoreError, ConfigError) as exc:
             log.warning("history scan of %s failed: %s", entry.name, exc)
             continue
         log.info(

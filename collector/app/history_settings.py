@@ -7,6 +7,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from collector.errors import ConfigError
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -19,13 +21,29 @@ class HistoryRepository(_Section):
     path: Path | None = Field(None, description="a local git checkout")
     url: str = Field("", description="a clone URL (https); cloned and fetched under history.clone_dir")
     token: SecretStr | None = Field(None, description="token for the clone URL (never printed)")
+    token_file: Path | None = Field(None, description="a file holding the token (a mounted secret)")
     branch: str = Field("", description="the branch to follow; empty: the remote's default (HEAD)")
 
     @model_validator(mode="after")
     def _one_source(self) -> HistoryRepository:
         if (self.path is None) == (not self.url):
             raise ValueError(f"history repository {self.name!r}: give exactly one of path and url")
+        if self.token is not None and self.token_file is not None:
+            raise ValueError(f"history repository {self.name!r}: give token or token_file, not both")
         return self
+
+    def token_value(self) -> str:
+        """The token (from ``token`` or ``token_file``), "" without one."""
+        if self.token is not None:
+            return self.token.get_secret_value()
+        if self.token_file is not None:
+            try:
+                return self.token_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"history repository {self.name!r}: token_file {self.token_file}: {exc.strerror}"
+                ) from None
+        return ""
 
 
 class CouplingSettings(_Section):

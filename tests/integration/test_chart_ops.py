@@ -139,6 +139,10 @@ def test_by_default_every_pod_is_a_static_member_under_its_name(validated_tools:
             ["--set", "service.metrics_tls_key_file=/a.key"],
             "metrics_tls_key_file needs service.metrics_tls_cert_file",
         ),
+        (
+            ["--set", "history.cronjob.enabled=true"],
+            "history.cronjob.enabled needs a ClickHouse server",
+        ),
     ],
 )
 def test_the_chart_refuses_ops_settings_that_cannot_work(
@@ -146,3 +150,33 @@ def test_the_chart_refuses_ops_settings_that_cannot_work(
 ) -> None:
     proc = helm_template(validated_tools, *args)
     assert proc.returncode != 0 and message in proc.stderr, proc.stderr
+
+
+def test_the_history_cronjob_scans_the_configured_repositories(validated_tools: Path, tmp_path: Path) -> None:
+    docs = render(validated_tools, "-f", str(CHART / "ci" / "history-cronjob-values.yaml"))
+    (cron,) = by_kind(docs, "CronJob")
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["history", "scan", "--config", "/etc/prodloop/prodloop.yaml"]
+    assert cron["spec"]["schedule"] == "*/30 * * * *" and cron["spec"]["concurrencyPolicy"] == "Forbid"
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["git-tokens"] == "/etc/prodloop-git"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["git-tokens"]["secret"]["secretName"] == "prodloop-git-tokens"
+    assert "git-tokens" in {m["name"] for m in _container(docs)["volumeMounts"]}  # prodloop run too
+    (configmap,) = by_kind(docs, "ConfigMap")
+    (tmp_path / "prodloop.yaml").write_text(configmap["data"]["prodloop.yaml"])
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("PRODLOOP_")}
+    try:
+        settings = load_settings(tmp_path / "prodloop.yaml")
+    finally:
+        os.environ.update(saved)
+    h = settings.history
+    assert h.scan_interval_seconds == 0  # the CronJob scans; prodloop run does not
+    (repo,) = h.repositories
+    assert (repo.name, repo.url, str(repo.token_file)) == (
+        "shop",
+        "https://github.com/acme/shop.git",
+        "/etc/prodloop-git/shop",
+    )
+    assert h.production_environment == "prod" and h.coupling.min_shared_commits == 5

@@ -98,6 +98,8 @@ from Secrets as environment variables), with the mounted files filled in.
 {{- $_ := set $alerts "github" (omit $v.alerts.github "token") -}}
 {{- $_ := set $alerts "jira" (omit $v.alerts.jira "api_token") -}}
 {{- $_ := set $alerts "webhook" (omit $v.alerts.webhook "secret") -}}
+{{- $history := omit $v.history "cronjob" "gitTokenSecret" -}}
+{{- if $v.history.cronjob.enabled }}{{ $_ := set $history "scan_interval_seconds" 0 }}{{ end -}}
 {{- $cfg := dict
   "store" $store
   "attribution" $attribution
@@ -108,6 +110,7 @@ from Secrets as environment variables), with the mounted files filled in.
   "receiver" $receiver
   "alerts" $alerts
   "cost" $v.cost
+  "history" $history
 -}}
 {{- toYaml $cfg -}}
 {{- end }}
@@ -117,6 +120,9 @@ from Secrets as environment variables), with the mounted files filled in.
 {{- $server := or (hasPrefix "http://" .Values.store.dsn) (hasPrefix "https://" .Values.store.dsn) -}}
 {{- if and (gt (int .Values.replicaCount) 1) (not $server) -}}
 {{- fail "replicaCount > 1 needs a ClickHouse server: set store.dsn to http(s)://HOST:8123 (the embedded store belongs to one process)" -}}
+{{- end -}}
+{{- if and .Values.history.cronjob.enabled (not $server) -}}
+{{- fail "history.cronjob.enabled needs a ClickHouse server: set store.dsn to http(s)://HOST:8123 (the embedded store belongs to the running pod)" -}}
 {{- end -}}
 {{- if and (gt (int .Values.replicaCount) 1) .Values.persistence.enabled -}}
 {{- fail "persistence.enabled is for the embedded store of a single replica; with a ClickHouse server use replicaCount > 1 without persistence" -}}
