@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from attribution.cost import MICRO_USD, BillingFile, format_usd, headline, parse_billing_csv
-from collector.cli.options import SettingsFlags, format_option, now_ns, store_options, time_range
+from collector.cli.options import (
+    SettingsFlags,
+    format_option,
+    now_ns,
+    range_options,
+    store_options,
+    time_range,
+)
 from collector.cli.render import fail, render_table
 
 if TYPE_CHECKING:
@@ -177,26 +184,7 @@ def _file_json(p: BillingFile) -> dict[str, Any]:
 
 @click.command("cost")
 @store_options
-@click.option(
-    "--since",
-    "--from",
-    "since",
-    envvar="PRODLOOP_QUERY__SINCE",
-    show_envvar=True,
-    default="-7d",
-    show_default=True,
-    help="Start (RFC 3339, unix s, or -2h).",
-)
-@click.option(
-    "--until",
-    "--to",
-    "until",
-    envvar="PRODLOOP_QUERY__UNTIL",
-    show_envvar=True,
-    default="now",
-    show_default=True,
-    help="End, exclusive.",
-)
+@range_options("-7d")
 @click.option("--service", envvar="PRODLOOP_QUERY__SERVICE", show_envvar=True, help="Only this service.")
 @click.option(
     "--environment",

@@ -19,6 +19,7 @@ from collector.cli.options import (
     attribution_options,
     format_option,
     now_ns,
+    range_options,
     store_options,
     time_range,
 )
@@ -128,26 +129,7 @@ def _range_options(f: F) -> F:
     f = click.option(
         "--repository", envvar="PRODLOOP_QUERY__REPOSITORY", show_envvar=True, help="Only this repository."
     )(f)
-    f = click.option(
-        "--until",
-        "--to",
-        "until",
-        envvar="PRODLOOP_QUERY__UNTIL",
-        show_envvar=True,
-        default="now",
-        show_default=True,
-        help="Commits before this (committer time).",
-    )(f)
-    return click.option(
-        "--since",
-        "--from",
-        "since",
-        envvar="PRODLOOP_QUERY__SINCE",
-        show_envvar=True,
-        default="-90d",
-        show_default=True,
-        help="Commits from this (RFC 3339, unix s, or -30d).",
-    )(f)
+    return range_options("-90d", "committer time")(f)
 
 
 def _load(

@@ -4,48 +4,28 @@ deploys, incidents, tickets and the runtime aggregates.  The method: docs/histor
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from attribution.events import format_rfc3339
-from collector.cli.options import SettingsFlags, format_option, now_ns, parse_time, store_options, time_range
+from collector.cli.options import (
+    SettingsFlags,
+    format_option,
+    now_ns,
+    parse_time,
+    range_options,
+    store_options,
+    time_range,
+)
 from collector.cli.render import render_table
 
 if TYPE_CHECKING:
     from collector.app.history_settings import HistorySettings
     from collector.app.longloop import LoopView
     from collector.exporters.clickhouse.store import ClickHouseStore
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _range(default_since: str) -> Callable[[F], F]:
-    def decorate(f: F) -> F:
-        f = click.option(
-            "--until",
-            "--to",
-            "until",
-            envvar="PRODLOOP_QUERY__UNTIL",
-            show_envvar=True,
-            default="now",
-            show_default=True,
-            help="End, exclusive.",
-        )(f)
-        return click.option(
-            "--since",
-            "--from",
-            "since",
-            envvar="PRODLOOP_QUERY__SINCE",
-            show_envvar=True,
-            default=default_since,
-            show_default=True,
-            help="Start (RFC 3339, unix s, or -30d).",
-        )(f)
-
-    return decorate
 
 
 @contextmanager
@@ -86,7 +66,7 @@ def _echo_json(value: Any) -> None:
 
 @click.command("dora")
 @store_options
-@_range("-30d")
+@range_options("-30d")
 @click.option("--service", help="Only this service.")
 @format_option(["table", "json"], "table")
 def query_dora(flags: SettingsFlags, since: str, until: str, service: str | None, fmt: str) -> None:
@@ -127,7 +107,7 @@ def query_dora(flags: SettingsFlags, since: str, until: str, service: str | None
 
 @click.command("incidents")
 @store_options
-@_range("-90d")
+@range_options("-90d", "incident start")
 @format_option(["table", "json"], "table")
 def query_incidents(flags: SettingsFlags, since: str, until: str, fmt: str) -> None:
     """Incidents, the deploy and the modules each is linked to, and the evidence: explicit in
@@ -213,7 +193,7 @@ def query_suspects(flags: SettingsFlags, top: int, fmt: str) -> None:
 
 @click.command("hotspots")
 @store_options
-@_range("-30d")
+@range_options("-30d")
 @click.option("--limit", type=int, default=20, show_default=True, help="At most N rows (0: all).")
 @format_option(["table", "json"], "table")
 def query_hotspots(flags: SettingsFlags, since: str, until: str, limit: int, fmt: str) -> None:

@@ -179,6 +179,36 @@ def parse_time(value: str | None, now: int) -> int | None:
         raise click.BadParameter(str(exc)) from None
 
 
+def range_options(default_since: str, of: str = "") -> Callable[[F], F]:
+    """``--since``/``--from`` and ``--until``/``--to`` (the command gets ``since`` and ``until``;
+    :func:`time_range` turns them into nanoseconds).  ``of``: what the range selects."""
+    suffix = f" ({of})" if of else ""
+
+    def decorate(f: F) -> F:
+        f = click.option(
+            "--until",
+            "--to",
+            "until",
+            envvar="PRODLOOP_QUERY__UNTIL",
+            show_envvar=True,
+            default="now",
+            show_default=True,
+            help=f"End, exclusive{suffix}.",
+        )(f)
+        return click.option(
+            "--since",
+            "--from",
+            "since",
+            envvar="PRODLOOP_QUERY__SINCE",
+            show_envvar=True,
+            default=default_since,
+            show_default=True,
+            help=f"Start{suffix}: RFC 3339, unix s, or {default_since}.",
+        )(f)
+
+    return decorate
+
+
 def time_range(since: str, until: str, now: int) -> tuple[int, int]:
     """``--since`` and ``--until`` as ``[start, end)`` in Unix nanoseconds; end after start."""
     start, end = parse_time(since, now), parse_time(until, now)
