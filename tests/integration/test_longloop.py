@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 
 from attribution.aggregate import NO_MIN, AggregateRow
+from attribution.hotspots import hotspots
 from attribution.model import DeployEvent, IncidentEvent
 from attribution.repository import Repository
 from collector.app.history import scan_path
 from collector.app.history_settings import HistorySettings
-from collector.app.longloop import dora_rows, load_view, suspect_lists
+from collector.app.longloop import changes_in, dora_rows, load_view, pain_rows, suspect_lists
 from collector.exporters.clickhouse.alert_state import TicketBook
 from collector.exporters.clickhouse.store import ClickHouseStore
 from collector.ports import TicketRecord
@@ -185,13 +186,21 @@ def test_the_report_draws_in_headless_chromium_offline_and_shows_the_query_resul
         assert drawn["hotspots"][:2] == (3, 3)  # cart, payments/api, search changed
         assert drawn["pain"][:2] == (len(data["pain"]), len(data["pain"]))
         assert all(width > 100 for _, _, width in drawn.values())
-        cells = browser.run(
-            "return [...document.querySelectorAll('table[data-table=dora] td[data-key]')].map(k =>"
+        table = (
+            "return [...document.querySelectorAll('table[data-table=NAME] td[data-key]')].map(k =>"
             " [k.dataset.key, [...k.parentElement.querySelectorAll('td[data-value]')]"
             ".map(c => [c.dataset.field, c.dataset.value])])"
         )
-    shown = {key: dict(values) for key, values in cells}
+        dora_cells = {key: dict(v) for key, v in browser.run(table.replace("NAME", "dora"))}
+        hotspot_cells = {key: dict(v) for key, v in browser.run(table.replace("NAME", "hotspots"))}
     for row in dora:
-        values = shown[row.module or row.service]
+        values = dora_cells[row.module or row.service]
         assert float(values["change_failure_rate"]) == pytest.approx(row.change_failure_rate)
         assert int(values["deploys"]) == row.deploys and int(values["failed_deploys"]) == row.failed_deploys
+    # the hotspots table shows what `prodloop query hotspots` answers
+    pain = pain_rows(store, view, settings, **span)
+    spots = hotspots(changes_in(view.commits, span["from_unix_nano"], span["to_unix_nano"]), pain)
+    assert {h.module: (h.changes, h.pain, h.hotspot) for h in spots} == {
+        key: (int(v["changes"]), float(v["pain"]), float(v["hotspot"])) for key, v in hotspot_cells.items()
+    }
+    assert spots[0].module == "cart"  # 4 changes x pain 4 (INC-2 x 3, the ticket x 1)
