@@ -137,7 +137,8 @@ class HistoryRescans:
         return bool(self._settings.repositories) and self._settings.scan_interval_seconds > 0
 
     def start(self) -> None:
-        if self.enabled:
+        """Start the re-scans (once; later calls do nothing)."""
+        if self.enabled and self._thread.ident is None and not self._stop.is_set():
             log.info(
                 "history: re-scanning %s every %d s",
                 ", ".join(r.name for r in self._settings.repositories),

@@ -156,6 +156,7 @@ def run_stream(settings: Settings, stop: threading.Event, metrics: Metrics, read
     )
     alerts = AlertLoop(settings, shared, loaded.repositories)
     rescans = _history_rescans(settings, loaded.repositories)
+    rescans.start()  # open_store above migrated the store
     grace = settings.service.grace_seconds
     receivers: Receivers | None = None
     with contextlib.ExitStack() as advertised:
@@ -216,12 +217,11 @@ def _start_gateway(settings: Settings, shared: SharedStore, metrics: Metrics) ->
 
 
 def _history_rescans(settings: Settings, repositories: list[Repository]) -> HistoryRescans:
-    """The periodic git re-scans (history.repositories), started."""
-    rescans = HistoryRescans(
+    """The periodic git re-scans (history.repositories), not started: start them once the
+    store is migrated (they open their own client without migrating)."""
+    return HistoryRescans(
         lambda: build.open_store(settings, migrate=False), Attributor(repositories), settings.history
     )
-    rescans.start()
-    return rescans
 
 
 def run(settings: Settings, stop: threading.Event | None = None) -> int:
@@ -266,6 +266,7 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
                 metrics.registry.register(ReceiverStatsCollector(receivers.sink))
                 ready.watch(pipeline=receivers.sink)
                 ready.set()
+                rescans.start()  # the direct pipeline migrated the store
 
             run_receivers_forever(
                 settings, stop, on_ready=on_ready, on_tick=on_tick, repositories=repositories

@@ -9,6 +9,11 @@ lines, and which deploys shipped which SHAs.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +23,7 @@ from attribution.history import CommitGraph
 from attribution.repository import Repository
 from collector.app.history import scan_path
 from collector.exporters.clickhouse.store import ClickHouseStore
-from tests.conftest import run_prodloop
+from tests.conftest import REPO, run_prodloop
 from tests.support.gitrepo import T0, Shop, lines
 
 pytestmark = pytest.mark.integration
@@ -175,3 +180,38 @@ def test_scan_and_queries_from_the_cli(tmp_path: Path, shop: Shop) -> None:
     assert json.loads(strict.stdout)["pairs"] == []  # the defaults need 5 shared commits
     bad = run_prodloop("history", "scan", "--repo", str(tmp_path), "--store", store)
     assert bad.returncode == 2 and "not a git repository" in bad.stderr and str(tmp_path) in bad.stderr
+
+
+def test_prodloop_run_rescans_the_configured_repositories(tmp_path: Path, shop: Shop) -> None:
+    config = tmp_path / "prodloop.yaml"
+    config.write_text(
+        f"store: {{dsn: 'chdb://{tmp_path / 'store'}'}}\n"
+        "receiver: {grpc_port: 0, http_port: 0}\nservice: {metrics_port: 0}\n"
+        f"history: {{repositories: [{{name: shop, path: '{shop.repo.path}'}}], scan_interval_seconds: 1}}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRODLOOP_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "collector.cli", "run", "--config", str(config)],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(4)
+        shop.repo.commit("c6: while running", {"search/q.py": lines(9)}, at=T0 + 700)
+        time.sleep(4)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out[-2000:]
+    assert "history scan of shop: 7 new commits" in out and "history scan of shop: 1 new commits" in out
+    done = run_prodloop(
+        "query",
+        "history",
+        "--store",
+        f"chdb://{tmp_path / 'store'}",
+        "--since",
+        str(T0 - 1),
+        "--format",
+        "json",
+    )
+    rows = {r["module"]: r for r in json.loads(done.stdout)["modules"]}
+    assert rows["search"]["changes"] == 2  # m1 and c6
