@@ -28,6 +28,11 @@ class HistoryRepository(_Section):
     def _one_source(self) -> HistoryRepository:
         if (self.path is None) == (not self.url):
             raise ValueError(f"history repository {self.name!r}: give exactly one of path and url")
+        if self.url and "@" in self.url.partition("://")[2].split("/", 1)[0]:
+            raise ValueError(
+                f"history repository {self.name!r}: the url carries credentials; "
+                "give the token as token or token_file (never printed) instead"
+            )
         if self.token is not None and self.token_file is not None:
             raise ValueError(f"history repository {self.name!r}: give token or token_file, not both")
         return self

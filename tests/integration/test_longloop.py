@@ -21,8 +21,8 @@ from attribution.hotspots import hotspots
 from attribution.model import DeployEvent, IncidentEvent
 from attribution.repository import Repository
 from collector.app.history import scan_path
-from collector.app.history_settings import HistorySettings
-from collector.app.longloop import changes_in, dora_rows, load_view, pain_rows, suspect_lists
+from collector.app.history_settings import CouplingSettings, HistorySettings
+from collector.app.longloop import changes_in, coupling_rows, dora_rows, load_view, pain_rows, suspect_lists
 from collector.exporters.clickhouse.alert_state import TicketBook
 from collector.exporters.clickhouse.store import ClickHouseStore
 from collector.ports import TicketRecord
@@ -165,7 +165,10 @@ def test_the_report_draws_in_headless_chromium_offline_and_shows_the_query_resul
     from tests.support.browser import open_page
 
     store, _ = loop
-    settings = HistorySettings()
+    # coupling thresholds this small history passes: cart & payments/api, cart & search
+    settings = HistorySettings(
+        coupling=CouplingSettings(min_revisions=1, min_shared_commits=1, min_coupling=0)
+    )
     span = {"from_unix_nano": T0 * S, "to_unix_nano": (T0 + 3600) * S}
     data = report_data(store, settings, now_unix_nano=(T0 + 3600) * S, **span)
     page = tmp_path / "report.html"
@@ -185,6 +188,7 @@ def test_the_report_draws_in_headless_chromium_offline_and_shows_the_query_resul
         assert drawn["dora"][:2] == (3, 3)  # cart, payments/api, search
         assert drawn["hotspots"][:2] == (3, 3)  # cart, payments/api, search changed
         assert drawn["pain"][:2] == (len(data["pain"]), len(data["pain"]))
+        assert drawn["coupling"][:2] == (2, 2)  # one cell per coupled pair
         assert all(width > 100 for _, _, width in drawn.values())
         table = (
             "return [...document.querySelectorAll('table[data-table=NAME] td[data-key]')].map(k =>"
@@ -193,6 +197,12 @@ def test_the_report_draws_in_headless_chromium_offline_and_shows_the_query_resul
         )
         dora_cells = {key: dict(v) for key, v in browser.run(table.replace("NAME", "dora"))}
         hotspot_cells = {key: dict(v) for key, v in browser.run(table.replace("NAME", "hotspots"))}
+        pairs = browser.run(
+            "return [...document.querySelectorAll('table[data-table=coupling] td[data-key]')].map(k =>"
+            " [k.dataset.key, k.nextElementSibling.textContent,"
+            " Number(k.parentElement.querySelector('td[data-field=co_changes]').dataset.value),"
+            " Number(k.parentElement.querySelector('td[data-field=coupling]').dataset.value)])"
+        )
     for row in dora:
         values = dora_cells[row.module or row.service]
         assert float(values["change_failure_rate"]) == pytest.approx(row.change_failure_rate)
@@ -203,4 +213,14 @@ def test_the_report_draws_in_headless_chromium_offline_and_shows_the_query_resul
     assert {h.module: (h.changes, h.pain, h.hotspot) for h in spots} == {
         key: (int(v["changes"]), float(v["pain"]), float(v["hotspot"])) for key, v in hotspot_cells.items()
     }
+    assert (
+        sorted(map(tuple, pairs))
+        == sorted(
+            (p.module_a, p.module_b, p.co_changes, p.coupling)
+            for p in coupling_rows(
+                [c for c in view.commits if c.committed_at_unix_nano < (T0 + 3600) * S], settings
+            )
+        )
+        == [("cart", "payments/api", 2, 0.5), ("cart", "search", 1, 0.4)]
+    )
     assert spots[0].module == "cart"  # 4 changes x pain 4 (INC-2 x 3, the ticket x 1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from attribution.coupling import change_coupling, lead_times, module_changes
@@ -101,3 +103,21 @@ def test_lead_time_reaches_branch_commits_through_the_merge() -> None:
         "5": ("d2", 10),
     }
     assert lead_times(graph, deploys[:1], environment="production") == []
+
+
+def test_a_repository_url_with_credentials_is_refused_without_echoing_them(tmp_path: Path) -> None:
+    from collector.app.history_settings import HistoryRepository
+    from collector.app.settings import load_settings
+    from collector.errors import ConfigError
+
+    config = tmp_path / "prodloop.yaml"
+    config.write_text(
+        'history: {repositories: [{name: x, url: "https://bob:hunter2@github.com/acme/x.git"}]}\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config)
+    assert "url carries credentials" in str(caught.value) and "hunter2" not in str(caught.value)
+    ok = HistoryRepository.model_validate(
+        {"name": "x", "url": "https://github.com/acme/x.git", "token": "t0k"}
+    )
+    assert ok.token_value() == "t0k" and "t0k" not in repr(ok)
