@@ -74,14 +74,23 @@ def _signal(row: Mapping[str, Any]) -> ModuleSignal:
     )
 
 
-def _signals(store: ClickHouseStore, services: Sequence[str], lo: int, hi: int) -> dict[str, ModuleSignal]:
-    rows: list[tuple[str, ModuleSignal]] = []
-    for service in services:
+def _signals(
+    store: ClickHouseStore, lo: int, hi: int, services: Sequence[str] | None = None
+) -> dict[tuple[str, str, str], ModuleSignal]:
+    """Per (service, environment, module): the sums over windows starting in ``[lo, hi)``."""
+    out: dict[tuple[str, str, str], ModuleSignal] = defaultdict(ModuleSignal)
+    every: list[str | None] = list(services) if services else [None]
+    for service in every:
         for r in store.query_modules(
             from_unix_nano=lo, to_unix_nano=hi, service=service, attributed_only=True
         ):
-            rows.append((str(r["module"]), _signal(r)))
-    return sum_signals(rows)
+            key = (str(r["service"]), str(r["environment"]), str(r["module"]))
+            out[key] = out[key] + _signal(r)
+    return dict(out)
+
+
+def _by_module(signals: Mapping[tuple[str, str, str], ModuleSignal]) -> dict[str, ModuleSignal]:
+    return sum_signals((module, s) for (_svc, _env, module), s in signals.items())
 
 
 def regressed_in(store: ClickHouseStore, incident: IncidentEvent) -> dict[str, str]:
@@ -89,8 +98,9 @@ def regressed_in(store: ClickHouseStore, incident: IncidentEvent) -> dict[str, s
     (b_lo, b_hi), (i_lo, i_hi) = incident_windows(
         incident.started_at_unix_nano, incident.resolved_at_unix_nano
     )
+    services = incident.services
     return regressed_modules(
-        _signals(store, incident.services, b_lo, b_hi), _signals(store, incident.services, i_lo, i_hi)
+        _by_module(_signals(store, b_lo, b_hi, services)), _by_module(_signals(store, i_lo, i_hi, services))
     )
 
 
@@ -208,8 +218,8 @@ def pain_rows(
     )
     mid = from_unix_nano + (to_unix_nano - from_unix_nano) // 2
     halves = [
-        _signals_by_key(store, from_unix_nano, mid),
-        _signals_by_key(store, mid, to_unix_nano),
+        _signals(store, from_unix_nano, mid),
+        _signals(store, mid, to_unix_nano),
     ]
     self_regressions: dict[tuple[str, str, str], int] = {}
     for key in keys:
@@ -228,14 +238,6 @@ def pain_rows(
         shares=shares,
         weights=weights,
     )
-
-
-def _signals_by_key(store: ClickHouseStore, lo: int, hi: int) -> dict[tuple[str, str, str], ModuleSignal]:
-    out: dict[tuple[str, str, str], ModuleSignal] = defaultdict(ModuleSignal)
-    for r in store.query_modules(from_unix_nano=lo, to_unix_nano=hi, attributed_only=True):
-        key = (str(r["service"]), str(r["environment"]), str(r["module"]))
-        out[key] = out[key] + _signal(r)
-    return dict(out)
 
 
 def changes_in(commits: Sequence[Commit], from_unix_nano: int, to_unix_nano: int) -> list[ModuleChange]:

@@ -263,9 +263,9 @@ def token_env(token: str) -> dict[str, str]:
 
 
 def sync_clone(url: str, dest: Path, *, name: str, token: str = "", branch: str = "") -> GitRepository:
-    """Clone ``url`` bare into ``dest`` (first time) or fetch it; the repository to scan.
-    Scan ``branch`` (or the remote's HEAD) with ``ref="FETCH_HEAD"``-free names: the clone is
-    a mirror of the remote's branches."""
+    """Clone ``url`` bare into ``dest`` the first time, else fetch its branches (only
+    ``branch`` when given) into the clone's own; the repository to scan (its ``HEAD`` is the
+    remote's default branch, or scan ``branch`` by name)."""
     env = token_env(token) if token else {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
     repo = GitRepository(dest, name=name, env=env)
     if not (dest / "HEAD").exists():
