@@ -238,6 +238,11 @@ def test_gateway_events_and_bad_input(
     assert t.key == (b"\x01" * 16).hex().encode()
 
 
+# kafka-python (3.0.12) sometimes drops, rather than closes, the socket of a connection to the
+# broker this test stops: garbage collection then warns in a later test's teardown.  The test
+# is about the gateway's answers, not the library's sockets (one flake in 2 clean-clone runs).
+@pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_gateway_answers_unavailable_while_the_broker_is_down(
     kafka_broker: KafkaBroker, topics: dict[str, str]
 ) -> None:
