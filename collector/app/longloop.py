@@ -117,9 +117,13 @@ def link_incidents(
     window = settings.incident_deploy_window_seconds * _NS
     links: list[IncidentLink] = []
     for inc in incidents:
-        regressed = {} if inc.modules else regressed_in(store, inc)
+        link = link_incident(inc, deploys, graph, (), window_ns=window)
+        if inc.modules or not link.deploy_id:
+            links.append(link)  # explicit modules, or no deploy to infer them from
+            continue
+        regressed = regressed_in(store, inc)  # 4 reads: only when inference needs them
         link = link_incident(inc, deploys, graph, regressed, window_ns=window)
-        if link.modules and not inc.modules:
+        if link.modules:
             why = "; ".join(f"{m}: {regressed[m]}" for m in link.modules)
             link = dataclasses.replace(link, modules_evidence=f"{link.modules_evidence} ({why})")
         links.append(link)
