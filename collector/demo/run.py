@@ -1,11 +1,15 @@
 """``prodloop demo``: the whole loop on the embedded store, on a bundled shop.
 
-1. The shop (``collector/demo/shop.py``) runs its simulated traffic through the real
+1. The shop's git history is built first (``collector/demo/history.py``, fixed dates), so its
+   deploys carry real SHAs.
+2. The shop (``collector/demo/shop.py``) runs its simulated traffic through the real
    OpenTelemetry SDK and OTLP encoder; the requests are written to a length-prefixed
-   protobuf file and the deploy events to a JSON-lines file, as a user would have them.
-2. ``prodloop ingest``'s own code path attributes and aggregates them into a fresh chDB
-   store under ``./.prodloop/demo``.
-3. The module table and, per deploy, the modules that changed most are printed.
+   protobuf file, the deploy and incident events to JSON-lines files, as a user would have them.
+3. ``prodloop ingest``'s own code path attributes and aggregates them into a fresh chDB
+   store under ``./.prodloop/demo``; the history is scanned into it.
+4. The module table, per deploy the modules that changed most, the tickets the rules open
+   (with their suspect commits), the incidents' links and DORA are printed, and the report is
+   written (``.prodloop/demo-data/report.html``).
 """
 
 from __future__ import annotations
