@@ -29,7 +29,7 @@ from collector.exporters.tickets.http import RetryPolicy
 from collector.exporters.tickets.jira import JiraSink
 from collector.exporters.tickets.webhook import WebhookSink
 from collector.pipelines.alerts import AlertEngine, declared_modules
-from collector.ports import TicketSink
+from collector.ports import TicketRecord, TicketSink
 
 NS = 1_000_000_000
 
@@ -134,3 +134,10 @@ def build_alert_engine(
         lease=Lease(store, replica_id or a.replica_id or default_replica_id(), max(ttl_ns, interval_ns)),
         suspects=StoreSuspects(store),  # type: ignore[arg-type]  # StateStore is the store (or SharedStore)
     )
+
+
+def latest_tickets(store: StateStore) -> list[TicketRecord]:
+    """The latest record of each finding on each sink (``prodloop query tickets``), by
+    service, module, rule and sink."""
+    records = ClickHouseAlertState(store).latest_tickets().values()
+    return sorted(records, key=lambda r: (r.service, r.environment, r.module, r.rule, r.sink))

@@ -27,6 +27,7 @@ from collector.cli.longloop import (
 )
 from collector.cli.options import SettingsFlags, store_options
 from collector.cli.query import query
+from collector.cli.records import query_deploys, query_tickets
 from collector.cli.render import fail
 from collector.cli.report import report
 from collector.cli.run import run
@@ -136,5 +137,13 @@ query.add_command(query_cost)
 main.add_command(history)
 query.add_command(query_history)
 query.add_command(query_coupling)
-for _command in (query_dora, query_incidents, query_suspects, query_hotspots, query_dead_code):
+for _command in (
+    query_dora,
+    query_incidents,
+    query_suspects,
+    query_hotspots,
+    query_dead_code,
+    query_deploys,
+    query_tickets,
+):
     query.add_command(_command)

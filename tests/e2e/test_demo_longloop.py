@@ -94,3 +94,29 @@ def test_suspects_and_dead_code(demo: tuple[Path, str]) -> None:
     }
     assert set(DEAD_FILES) <= dead
     assert "services/payments/retry/backoff.py" not in dead  # the regression runs it
+
+
+def test_deploys_and_tickets(demo: tuple[Path, str]) -> None:
+    cwd, _ = demo
+    deploys = {
+        d["deploy_id"]: d
+        for d in _query(cwd, "deploys", "--since", "2025-12-01T00:00:00Z", "--until", "2026-01-02T00:00:00Z")[
+            "deploys"
+        ]
+    }
+    # the demo's history: the regression commit rewrote payments/retry and one gateway file, and
+    # a gateway logging change followed; checkout 1.8.4 is one pricing commit on a release branch
+    payments = deploys["deploy-payments-2.8.0"]
+    assert (payments["commits"], payments["modules"]) == (2, ["payments/gateway", "payments/retry"])
+    assert payments["previous_deploy_id"] == "deploy-payments-2.7.1"
+    assert (deploys["deploy-checkout-1.8.4"]["commits"], deploys["deploy-checkout-1.8.4"]["modules"]) == (
+        1,
+        ["checkout/pricing"],
+    )
+    (ticket,) = _query(cwd, "tickets")["tickets"]
+    assert (ticket["module"], ticket["kind"], ticket["deploy_id"], ticket["state"]) == (
+        "payments/retry",
+        "regression_after_deploy",
+        "deploy-payments-2.8.0",
+        "open",
+    )
