@@ -23,7 +23,7 @@ from collector.cli.options import (
     store_options,
     time_range,
 )
-from collector.cli.render import fail, render_table
+from collector.cli.render import fail, human_duration, render_table
 
 if TYPE_CHECKING:
     from attribution.history import Commit
@@ -212,7 +212,7 @@ def query_history(
             str(r["churn"]),
             str(r["authors"]),
             str(r["last_changed"])[:10],
-            _duration(r["lead_time_p50_s"]),
+            human_duration(r["lead_time_p50_s"]),
         ]
         for r in rows
     ]
@@ -224,16 +224,6 @@ def query_history(
 
 def _median_s(values: Sequence[int]) -> float | None:
     return round(statistics.median(values) / _NS, 3) if values else None
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 3600:
-        return f"{seconds / 60:.0f}m"
-    if seconds < 2 * 86400:
-        return f"{seconds / 3600:.1f}h"
-    return f"{seconds / 86400:.1f}d"
 
 
 @click.command("coupling")

@@ -20,7 +20,7 @@ from collector.cli.options import (
     store_options,
     time_range,
 )
-from collector.cli.render import render_table
+from collector.cli.render import human_duration, render_table
 
 if TYPE_CHECKING:
     from collector.app.history_settings import HistorySettings
@@ -44,18 +44,6 @@ def _view(flags: SettingsFlags) -> Iterator[tuple[ClickHouseStore, HistorySettin
 
 def _when(unix_nano: int) -> str:
     return format_rfc3339(unix_nano)[:16].replace("T", " ") if unix_nano else "-"
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 90:
-        return f"{seconds:.0f}s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f}m"
-    if seconds < 2 * 86400:
-        return f"{seconds / 3600:.1f}h"
-    return f"{seconds / 86400:.1f}d"
 
 
 def _echo_json(value: Any) -> None:
@@ -94,8 +82,8 @@ def query_dora(flags: SettingsFlags, since: str, until: str, service: str | None
             f"{r.deploys_per_day:.2f}",
             str(r.failed_deploys),
             f"{r.change_failure_rate:.0%}",
-            _duration(r.lead_time_p50_s),
-            _duration(r.time_to_restore_p50_s),
+            human_duration(r.lead_time_p50_s),
+            human_duration(r.time_to_restore_p50_s),
             ",".join(r.failed_deploy_ids) or "-",
             ",".join(r.incident_ids) or "-",
         ]

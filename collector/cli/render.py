@@ -42,6 +42,20 @@ def render_table(headers: list[str], rows: list[list[str]], right: set[int]) -> 
     return "\n".join(out)
 
 
+def human_duration(seconds: float | None, none: str = "-") -> str:
+    """Seconds as a short human duration: "45s", "12m", "3.5h", "2.1d"; None is ``none``."""
+    if seconds is None:
+        return none
+    s = float(seconds)
+    if abs(s) < 60:
+        return f"{s:.0f}s"
+    if abs(s) < 3600:
+        return f"{s / 60:.0f}m"
+    if abs(s) < 86400:
+        return f"{s / 3600:.1f}h"
+    return f"{s / 86400:.1f}d"
+
+
 def _short_sha(sha: str) -> str:
     return sha[:7] if sha else "-"
 

@@ -24,6 +24,8 @@ from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from collector.cli.render import human_duration
+
 _DASH = "–"
 _PAIN_TOP = 15
 _HOTSPOT_LABELS = 5
@@ -60,17 +62,7 @@ def _pct(x: float | None) -> str:
 
 
 def _duration(seconds: float | None) -> str:
-    """Seconds as a human duration: "45s", "12m", "3.5h", "2.1d"; None is a dash."""
-    if seconds is None:
-        return _DASH
-    s = float(seconds)
-    if abs(s) < 60:
-        return f"{s:.0f}s"
-    if abs(s) < 3600:
-        return f"{s / 60:.0f}m"
-    if abs(s) < 86400:
-        return f"{s / 3600:.1f}h"
-    return f"{s / 86400:.1f}d"
+    return human_duration(seconds, none=_DASH)
 
 
 def _num(x: float | None, digits: int = 2) -> str:

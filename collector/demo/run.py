@@ -33,7 +33,7 @@ from collector.app.history import scan_path
 from collector.app.history_settings import HistorySettings
 from collector.app.longloop import dora_rows, load_view, report_data
 from collector.app.settings import AttributionSettings, Settings, StoreSettings
-from collector.cli.render import render_modules_table
+from collector.cli.render import human_duration, render_modules_table
 from collector.cli.report_html import render_report
 from collector.codec.events import decode_deploy
 from collector.demo.history import build_history, deploy_shas, prior_deploys
@@ -243,7 +243,7 @@ def _long_loop(
             echo(
                 f"  {(r.service if not r.module else '  ' + r.module):<24} {r.deploys} deploys, "
                 f"{r.failed_deploys} failed ({r.change_failure_rate:.0%}), lead time p50 "
-                f"{'-' if r.lead_time_p50_s is None else f'{r.lead_time_p50_s / 60:.0f} min'}"
+                f"{human_duration(r.lead_time_p50_s)}"
                 f"  [{', '.join(r.failed_deploy_ids) or 'no failure'}]"
             )
     report = data_dir / "report.html"
