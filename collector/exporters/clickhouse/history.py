@@ -54,22 +54,15 @@ class HistoryTables(ClickHouseClient):
     """Writes and reads ``git_scans``, ``git_commits``, ``git_commit_files``, ``git_head_files``."""
 
     def last_scan(self, repository: str) -> ScanState | None:
-        rows = self.query(
-            """
-            SELECT generation, head, toUnixTimestamp64Nano(scanned_at)
-            FROM git_scans WHERE repository = {r:String}
-            ORDER BY scanned_at DESC, generation DESC LIMIT 1
-            """,
-            {"r": repository},
-        )
-        if not rows:
+        latest = self._latest_scans(repository).get(repository)
+        if latest is None:
             return None
-        generation, head, at = rows[0]
+        generation, head, at = latest
         (count,) = self.query(
             "SELECT count() FROM git_commits FINAL WHERE repository = {r:String} AND generation = {g:UInt64}",
             {"r": repository, "g": generation},
         )[0]
-        return ScanState(repository, int(generation), str(head), int(at), int(count))
+        return ScanState(repository, generation, head, at, int(count))
 
     def history_repositories(self) -> list[str]:
         return [
@@ -151,10 +144,10 @@ class HistoryTables(ClickHouseClient):
     def load_commits(self, repository: str | None = None) -> list[Commit]:
         """The commits of the latest generation of ``repository`` (or of every repository),
         with their files, oldest first (committer time, then SHA)."""
-        current = self._generations(repository)
+        current = self._latest_scans(repository)
         if not current:
             return []
-        params: dict[str, Any] = {"repos": list(current), "gens": list(current.values())}
+        params: dict[str, Any] = {"repos": list(current), "gens": [g for g, _, _ in current.values()]}
         where = "(repository, generation) IN (SELECT arrayJoin(arrayZip({repos:Array(String)}, {gens:Array(UInt64)})))"
         files: dict[tuple[str, str], list[FileChange]] = defaultdict(list)
         for repo, sha, path, old, added, removed, module, owners in self.query(
@@ -193,14 +186,7 @@ class HistoryTables(ClickHouseClient):
 
     def load_head_files(self, repository: str | None = None) -> list[HeadFile]:
         """The files at the last scanned head of ``repository`` (or of each repository)."""
-        heads = self.query(
-            """
-            SELECT repository, argMax(head, scanned_at) FROM git_scans
-            WHERE {r:String} = '' OR repository = {r:String}
-            GROUP BY repository
-            """,
-            {"r": repository or ""},
-        )
+        heads = self._latest_scans(repository)
         if not heads:
             return []
         rows = self.query(
@@ -209,17 +195,21 @@ class HistoryTables(ClickHouseClient):
             WHERE (repository, head) IN (SELECT arrayJoin(arrayZip({repos:Array(String)}, {heads:Array(String)})))
             ORDER BY repository, path
             """,
-            {"repos": [h[0] for h in heads], "heads": [h[1] for h in heads]},
+            {"repos": list(heads), "heads": [h for _, h, _ in heads.values()]},
         )
         return [HeadFile(p, int(n), int(b), m, tuple(o), r) for r, p, n, b, m, o in rows]
 
-    def _generations(self, repository: str | None) -> dict[str, int]:
+    def _latest_scans(self, repository: str | None) -> dict[str, tuple[int, str, int]]:
+        """Per repository (``repository`` only, when given): the generation, head and time
+        (Unix ns) of its latest scan."""
         rows = self.query(
             """
-            SELECT repository, argMax(generation, scanned_at) FROM git_scans
+            SELECT repository, argMax(generation, scanned_at), argMax(head, scanned_at),
+                   toUnixTimestamp64Nano(max(scanned_at))
+            FROM git_scans
             WHERE {r:String} = '' OR repository = {r:String}
             GROUP BY repository ORDER BY repository
             """,
             {"r": repository or ""},
         )
-        return {str(r): int(g) for r, g in rows}
+        return {str(r): (int(g), str(h), int(t)) for r, g, h, t in rows}
