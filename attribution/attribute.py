@@ -77,7 +77,7 @@ class GroupKey(NamedTuple):
 
 class FileSeen(NamedTuple):
     """A code file of a repository that an attributed span of (service, environment) came
-    from, and the start of the latest such span seen (a lower bound; see
+    from, and the latest span start of the batch that saw it (exact to within that batch; see
     :meth:`Attributor.drain_files_seen`)."""
 
     service: str

@@ -277,12 +277,8 @@ class CoverageReadModel(Protocol):
     def has_spans(self, *, from_unix_nano: int | None = None, to_unix_nano: int | None = None) -> bool: ...
 
     def load_files_seen(self, repository: str | None = None) -> list[FileSeen]:
-        """Per (service, environment, repository, path) the start of the latest span seen from
-        that file (a lower bound), for dead-code candidates; only ``repository``'s when given."""
-        ...
-
-    def services_with_files(self) -> dict[tuple[str, str], bool]:
-        """Per (service, environment): whether any of its spans ever came from a code file."""
+        """Per (service, environment, repository, path) the latest span start of the batch that
+        last saw that file, for dead-code candidates; only ``repository``'s when given."""
         ...
 
     def file_path_share(self) -> dict[str, float]:

@@ -189,9 +189,8 @@ def suspect_lists(view: LoopView, *, top: int = 5) -> list[SuspectList]:
             suspects = rank_suspects(view.range_of(d), link.modules, top=top)
             out.append(SuspectList("incident", link.incident_id, d.deploy_id, link.modules, suspects))
     for t in view.tickets:
-        d = view.deploy(t.deploy_id)
+        d, suspects = finding_suspects(view, module=t.module, deploy_id=t.deploy_id, top=top)
         if d is not None:
-            suspects = rank_suspects(view.range_of(d), (t.module,), top=top)
             out.append(SuspectList("ticket", t.key, d.deploy_id, (t.module,), suspects))
     return out
 
@@ -209,10 +208,6 @@ def pain_rows(
     to_unix_nano: int,
 ) -> list[Pain]:
     """Production pain per (service, environment, module) over the range (attribution.hotspots)."""
-    modules = store.query_modules(
-        from_unix_nano=from_unix_nano, to_unix_nano=to_unix_nano, attributed_only=True
-    )
-    keys = {(str(r["service"]), str(r["environment"]), str(r["module"])) for r in modules}
     incidents: Counter[str] = Counter()
     for link in view.links:
         if from_unix_nano <= link.started_at_unix_nano < to_unix_nano:
@@ -225,6 +220,7 @@ def pain_rows(
         _signals(store, from_unix_nano, mid),
         _signals(store, mid, to_unix_nano),
     ]
+    keys = set(halves[0]) | set(halves[1])  # the halves partition the range's windows
     self_regressions: dict[tuple[str, str, str], int] = {}
     for key in keys:
         first = {key[2]: halves[0].get(key, ModuleSignal())}
@@ -320,15 +316,16 @@ def live_deploy(
 def finding_suspects(
     view: LoopView,
     *,
-    service: str,
-    environment: str,
     module: str,
     deploy_id: str,
-    at_unix_nano: int,
+    service: str = "",
+    environment: str = "",
+    at_unix_nano: int = 0,
     top: int = 5,
 ) -> tuple[DeployEvent | None, list[Suspect]]:
     """The suspects of a finding about ``module``: the commits of the deploy it blames
-    (``deploy_id``), else of the deploy live at ``at``, ranked (attribution.suspects)."""
+    (``deploy_id``), else of the deploy of (service, environment) live at ``at``, ranked
+    (attribution.suspects)."""
     d = view.deploy(deploy_id) if deploy_id else live_deploy(view.deploys, service, environment, at_unix_nano)
     if d is None or not module or not len(view.graph):
         return d, []

@@ -85,9 +85,13 @@ _DEFAULT_PROCESSING = ProcessorConfig()
 E = TypeVar("E")
 
 
-def _read_events(path: Path, kind: str, decode: Callable[[bytes], E], summary: IngestSummary) -> list[E]:
-    """Events, one JSON object per line.  Invalid lines are noted in ``summary`` (FILE:LINE)."""
+def _read_events(
+    path: Path, kind: str, decode: Callable[[bytes], E], summary: IngestSummary
+) -> tuple[list[E], int]:
+    """Events, one JSON object per line, and the number of invalid lines (each noted in
+    ``summary`` with its FILE:LINE)."""
     events: list[E] = []
+    rejected = 0
     try:
         fh = path.open("rb")
     except OSError as exc:
@@ -99,25 +103,24 @@ def _read_events(path: Path, kind: str, decode: Callable[[bytes], E], summary: I
             try:
                 events.append(decode(line))
             except EventError as exc:
+                rejected += 1
                 summary.note(exc.reason, f"{path}:{lineno}: invalid {kind} event: {exc}")
-    return events
+    return events, rejected
 
 
 def read_deploy_file(path: Path, summary: IngestSummary) -> list[DeployEvent]:
     """Deploy events, one JSON object per line (schemas/events/deploy.schema.json)."""
-    noted = summary.rejected_by_reason.total()
-    events = _read_events(path, "deploy", decode_deploy_json, summary)
+    events, rejected = _read_events(path, "deploy", decode_deploy_json, summary)
     summary.deploys_read += len(events)
-    summary.deploys_rejected += summary.rejected_by_reason.total() - noted
+    summary.deploys_rejected += rejected
     return events
 
 
 def read_incident_file(path: Path, summary: IngestSummary) -> list[IncidentEvent]:
     """Incident events, one JSON object per line (schemas/events/incident.schema.json)."""
-    noted = summary.rejected_by_reason.total()
-    events = _read_events(path, "incident", decode_incident_json, summary)
+    events, rejected = _read_events(path, "incident", decode_incident_json, summary)
     summary.incidents_read += len(events)
-    summary.incidents_rejected += summary.rejected_by_reason.total() - noted
+    summary.incidents_rejected += rejected
     return events
 
 
@@ -209,8 +212,8 @@ def ingest(
     window_ns = processing.window_ns
     ing = FileIngestor(repositories, store.load_deploys(), processing)
     s = ing.summary
-    for name in ("deploys_read", "deploys_rejected", "incidents_read", "incidents_rejected"):
-        setattr(s, name, getattr(events, name))
+    s.deploys_read, s.deploys_rejected = events.deploys_read, events.deploys_rejected
+    s.incidents_read, s.incidents_rejected = events.incidents_read, events.incidents_rejected
     s.rejected_by_reason.update(events.rejected_by_reason)
     s.messages.extend(events.messages)
     for p in trace_files:

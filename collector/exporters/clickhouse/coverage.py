@@ -89,21 +89,6 @@ class CoverageTables(ClickHouseClient):
         )
         return [FileSeen(str(s), str(e), str(r), str(p), int(t)) for s, e, r, p, t in rows]
 
-    def services_with_files(self) -> dict[tuple[str, str], bool]:
-        """Per (service, environment) with spans or files stored: whether any of its spans
-        ever came from a code file (``code.file.path``).  A service that never sends file
-        paths makes none of its files dead-code candidates.  (The share of attributed spans
-        with a path is not computable: ``module_aggregates`` does not keep paths.)"""
-        with_files = {
-            (str(s), str(e))
-            for s, e in self.query("SELECT DISTINCT service, environment FROM file_last_seen")
-        }
-        known = {
-            (str(s), str(e))
-            for s, e in self.query("SELECT DISTINCT service, environment FROM module_aggregates")
-        }
-        return {key: key in with_files for key in sorted(known | with_files)}
-
     def file_path_share(self) -> dict[str, float]:
         """Per repository with attributed spans: the share of them from (service, environment)s
         that ever sent a code file path attributed to it, an upper bound of the share of its
