@@ -1,13 +1,15 @@
 """Benchmark: OTLP/gRPC into the receiver in direct mode, from a separate process.
 
 The server (this process) runs the receivers in direct mode on a fresh embedded chDB store
-with the demo shop's CODEOWNERS and modules.yaml.  A client process (this script with
+with the demo shop's CODEOWNERS and modules.yaml, with ``--durability wal`` (the default: an
+answer after the write-ahead log's fsync, the stream pipeline reading the log) or ``memory``.  A client process (this script with
 ``--client``) sends ``--spans`` spans (1,000,000 by default) over OTLP/gRPC in requests of
 ``--batch`` spans (512), with ``--concurrency`` requests in flight.
 
 Requests come from the demo shop's traffic (real SDK spans: ~10 attributes each, deploys,
-sampling), re-batched to 512 spans per request, serialized once and sent in a cycle; each
-request is sent as the raw bytes an OTLP exporter would send.  Refusals (RESOURCE_EXHAUSTED
+sampling), re-batched to 512 spans per request and serialized before the run (each cycle
+through the shop's traffic with new trace and span ids); each request is sent as the raw
+bytes an OTLP exporter would send.  Refusals (RESOURCE_EXHAUSTED
 with RetryInfo) are retried after the advised delay and counted, as an OTLP client would.
 
 Reported: spans/s accepted (first send to last acknowledgement, client clock), request
@@ -68,13 +70,36 @@ def build_requests(batch: int, minutes: int = 4) -> list[bytes]:
     return out
 
 
+def unique_requests(base: list[bytes], count: int) -> list[bytes]:
+    """``count`` requests cycling through ``base``, each cycle's trace and span ids made new (a
+    reused id is a duplicate the write-ahead log's pipeline drops, as it should)."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    def fresh(ident: bytes, cycle: int) -> bytes:
+        return (int.from_bytes(ident[:4], "big") ^ cycle).to_bytes(4, "big") + ident[4:]
+
+    out = list(base[:count])
+    for i in range(len(out), count):
+        cycle = i // len(base)
+        req = ExportTraceServiceRequest.FromString(base[i % len(base)])
+        for rs in req.resource_spans:
+            for ss in rs.scope_spans:
+                for sp in ss.spans:
+                    sp.trace_id = fresh(sp.trace_id, cycle)
+                    sp.span_id = fresh(sp.span_id, cycle)
+                    if sp.parent_span_id:
+                        sp.parent_span_id = fresh(sp.parent_span_id, cycle)
+        out.append(req.SerializeToString())
+    return out
+
+
 def client(target: str, spans: int, batch: int, concurrency: int) -> dict[str, Any]:
     import grpc
     from google.rpc.error_details_pb2 import RetryInfo
 
-    requests = build_requests(batch)
     n_requests = spans // batch
     remainder = spans - n_requests * batch
+    requests = unique_requests(build_requests(batch), n_requests + 1)
     latencies: list[float] = []
     retries = [0]
     lock = threading.Lock()
@@ -87,7 +112,7 @@ def client(target: str, spans: int, batch: int, concurrency: int) -> dict[str, A
     if remainder:
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-        r = ExportTraceServiceRequest.FromString(requests[0])
+        r = ExportTraceServiceRequest.FromString(requests[n_requests])  # ids no other request has
         left = remainder
         for rs in r.resource_spans:
             for ss in rs.scope_spans:
@@ -103,7 +128,7 @@ def client(target: str, spans: int, batch: int, concurrency: int) -> dict[str, A
                 next_i[0] += 1
             if i > n_requests or (i == n_requests and tail is None):
                 return
-            body = tail if i == n_requests else requests[i % len(requests)]
+            body = tail if i == n_requests else requests[i]
             while True:
                 t0 = time.perf_counter()
                 try:
@@ -158,12 +183,15 @@ def client(target: str, spans: int, batch: int, concurrency: int) -> dict[str, A
 
 
 def server(args: argparse.Namespace) -> None:
+    from collector.app import build
     from collector.app.attribution_files import load_attribution
     from collector.app.receivers import start_receivers
     from collector.app.settings import Settings
+    from collector.app.shared_store import SharedStore
     from collector.demo.shop import SAMPLE_RATE_ATTRIBUTE, demo_dir
     from collector.exporters.clickhouse.store import ClickHouseStore
     from collector.pipelines.direct import DirectPipeline
+    from collector.processing.metrics import Metrics
 
     d = demo_dir()
     loaded = load_attribution(codeowners=d / "CODEOWNERS", modules=d / "modules.yaml")
@@ -171,8 +199,10 @@ def server(args: argparse.Namespace) -> None:
         store = ClickHouseStore(f"chdb://{tmp}/store", "bench")
         store.apply_migrations()
         settings = Settings(
+            store={"dsn": f"chdb://{tmp}/store", "database": "bench"},
             receiver={
                 "mode": "direct",
+                "durability": args.durability,
                 "grpc_port": 0,
                 "http_enabled": False,
                 "flush_interval_seconds": args.flush_interval,
@@ -180,10 +210,31 @@ def server(args: argparse.Namespace) -> None:
                 "retry_after_seconds": 1,
             },
             attribution={"sample_rate_attribute": SAMPLE_RATE_ATTRIBUTE},
+            aggregation={"trace_wait_ms": 1000},
+            stream={"workers": 0},  # the pipeline in this process, as the memory path: one CPU figure
         )
-        receivers = start_receivers(settings, store=store, repositories=loaded.repositories)
+        stop = threading.Event()
+        wal = None
+        loop = None
+        if args.durability == "wal":
+            # what `prodloop run` does in direct mode: the receivers append to the log, the
+            # stream pipeline reads it into the store
+            wal = build.wal_pipeline(
+                settings, SharedStore(store), loaded.repositories, metrics=Metrics(), stop=stop
+            )
+            assert wal.sink is not None
+            receivers = start_receivers(settings, sink=wal.sink)
+            pipeline = wal.pipeline
+
+            def run_pipeline() -> None:
+                while not stop.is_set():
+                    pipeline.step()
+
+            loop = threading.Thread(target=run_pipeline, daemon=True)
+            loop.start()
+        else:
+            receivers = start_receivers(settings, store=store, repositories=loaded.repositories)
         sink = receivers.sink
-        assert isinstance(sink, DirectPipeline)
         profiler = None
         if args.profile:
             import cProfile
@@ -209,7 +260,19 @@ def server(args: argparse.Namespace) -> None:
                 sys.exit(f"client failed:\n{proc.stderr}")
             result = json.loads(proc.stdout)
             t0 = time.perf_counter()
-            assert sink.flush(300), "final flush did not finish"
+            if wal is not None:
+                assert wal.sink is not None
+                traces = wal.sink.traces
+                result["refused_busy"] = wal.sink.requests_refused_busy
+                while (traces.committed() or (0, ""))[0] < traces.durable_end:
+                    assert time.perf_counter() - t0 < 300, "the pipeline did not catch up"
+                    time.sleep(0.05)
+                result["wal_fsyncs"] = traces.fsyncs
+            else:
+                assert isinstance(sink, DirectPipeline)
+                assert sink.flush(300), "final flush did not finish"
+                result["flushes"] = sink.stats.flushes
+                result["refused_busy"] = sink.stats.requests_refused_busy
             result["server_drain_and_flush_seconds_after_last_ack"] = round(time.perf_counter() - t0, 3)
             cpu1 = os.times()
             result["server_cpu_seconds"] = round((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system), 2)
@@ -218,10 +281,14 @@ def server(args: argparse.Namespace) -> None:
                 profiler.disable()
                 profiler.dump_stats(args.profile)
             receivers.stop(30)
+            stop.set()
+            if loop is not None:
+                loop.join(30)
+            if wal is not None:
+                wal.close()
         stored = sum(int(r["spans"]) for r in store.query_modules())
+        result["durability"] = args.durability
         result["spans_in_store"] = stored
-        result["flushes"] = sink.stats.flushes
-        result["refused_busy"] = sink.stats.requests_refused_busy
         result["machine_cpus"] = os.cpu_count()
         store.close()
     print(json.dumps(result, indent=2))
@@ -235,6 +302,9 @@ def main() -> None:
     p.add_argument("--spans", type=int, default=1_000_000)
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument(
+        "--durability", choices=("wal", "memory"), default="wal", help="direct mode's receiver.durability"
+    )
     p.add_argument("--flush-interval", type=float, default=5.0)
     p.add_argument("--queue-max-spans", type=int, default=200_000)
     p.add_argument("--profile", metavar="FILE", help="cProfile the server into FILE")

@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeAlias
+from urllib.parse import urlsplit
 
 from attribution.repository import Repository
 from collector.app.attribution_files import LoadedAttribution, load_attribution_from
@@ -29,6 +30,9 @@ from collector.exporters.kafka.options import KafkaOptions
 from collector.exporters.kafka.probe import BrokerProbe, wait_for_brokers
 from collector.exporters.kafka.producer import DeadLetters, KafkaProducerAdapter
 from collector.exporters.tickets.file import FileSink
+from collector.exporters.wal.gateway import WalGateway
+from collector.exporters.wal.log import WriteAheadLog
+from collector.exporters.wal.source import WalEvents, WalSource
 from collector.pipelines.alerts import AlertEngine, declared_modules
 from collector.pipelines.direct import DirectPipeline
 from collector.pipelines.files import IngestSummary, ingest
@@ -69,6 +73,18 @@ def open_store(settings: Settings, *, migrate: bool = True) -> ClickHouseStore:
             store.close()
             raise
     return store
+
+
+def wal_dir(settings: Settings) -> Path:
+    """``receiver.wal_dir``, or beside the embedded store (a log replayed into another store
+    would count its records there), or ``.prodloop/wal`` with a server store."""
+    if settings.receiver.wal_dir is not None:
+        return settings.receiver.wal_dir
+    parts = urlsplit(store_dsn(settings))
+    if parts.scheme == "chdb":
+        store = Path(parts.path)
+        return store.with_name(store.name + ".wal")
+    return Path(".prodloop/wal")
 
 
 # -- attribution -------------------------------------------------------------------------------
@@ -162,19 +178,17 @@ def wait_for_kafka(settings: Settings, stop: threading.Event) -> bool:
 
 @dataclass
 class StreamParts:
-    """The stream pipeline and the Kafka clients it holds; :meth:`close` closes them in order."""
+    """The stream pipeline and the clients or logs it reads; :meth:`close` closes them in order."""
 
     pipeline: StreamPipeline
-    deploys: EventReader
-    incidents: EventReader
-    dead_letters: DeadLetters
-    broker: BrokerProbe  # started; the readiness check stops it
+    closers: list[Callable[[], None]]  # after the pipeline, in order
+    broker: BrokerProbe | None = None  # Kafka: started; the readiness check stops it
+    sink: WalGateway | None = None  # the write-ahead log: the receivers' sink
 
     def close(self) -> None:
         self.pipeline.close()
-        self.deploys.close()
-        self.incidents.close()
-        self.dead_letters.close()
+        for close in self.closers:
+            close()
 
 
 def stream_pipeline(
@@ -210,7 +224,50 @@ def stream_pipeline(
         metrics=metrics,
         stop=stop,
     )
-    return StreamParts(pipeline, deploys, incidents, dead, BrokerProbe(options).start())
+    return StreamParts(
+        pipeline, [deploys.close, incidents.close, dead.close], broker=BrokerProbe(options).start()
+    )
+
+
+def wal_pipeline(
+    settings: Settings,
+    store: SharedStore,
+    repositories: list[Repository],
+    *,
+    metrics: Metrics,
+    stop: threading.Event,
+) -> StreamParts:
+    """Direct mode with ``receiver.durability: wal``: the receivers append to write-ahead logs
+    (traces, deploys, incidents) and answer after the fsync; the stream pipeline reads them as
+    topics of one partition, with the same intents, tokens and commits as a Kafka topic."""
+    r = settings.receiver
+    directory = wal_dir(settings)
+    logs: list[WriteAheadLog] = []
+    try:
+        for name, bound in (("traces", r.wal_max_bytes), ("deploys", 64 << 20), ("incidents", 64 << 20)):
+            logs.append(WriteAheadLog(directory / name, max_bytes=bound))
+    except BaseException:
+        for wal in logs:
+            wal.close()
+        raise
+    traces, deploys, incidents = logs
+    topic = f"wal-{traces.identity}"  # intents and dedup tokens are this log's own
+    cfg = stream_config(settings)
+    cfg = replace(cfg, processing=replace(cfg.processing, encoding="otlp_proto"))
+    pipeline = StreamPipeline(
+        cfg,
+        lambda on_assigned, _on_revoked: WalSource(
+            traces, topic, on_assigned, retain_records=cfg.processing.dedup_horizon
+        ),
+        store,
+        repositories,
+        deploys=WalEvents(deploys, f"{topic}-deploys"),
+        incidents=WalEvents(incidents, f"{topic}-incidents"),
+        metrics=metrics,
+        stop=stop,
+    )
+    gateway = WalGateway(traces, deploys, incidents, retry_after_s=r.retry_after_seconds)
+    return StreamParts(pipeline, [w.close for w in logs], sink=gateway)
 
 
 def direct_pipeline(

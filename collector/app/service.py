@@ -38,6 +38,8 @@ from collector.processing.runtime import catch_stop_signals, tune_gc
 
 if TYPE_CHECKING:
     from collector.exporters.clickhouse.alert_state import StateStore
+    from collector.exporters.wal.gateway import WalGateway
+    from collector.ports import TraceSink
 
 log = logging.getLogger("prodloop.service")
 
@@ -132,28 +134,40 @@ class AlertLoop:
 
 
 def run_stream(settings: Settings, stop: threading.Event, metrics: Metrics, ready: Readiness) -> int:
-    """The Kafka streaming service; returns the exit code."""
-    with_receivers = receivers_beside_stream(settings)
+    """The stream pipeline over Kafka, or in direct mode over the write-ahead log
+    (``receiver.durability: wal``); returns the exit code."""
+    wal = not settings.kafka.bootstrap_servers
+    r = settings.receiver
+    with_receivers = (r.grpc_enabled or r.http_enabled) if wal else receivers_beside_stream(settings)
     loaded = build.load_attribution(settings, log_problems=True)
     store = build.open_store(settings)
-    if not build.wait_for_kafka(settings, stop):
+    if not wal and not build.wait_for_kafka(settings, stop):
         log.info("stopped while waiting for Kafka, before consuming anything")
         store.close()
         return 0
     k = settings.kafka
     shared = SharedStore(store)  # the receivers' threads query it too
-    parts = build.stream_pipeline(settings, shared, loaded.repositories, metrics=metrics, stop=stop)
+    make_parts = build.wal_pipeline if wal else build.stream_pipeline
+    parts = make_parts(settings, shared, loaded.repositories, metrics=metrics, stop=stop)
     pipeline = parts.pipeline
     ready.watch(pipeline=pipeline, broker=parts.broker)
-    log.info(
-        "consuming %s (%s) as group %s from %s into %s database %s",
-        k.traces_topic,
-        k.traces_encoding,
-        k.group_id,
-        ",".join(k.bootstrap_servers),
-        store.display_dsn,
-        store.database,
-    )
+    if wal:
+        log.info(
+            "direct mode: the write-ahead log %s into %s database %s",
+            build.wal_dir(settings),
+            store.display_dsn,
+            store.database,
+        )
+    else:
+        log.info(
+            "consuming %s (%s) as group %s from %s into %s database %s",
+            k.traces_topic,
+            k.traces_encoding,
+            k.group_id,
+            ",".join(k.bootstrap_servers),
+            store.display_dsn,
+            store.database,
+        )
     alerts = AlertLoop(settings, shared, loaded.repositories)
     rescans = _history_rescans(settings, loaded.repositories)
     rescans.start()  # open_store above migrated the store
@@ -162,7 +176,7 @@ def run_stream(settings: Settings, stop: threading.Event, metrics: Metrics, read
     with contextlib.ExitStack() as advertised:
         try:
             if with_receivers:
-                receivers = _start_gateway(settings, shared, metrics)
+                receivers = _start_gateway(settings, shared, metrics, parts.sink)
                 advertised.enter_context(advertise(store.dsn, store.database, receivers))
             ready.set()
             collected_at = time.monotonic()
@@ -197,10 +211,13 @@ def run_stream(settings: Settings, stop: threading.Event, metrics: Metrics, read
     return 0
 
 
-def _start_gateway(settings: Settings, shared: SharedStore, metrics: Metrics) -> Receivers:
-    """The receivers in gateway mode, beside the pipeline: traces, deploys and incidents go to
-    their topics (so every replica sees the events); /api/v1/modules reads ``shared``."""
-    sink = build.kafka_gateway(settings)
+def _start_gateway(
+    settings: Settings, shared: SharedStore, metrics: Metrics, wal: WalGateway | None
+) -> Receivers:
+    """The receivers beside the pipeline: traces, deploys and incidents go to their topics (so
+    every replica sees the events), or to the write-ahead logs ``wal``; /api/v1/modules reads
+    ``shared``."""
+    sink: TraceSink = wal if wal is not None else build.kafka_gateway(settings)
     receivers = start_receivers(
         settings,
         sink=sink,
@@ -208,8 +225,10 @@ def _start_gateway(settings: Settings, shared: SharedStore, metrics: Metrics) ->
     )
     metrics.registry.register(ReceiverStatsCollector(sink))
     log.info(
-        "prodloop receivers (gateway mode, to %s): OTLP/gRPC %s, HTTP %s",
-        settings.kafka.traces_topic,
+        "prodloop receivers (%s): OTLP/gRPC %s, HTTP %s",
+        f"direct mode, write-ahead log {build.wal_dir(settings)}"
+        if wal is not None
+        else f"gateway mode, to {settings.kafka.traces_topic}",
         receivers.grpc_endpoint or "off",
         receivers.http_url or "off",
     )
@@ -244,7 +263,7 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
         " (/metrics needs the bearer token)" if settings.service.metrics_bearer_token else "",
     )
     try:
-        if settings.kafka.bootstrap_servers:
+        if settings.kafka.bootstrap_servers or settings.receiver.durability == "wal":
             return run_stream(settings, stop, metrics, ready)
         alert_loop: list[AlertLoop] = []
         # loaded once, for the direct pipeline and the alert rules

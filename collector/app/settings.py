@@ -239,7 +239,23 @@ class ReceiverSettings(_Section):
     queue_max_spans: int = Field(
         200_000,
         ge=1,
-        description="direct mode: spans accepted but not yet aggregated; beyond it requests get 429",
+        description="direct mode, durability memory: spans accepted but not yet aggregated; beyond it 429",
+    )
+    durability: Literal["wal", "memory"] = Field(
+        "wal",
+        description="direct mode: wal = answer a request once an fsync of the write-ahead log covers it "
+        "(nothing acknowledged is lost on a crash); memory = aggregate in memory, flush every "
+        "flush_interval_seconds (a crash loses what was not flushed)",
+    )
+    wal_dir: Path | None = Field(
+        None,
+        description="direct mode, durability wal: the write-ahead log's directory "
+        "(default: beside the embedded store, STORE.wal; with a server store, .prodloop/wal)",
+    )
+    wal_max_bytes: int = Field(
+        1 << 30,
+        ge=1 << 20,
+        description="direct mode, durability wal: the log's bound; full, requests get 429 until the store catches up",
     )
     gateway_max_inflight_bytes: int = Field(
         64 * 1024 * 1024,

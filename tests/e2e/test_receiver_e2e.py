@@ -158,6 +158,7 @@ def test_prodloop_run_without_kafka_exports_the_receiver_counters(tmp_path: Path
             "PRODLOOP_ATTRIBUTION__MODULES": str(modules),
             "PRODLOOP_ATTRIBUTION__CODEOWNERS": str(codeowners),
             "PRODLOOP_RECEIVER__FLUSH_INTERVAL_SECONDS": "0.5",
+            "PRODLOOP_RECEIVER__DURABILITY": "memory",  # the in-memory path's counters
         },
         REPO,
         tmp_path / "run.log",
