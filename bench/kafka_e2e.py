@@ -81,7 +81,12 @@ _BATCHES = 100  # Collector batches per copy of the workload
 
 
 def _records(
-    n_spans: int, seed: int, time_order: str = "stream"
+    n_spans: int,
+    seed: int,
+    time_order: str = "stream",
+    *,
+    by_trace: bool = True,
+    batch_sizes: tuple[int, ...] = (100, 200, 300, 400, 500),
 ) -> tuple[list[bytes], list[bytes], int, str]:
     """Records of one trace each, their keys, the spans in all (whole copies of ``_BATCHES``
     batches: at least ``n_spans``) and a description.
@@ -89,10 +94,12 @@ def _records(
     ``time_order``: ``stream`` (the default) moves each copy to a base time that grows with
     its position over 30 minutes of span time, as a Collector exporting live traffic does;
     ``shuffled``: each batch's traces start anywhere in the 30 minutes (every batch of
-    records touches every window: many more aggregate rows per span).
+    records touches every window: many more aggregate rows per span).  ``by_trace`` False:
+    one record per batch, keyed by its first trace id (a Collector exporting without
+    ``partition_traces_by_id``: traces split over partitions).
     """
     rng = random.Random(seed)
-    sizes = [rng.choice([100, 200, 300, 400, 500]) for _ in range(_BATCHES)]
+    sizes = [rng.choice(batch_sizes) for _ in range(_BATCHES)]
     copies = max(1, math.ceil(n_spans / sum(sizes)))
     if time_order == "stream":
         copy_ns = _SPAN_TIME_NS // copies
@@ -108,10 +115,13 @@ def _records(
     batches, traces = tracegen.gen_batches(seed, sizes, start_of)
     parts: list[tuple[bytes, tracegen.Encoded]] = []
     for i, batch in enumerate(batches):
-        by_trace: dict[bytes, list[tracegen.GenSpan]] = {}
+        if not by_trace:
+            parts.append((batch[0].trace_id, tracegen.encode(batch, seed * 1_000_003 + i * 1000)))
+            continue
+        traces_of: dict[bytes, list[tracegen.GenSpan]] = {}
         for sp in batch:
-            by_trace.setdefault(sp.trace_id, []).append(sp)
-        for j, (tid, spans) in enumerate(by_trace.items()):
+            traces_of.setdefault(sp.trace_id, []).append(sp)
+        for j, (tid, spans) in enumerate(traces_of.items()):
             parts.append((tid, tracegen.encode(spans, seed * 1_000_003 + i * 1000 + j)))
     values: list[bytes] = []
     keys: list[bytes] = []
