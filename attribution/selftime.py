@@ -12,10 +12,10 @@ failed, not the callers the error propagated through.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from operator import eq, sub
 
-_ROOT = b"\0" * 8  # the parent id of a root span, as the trace buffer stores it
+_ROOT = b"\0" * 8  # the parent id of a root span, as the trace buffer stores it (0 as an int64)
 
 
 def covered(lo: int, hi: int, intervals: Iterable[tuple[int, int]]) -> int:
@@ -38,15 +38,17 @@ def self_time(start: int, end: int, children: Iterable[tuple[int, int]]) -> int:
 
 
 def trace_self_times(
-    span_ids: Sequence[bytes],
-    parent_ids: Sequence[bytes],
+    span_ids: Sequence[Hashable],
+    parent_ids: Sequence[Hashable],
     starts: Sequence[int],
     ends: Sequence[int],
     errors: Sequence[int] | None,
+    root: Hashable = _ROOT,
 ) -> tuple[list[int], list[bool] | None, int]:
     """Per span of one trace: its self time and whether it has an own error (``None`` when no
     span is an error: ``errors`` is ``None`` then too); and the number of orphans (spans
-    naming a parent that is not among ``span_ids``; a root's parent id is all zeroes).
+    naming a parent that is not among ``span_ids``; a root's parent id is ``root``).  Ids are
+    bytes or any other hashables (the trace buffer passes them as int64s, its root as 0).
 
     A span id that occurs twice (a duplicate beyond the dedup horizon) is its last copy as a
     parent; the other copy keeps its whole duration.
@@ -61,25 +63,27 @@ def trace_self_times(
                 loops += 1
     selfs = list(map(sub, ends, starts))
     # children in (parent, start) order: one sweep merges each parent's intervals
-    kids = sorted((p, a, b) for p, a, b in zip(parents, starts, ends, strict=True) if p is not None)
-    orphans = len(parents) - len(kids) - parent_ids.count(_ROOT) - loops
+    kids = [(p, a, b) for p, a, b in zip(parents, starts, ends, strict=True) if p is not None]
+    kids.sort()
+    orphans = len(parents) - len(kids) - parent_ids.count(root) - loops
     cur = -1
     lo = hi = cs = ce = total = 0
     for p, a, b in kids:
         if p != cur:
             if cur >= 0:
                 selfs[cur] -= total + ce - cs
-            cur, lo, hi, total = p, starts[p], ends[p], 0
-            cs = ce = lo
+            cur = p
+            lo = cs = ce = starts[p]
+            hi = ends[p]
+            total = 0
         if a < lo:
             a = lo
         if b > hi:
             b = hi
-        if b <= a:
-            continue
         if a > ce:
-            total += ce - cs
-            cs, ce = a, b
+            if b > a:  # an empty (clipped away) child covers nothing
+                total += ce - cs
+                cs, ce = a, b
         elif b > ce:
             ce = b
     if cur >= 0:

@@ -88,6 +88,28 @@ def test_trace_self_times_match_a_brute_force_union_per_parent() -> None:
         assert orphans == sum(1 for p in parents[1:] if p not in ids)
 
 
+def test_trace_self_times_ignore_empty_and_reversed_children() -> None:
+    rng = random.Random(13)
+    for _ in range(500):
+        n = rng.randint(2, 10)
+        starts = [rng.randint(0, 50) for _ in range(n)]
+        ends = [starts[0] + 60] + [s + rng.randint(-20, 30) for s in starts[1:]]  # some end before they start
+        parents = [b"\0" * 8] + [_id(rng.randint(1, i)) for i in range(1, n)]  # a tree: no orphans
+        ids = [_id(i + 1) for i in range(n)]
+        selfs, own, orphans = trace_self_times(ids, parents, starts, ends, None)
+        for i in range(n):
+            kids = [(starts[j], ends[j]) for j in range(n) if parents[j] == ids[i] and ends[j] > starts[j]]
+            assert selfs[i] == ends[i] - starts[i] - brute_covered(starts[i], ends[i], kids)
+        assert own is None
+        assert orphans == 0
+        as_int = [int.from_bytes(i, "big") for i in ids], [int.from_bytes(i, "big") for i in parents]
+        assert trace_self_times(*as_int, starts, ends, None, root=0) == (
+            selfs,
+            own,
+            orphans,
+        )  # the buffer's int64 ids
+
+
 def _span(trace: int, sid: int, parent: int, start: int, end: int, error: bool = False) -> Span:
     return Span(
         R,
