@@ -5,6 +5,9 @@
 # Tools come from the Go module proxy (go install), into a cache:
 #   helm        helm.sh/helm/v3/cmd/helm                     (first build: ~2 minutes)
 #   kubeconform github.com/yannh/kubeconform/cmd/kubeconform
+# helm is linked with the -X flags of its own Makefile: without them a `go install`ed helm
+# assumes Kubernetes v1.20 when no cluster or --kube-version is given, and the chart's
+# kubeVersion (>=1.25) fails.  The checks below pass --kube-version explicitly anyway.
 # kubeconform's Kubernetes JSON Schemas normally come from GitHub; here they are built from
 # the OpenAPI document of the k8s.io/kubernetes module and the prometheus-operator's CRDs
 # (both from the Go module proxy) by scripts/k8s_json_schemas.py.
@@ -27,22 +30,22 @@ PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 
 die_install() { echo "validate_deploy: cannot install $1: $2" >&2; exit 2; }
 
-install_tool() {  # name version package
-    local name=$1 version=$2 pkg=$3 stamp="$TOOLS/.$1.version"
-    if [ -x "$TOOLS/$name" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$version" ]; then
+install_tool() {  # name version package [ldflags]
+    local name=$1 version=$2 pkg=$3 ldflags=${4:-} stamp="$TOOLS/.$1.version"
+    if [ -x "$TOOLS/$name" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$version $ldflags" ]; then
         return 0
     fi
     command -v go >/dev/null || die_install "$name" "'go' is not on PATH (Go is needed to build it)"
     echo "validate_deploy: go install $pkg@$version (cached in $TOOLS)" >&2
     local log
     log="$(mktemp)"
-    if ! GOBIN="$TOOLS" GOFLAGS="${GOFLAGS:-} -buildvcs=false" nice -n 10 go install "$pkg@$version" >"$log" 2>&1; then
+    if ! GOBIN="$TOOLS" GOFLAGS="${GOFLAGS:-} -buildvcs=false" nice -n 10 go install -ldflags "$ldflags" "$pkg@$version" >"$log" 2>&1; then
         tail -20 "$log" >&2
         rm -f "$log"
         die_install "$name" "go install $pkg@$version failed (see above)"
     fi
     rm -f "$log"
-    echo "$version" >"$stamp"
+    echo "$version $ldflags" >"$stamp"
 }
 
 module_dir() {  # module@version -> its directory in the module cache
@@ -51,8 +54,20 @@ module_dir() {  # module@version -> its directory in the module cache
     "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["Dir"])' <<<"$out"
 }
 
+helm_ldflags() {  # as helm's Makefile: its version, and the Kubernetes of its client-go (v0.N -> 1.N)
+    local dir minor
+    dir="$(module_dir "helm.sh/helm/v3@$HELM_VERSION")"
+    minor="$(sed -n 's|^[[:space:]]*k8s.io/client-go v0\.\([0-9]*\)\..*|\1|p' "$dir/go.mod")"
+    [ -n "$minor" ] || die_install helm "no k8s.io/client-go version in $dir/go.mod"
+    local x=helm.sh/helm/v3
+    echo "-X $x/internal/version.version=$HELM_VERSION" \
+        "-X $x/pkg/chartutil.k8sVersionMajor=1 -X $x/pkg/chartutil.k8sVersionMinor=$minor" \
+        "-X $x/pkg/lint/rules.k8sVersionMajor=1 -X $x/pkg/lint/rules.k8sVersionMinor=$minor"
+}
+
 mkdir -p "$TOOLS"
-install_tool helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
+ldflags="$(helm_ldflags)"
+install_tool helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm "$ldflags"
 install_tool kubeconform "$KUBECONFORM_VERSION" github.com/yannh/kubeconform/cmd/kubeconform
 HELM="$TOOLS/helm"
 KUBECONFORM="$TOOLS/kubeconform"

@@ -91,7 +91,7 @@ from Secrets as environment variables), with the mounted files filled in.
 {{- if and $v.files.modules (not $attribution.modules) }}{{ $_ := set $attribution "modules" "/etc/prodloop/modules.yaml" }}{{ end -}}
 {{- if and $v.files.attribution (not $attribution.config) }}{{ $_ := set $attribution "config" "/etc/prodloop/attribution.yaml" }}{{ end -}}
 {{- $kafka := omit $v.kafka "sasl_password" -}}
-{{- $receiver := omit $v.receiver "bearer_token" "github_webhook_secret" -}}
+{{- $receiver := omit $v.receiver "bearer_token" "github_webhook_secret" "walSize" "walStorageClass" -}}
 {{- $service := omit $v.service "metrics_bearer_token" -}}
 {{- $alerts := omit $v.alerts "github" "jira" "webhook" -}}
 {{- if and $v.files.rules (not $alerts.rules) }}{{ $_ := set $alerts "rules" "/etc/prodloop/rules.yaml" }}{{ end -}}
@@ -162,4 +162,19 @@ from Secrets as environment variables), with the mounted files filled in.
 {{- define "prodloop.metricsTokenSecret" -}}
 {{- $s := .Values.service.metrics_bearer_token -}}
 {{- if $s.existingSecret }}{{ $s.existingSecret }}{{ else if $s.value }}{{ include "prodloop.fullname" . }}{{ end -}}
+{{- end }}
+
+{{/*
+"yes" when the pods keep a write-ahead log: direct mode (no Kafka) with receiver.durability
+wal.  The chart then runs a StatefulSet, each pod with its own volume claim for the log.
+*/}}
+{{- define "prodloop.wal" -}}
+{{- if and (not .Values.kafka.bootstrap_servers) (eq .Values.receiver.durability "wal") }}yes{{ end -}}
+{{- end }}
+
+{{/* The write-ahead log's directory in the container (its volume's mount path): receiver.wal_dir
+under the working directory, or /var/lib/prodloop-wal. */}}
+{{- define "prodloop.walDir" -}}
+{{- $dir := default "/var/lib/prodloop-wal" .Values.receiver.wal_dir -}}
+{{- if hasPrefix "/" $dir }}{{ clean $dir }}{{ else }}{{ clean (printf "/var/lib/prodloop/%s" $dir) }}{{ end -}}
 {{- end }}
