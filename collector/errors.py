@@ -142,3 +142,13 @@ class WorkerError(ProdloopError):
 
 class WorkerDied(WorkerError):
     """A worker process died or failed: the replica stops (prodloop run exits 1)."""
+
+
+def exit_code(exc: ProdloopError) -> int:
+    """The exit code of a command that ``exc`` ended: 3 when another process holds the embedded
+    store, 2 for configuration, 1 otherwise."""
+    if isinstance(exc, StoreLockedError):
+        return 3
+    if isinstance(exc, ConfigError):
+        return 2
+    return 1

@@ -16,13 +16,12 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from collector.app.settings import ServiceSettings
 from collector.errors import ConfigError
-from collector.processing.metrics import Metrics
 from collector.receivers.auth import bearer_matches
-from collector.receivers.http import TlsThreadingServer
+from collector.receivers.tls_server import TlsThreadingServer
 
 log = logging.getLogger("prodloop.service")
 
@@ -117,13 +116,12 @@ class OpsServer:
         self,
         host: str,
         port: int,
-        metrics: Metrics,
+        registry: CollectorRegistry,
         ready: Readiness,
         *,
         bearer_token: str = "",
         tls: ssl.SSLContext | None = None,
     ) -> None:
-        registry = metrics.registry
         token = bearer_token.encode()
 
         class Handler(BaseHTTPRequestHandler):
@@ -185,13 +183,15 @@ class OpsServer:
         self.thread.start()
 
     @classmethod
-    def from_settings(cls, service: ServiceSettings, metrics: Metrics, ready: Readiness) -> OpsServer:
+    def from_settings(
+        cls, service: ServiceSettings, registry: CollectorRegistry, ready: Readiness
+    ) -> OpsServer:
         """From ``Settings.service``: address, bearer token, TLS files (ConfigError naming them)."""
         token = service.metrics_bearer_token.get_secret_value() if service.metrics_bearer_token else ""
         return cls(
             service.metrics_host,
             service.metrics_port,
-            metrics,
+            registry,
             ready,
             bearer_token=token,
             tls=_ops_tls(service),

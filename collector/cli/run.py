@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from collector.cli.options import Overrides, SettingsFlags, attribution_options, store_options
+from collector.errors import ConfigError
 from collector.processing.runtime import catch_stop_signals
 
 
@@ -102,7 +103,7 @@ def run(
     key with its effective value.
     """
     stop = catch_stop_signals()  # first: a SIGTERM while starting up still exits cleanly
-    from collector.app.service import run as run_service  # noqa: PLC0415  lazy: 0.5 s, after the signals
+    from collector.app import service  # noqa: PLC0415  lazy: 0.5 s, after the signals
 
     kafka: dict[str, Any] = {}
     if bootstrap_servers:
@@ -127,5 +128,8 @@ def run(
         receiver["grpc_host"] = receiver["http_host"] = listen
     if receiver:
         extra["receiver"] = receiver
-    settings = flags.settings(extra)
-    sys.exit(run_service(settings, stop))
+    try:
+        settings = flags.settings(extra)
+    except ConfigError as exc:  # a log line like the others, not the command group's plain text
+        sys.exit(service.fail_before_settings(exc))
+    sys.exit(service.run(settings, stop))

@@ -1,15 +1,58 @@
-"""Prometheus metrics of the streaming service (one registry per service instance)."""
+"""Prometheus metrics of the service (one registry per service instance), its build and
+process series, and the INFO summaries of what it did (:class:`ActivityLog`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import platform
+import time
+from collections.abc import Callable, Iterator, Sequence
+from importlib.metadata import version
+from typing import Literal
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
 from attribution.aggregate import BatchStats
 from attribution.tracebuffer import BufferStats
+
+log = logging.getLogger("prodloop.service")
+
+# "true" once the native hot path runs (issue 14 sets it where it binds the extension)
+NATIVE = False
+
+
+def service_registry(mode: Literal["stream", "direct"]) -> CollectorRegistry:
+    """The registry ``prodloop run`` serves: process (CPU, RSS, fds), platform and Python GC
+    series, and ``prodloop_build_info``.  The stream pipeline's :class:`Metrics` go on it in
+    stream mode; no ``*_created`` series (prometheus_client's switch is process-wide)."""
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client 0.23
+    r = CollectorRegistry()
+    ProcessCollector(registry=r)
+    PlatformCollector(registry=r)
+    GCCollector(registry=r)
+    Gauge(
+        "prodloop_build_info",
+        "Always 1: the version, whether the native hot path runs, the Python version and the mode",
+        ["version", "native", "python", "mode"],
+        registry=r,
+    ).labels(
+        version=version("prodloop"),
+        native=str(NATIVE).lower(),
+        python=platform.python_version(),
+        mode=mode,
+    ).set(1)
+    return r
 
 
 class Metrics:
@@ -130,7 +173,8 @@ class ReceiverStatsCollector(Collector):
     """The OTLP receivers' counters, read at scrape time (nothing added to the request path).
 
     ``sink`` is the receivers' ingress: the direct pipeline (``stats``: a
-    :class:`collector.pipelines.direct.DirectStats`) or the gateway (``records_produced``).
+    :class:`collector.pipelines.direct.DirectStats`), the write-ahead log's gateway
+    (``requests``) or the Kafka gateway (``records_produced``).
     """
 
     def __init__(self, sink: object) -> None:
@@ -178,6 +222,12 @@ class ReceiverStatsCollector(Collector):
             )
             for name, doc, value in counters:
                 yield CounterMetricFamily(name, doc, value=value)
+            yield SummaryMetricFamily(
+                "prodloop_direct_write_seconds",
+                "Store write latency of the flushes",
+                count_value=s.flushes,
+                sum_value=s.write_seconds,
+            )
             unattributed = CounterMetricFamily(
                 "prodloop_direct_spans_unattributed", "Spans not attributed, by reason", labels=["reason"]
             )
@@ -195,6 +245,39 @@ class ReceiverStatsCollector(Collector):
                     "Unix time of the last successful flush (a crash loses what came after it)",
                     value=s.last_flush_unix_nano / 1e9,
                 )
+        elif getattr(self._sink, "requests", None) is not None:  # the write-ahead log's gateway
+            for name, doc, attr in (
+                (
+                    "prodloop_receiver_requests",
+                    "OTLP trace requests written to the write-ahead log",
+                    "requests",
+                ),
+                (
+                    "prodloop_receiver_requests_refused",
+                    "OTLP trace requests refused with 429 or RESOURCE_EXHAUSTED (the log is full)",
+                    "requests_refused_busy",
+                ),
+                (
+                    "prodloop_receiver_spans_accepted",
+                    "Spans written to the write-ahead log",
+                    "spans_accepted",
+                ),
+            ):
+                yield CounterMetricFamily(name, doc, value=getattr(self._sink, attr))
+            traces = self._sink.traces  # type: ignore[attr-defined]
+            yield CounterMetricFamily(
+                "prodloop_wal_fsyncs", "fsyncs of the traces log, one per group commit", value=traces.fsyncs
+            )
+            yield GaugeMetricFamily(
+                "prodloop_wal_bytes",
+                "Bytes in the traces log, acknowledged and not yet removed (at most receiver.wal_max_bytes)",
+                value=traces.size_bytes,
+            )
+            yield CounterMetricFamily(
+                "prodloop_wal_torn_tails",
+                "Torn or corrupt tails cut from the logs at start (never acknowledged records)",
+                value=sum(w.recovered.torn_tails for w in self._sink.wals),  # type: ignore[attr-defined]
+            )
         produced = getattr(self._sink, "records_produced", None)
         if produced is not None:
             yield CounterMetricFamily(
@@ -202,3 +285,88 @@ class ReceiverStatsCollector(Collector):
                 "Records the broker acknowledged on the traces, deploys and incidents topics",
                 value=produced,
             )
+
+
+# (key, sample name: summed over its labels) per mode, for ActivityLog; the log line spells the key out
+STREAM_TALLIES: tuple[tuple[str, str], ...] = (
+    ("batches_committed", "prodloop_batches_written_total"),
+    ("spans", "prodloop_spans_in_total"),
+    ("rows_written", "prodloop_rows_written_total"),
+    ("rejected", "prodloop_rejected_total"),
+    ("commit_failures", "prodloop_commit_failures_total"),
+    ("store_errors", "prodloop_store_errors_total"),
+)
+DIRECT_TALLIES: tuple[tuple[str, str], ...] = (
+    ("flushes", "prodloop_direct_flushes_total"),
+    ("spans_accepted", "prodloop_receiver_spans_accepted_total"),
+    ("rows_written", "prodloop_direct_rows_written_total"),
+    ("spans_rejected", "prodloop_receiver_spans_rejected_total"),
+    ("requests_refused", "prodloop_receiver_requests_refused_total"),
+    ("flush_failures", "prodloop_direct_flush_failures_total"),
+)
+
+
+class ActivityLog:
+    """INFO summaries read from the registry: what happened since the last line, at most one
+    line per ``every_s`` and none while idle (:meth:`tick`), and the totals at :meth:`close`.
+
+    The JSON log line carries the numbers as ``counts`` too.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        tallies: Sequence[tuple[str, str]],
+        *,
+        every_s: float = 10.0,
+        poll_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._registry = registry
+        self._tallies = tuple(tallies)
+        self._every_s = every_s
+        self._poll_s = poll_s
+        self._clock = clock
+        self._started = self._last_at = self._next_read = clock()
+        self._last = self._read()
+
+    def _read(self) -> tuple[int, ...]:
+        wanted = {name: i for i, (_, name) in enumerate(self._tallies)}
+        out = [0.0] * len(self._tallies)
+        for family in self._registry.collect():
+            for s in family.samples:
+                i = wanted.get(s.name)
+                if i is not None:
+                    out[i] += s.value
+        return tuple(int(v) for v in out)
+
+    def _counts(self, values: tuple[int, ...]) -> dict[str, int]:
+        return {key: v for (key, _), v in zip(self._tallies, values, strict=True)}
+
+    def tick(self) -> None:
+        now = self._clock()
+        if now < self._next_read:
+            return
+        values = self._read()
+        delta = tuple(v - last for v, last in zip(values, self._last, strict=True))
+        if not any(delta):
+            self._next_read = now + self._poll_s
+            return
+        counts = self._counts(delta)
+        log.info(
+            "in the last %.0fs: %s",
+            now - self._last_at,
+            ", ".join(f"{n} {key.replace('_', ' ')}" for key, n in counts.items()),
+            extra={"counts": counts},
+        )
+        self._last, self._last_at, self._next_read = values, now, now + self._every_s
+
+    def close(self) -> None:
+        uptime = self._clock() - self._started
+        counts = self._counts(self._read())
+        log.info(
+            "shutdown after %.1fs: %s in total",
+            uptime,
+            ", ".join(f"{n} {key.replace('_', ' ')}" for key, n in counts.items()),
+            extra={"counts": {**counts, "uptime_seconds": round(uptime, 3)}},
+        )

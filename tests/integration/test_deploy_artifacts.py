@@ -46,7 +46,17 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "prodloop"
 CI_VALUES = CHART / "ci" / "kafka-sasl-alerts-values.yaml"
-DASHBOARDS = sorted((REPO / "grafana" / "dashboards").glob("*.json"))
+ALL_DASHBOARDS = sorted((REPO / "grafana" / "dashboards").glob("*.json"))
+
+
+def _datasource_type(dashboard: Path) -> str:
+    return str(json.loads(dashboard.read_text())["templating"]["list"][0]["query"])
+
+
+# by data source: the ClickHouse dashboards' SQL is checked here; the Prometheus one's
+# expressions against a live /metrics in test_self_metrics.py
+DASHBOARDS = [d for d in ALL_DASHBOARDS if _datasource_type(d) == "grafana-clickhouse-datasource"]
+PROMETHEUS_DASHBOARDS = [d for d in ALL_DASHBOARDS if _datasource_type(d) == "prometheus"]
 TOOLS = Path(os.environ.get("PRODLOOP_TOOLS_DIR", str(Path.home() / ".cache" / "prodloop" / "tools")))
 K8S_VERSION = "1.36.3"
 SETTINGS_SECTIONS = (
@@ -61,8 +71,9 @@ SETTINGS_SECTIONS = (
     "cost",
     "history",
 )
-# values of the chart's own, beside the settings: the history CronJob and its token Secret
-CHART_ONLY = ("cronjob", "gitTokenSecret")
+# values of the chart's own, beside the settings: the history CronJob and its token Secret,
+# the write-ahead log's volume claim
+CHART_ONLY = {"history": ("cronjob", "gitTokenSecret"), "receiver": ("walSize", "walStorageClass")}
 SECRET_KEYS = {"existingSecret", "key", "value"}
 
 yaml_safe = YAML(typ="safe")
@@ -145,6 +156,30 @@ def helm_template(tools: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def helm_lint(tools: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(tools / "helm"), "lint", "--strict", str(CHART), f"--kube-version={K8S_VERSION}", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def kubeconform(tools: Path, manifests: str) -> subprocess.CompletedProcess[str]:
+    """kubeconform -strict over the offline schemas validate_deploy.sh built."""
+    schemas = next((tools / "k8s-schemas").glob(f"v{K8S_VERSION}-*"))
+    location = f"{schemas}/{{{{ .ResourceKind }}}}{{{{ .KindSuffix }}}}.json"
+    return subprocess.run(
+        [str(tools / "kubeconform"), "-strict", "-summary", "-schema-location", location, "-"],
+        input=manifests,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def render(tools: Path, *args: str) -> list[dict[str, Any]]:
     proc = helm_template(tools, *args)
     assert proc.returncode == 0, proc.stderr
@@ -155,6 +190,12 @@ def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [d for d in docs if d["kind"] == kind]
 
 
+def settings_configmap(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ConfigMap holding prodloop.yaml (the others hold Grafana dashboards)."""
+    (configmap,) = [d for d in by_kind(docs, "ConfigMap") if "prodloop.yaml" in d["data"]]
+    return configmap
+
+
 def test_validate_deploy_script_passes(validated_tools: Path) -> None:
     """helm lint --strict, helm template and kubeconform -strict, default and CI values."""
     assert (validated_tools / "helm").exists()
@@ -163,33 +204,24 @@ def test_validate_deploy_script_passes(validated_tools: Path) -> None:
 
 def test_kubeconform_rejects_an_invalid_manifest(validated_tools: Path) -> None:
     """The offline schemas are real: an unknown field and a wrongly typed port are errors."""
-    schemas = next((validated_tools / "k8s-schemas").glob(f"v{K8S_VERSION}-*"))
     bad = (
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec:\n  replicas: 1\n  bogus: 1\n"
         "  selector: {matchLabels: {a: b}}\n  template:\n    metadata: {labels: {a: b}}\n"
         "    spec: {containers: [{name: c, image: i, ports: [{containerPort: x}]}]}\n"
     )
-    location = f"{schemas}/{{{{ .ResourceKind }}}}{{{{ .KindSuffix }}}}.json"
-    proc = subprocess.run(
-        [str(validated_tools / "kubeconform"), "-strict", "-schema-location", location, "-"],
-        input=bad,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = kubeconform(validated_tools, bad)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "bogus" in proc.stdout and "containerPort" in proc.stdout
 
 
 def test_values_mirror_every_setting() -> None:
-    """Every setting (but the testing aids) has a Helm value at the same path, and no more."""
+    """Every setting has a Helm value at the same path, and no more."""
     values = yaml_safe.load((CHART / "values.yaml").read_text())
-    expected = {path for path in LEAVES if path[0] != "testing"}
+    expected = set(LEAVES)
     assert {path[0] for path in expected} == set(SETTINGS_SECTIONS)
     got: set[tuple[str, ...]] = set()
     for section in SETTINGS_SECTIONS:
-        own = {k: v for k, v in values[section].items() if not (section == "history" and k in CHART_ONLY)}
+        own = {k: v for k, v in values[section].items() if k not in CHART_ONLY.get(section, ())}
         got |= value_leaves(own, (section,))
     assert got == expected
     for path in SECRET_LEAVES:
@@ -240,7 +272,7 @@ def test_rendered_chart_matches_the_settings(validated_tools: Path, tmp_path: Pa
     docs = render(validated_tools, "-f", str(CI_VALUES))
     values = yaml_safe.load(CI_VALUES.read_text())
     (deployment,) = by_kind(docs, "Deployment")
-    (configmap,) = by_kind(docs, "ConfigMap")
+    configmap = settings_configmap(docs)
     (service,) = by_kind(docs, "Service")
     (job,) = by_kind(docs, "Job")
     assert by_kind(docs, "ServiceMonitor") and by_kind(docs, "PodDisruptionBudget")
@@ -331,9 +363,10 @@ def test_default_values_render_a_single_embedded_replica(validated_tools: Path, 
     docs = render(validated_tools)
     assert not by_kind(docs, "Job")  # no ClickHouse server to migrate
     assert not by_kind(docs, "Secret")
-    (deployment,) = by_kind(docs, "Deployment")
-    assert deployment["spec"]["strategy"]["type"] == "Recreate"
-    (configmap,) = by_kind(docs, "ConfigMap")
+    assert not by_kind(docs, "Deployment")  # direct mode with the write-ahead log: a StatefulSet
+    (statefulset,) = by_kind(docs, "StatefulSet")
+    assert statefulset["spec"]["replicas"] == 1
+    configmap = settings_configmap(docs)
     config = tmp_path / "prodloop.yaml"
     config.write_text(configmap["data"]["prodloop.yaml"])
     saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("PRODLOOP_")}
@@ -371,7 +404,15 @@ def test_chart_refuses_settings_that_cannot_work(
 def test_compose_stack_is_consistent() -> None:
     compose = YAML(typ="rt").load((REPO / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"kafka", "kafka-topics", "clickhouse", "otel-collector", "prodloop", "grafana"}
+    assert set(services) == {
+        "kafka",
+        "kafka-topics",
+        "clickhouse",
+        "otel-collector",
+        "prodloop",
+        "prometheus",
+        "grafana",
+    }
     assert re.fullmatch(r"apache/kafka:4\.\d+\.\d+", services["kafka"]["image"])
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert services["clickhouse"]["image"].startswith("clickhouse/clickhouse-server:")
@@ -411,7 +452,9 @@ def test_compose_stack_is_consistent() -> None:
             del os.environ[k]
         os.environ.update(saved)
     assert settings.kafka.bootstrap_servers == ["kafka:9092"]
-    assert settings.store.dsn == "http://prodloop:prodloop@clickhouse:8123/prodloop"
+    assert settings.store.dsn == "http://prodloop@clickhouse:8123/prodloop"
+    assert settings.store.password is not None
+    assert settings.store.password.get_secret_value() == "prodloop"
     topics_script = services["kafka-topics"]["command"][0]
     k = settings.kafka
     for topic in (k.traces_topic, k.deploys_topic, k.incidents_topic, k.dead_letter_topic):
@@ -443,6 +486,18 @@ def test_compose_stack_is_consistent() -> None:
     assert grafana_mounts[provider["providers"][0]["options"]["path"]] == "./grafana/dashboards"
     for dashboard in DASHBOARDS:
         assert json.loads(dashboard.read_text())["templating"]["list"][0]["current"]["value"] == source["uid"]
+
+    # Prometheus scrapes prodloop; Grafana reads it for the Prometheus dashboards
+    scrape = yaml_safe.load((REPO / "grafana/prometheus/prometheus.yml").read_text())
+    (job,) = scrape["scrape_configs"]
+    assert job["static_configs"] == [{"targets": [f"prodloop:{settings.service.metrics_port}"]}]
+    assert "9090:9090" in services["prometheus"]["ports"]
+    prom = yaml_safe.load((REPO / "grafana/provisioning/datasources/prometheus.yaml").read_text())
+    (prom_source,) = prom["datasources"]
+    assert prom_source["type"] == "prometheus" and prom_source["url"] == "http://prometheus:9090"
+    for dashboard in PROMETHEUS_DASHBOARDS:
+        current = json.loads(dashboard.read_text())["templating"]["list"][0]["current"]["value"]
+        assert current == prom_source["uid"], dashboard.name
 
 
 def test_dockerfile_installs_the_cli() -> None:
@@ -728,6 +783,8 @@ SELECTIONS: dict[str, dict[str, list[str] | None]] = {
 
 
 def test_dashboards_are_well_formed() -> None:
+    assert sorted(DASHBOARDS + PROMETHEUS_DASHBOARDS) == ALL_DASHBOARDS, "a dashboard of another data source"
+    assert [d.stem for d in PROMETHEUS_DASHBOARDS] == ["prodloop-self"]
     assert {d.stem for d in DASHBOARDS} == {
         "modules-overview",
         "module-detail",

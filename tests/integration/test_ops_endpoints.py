@@ -30,6 +30,7 @@ from collector.app.settings import load_settings
 from collector.errors import ConfigError
 from collector.processing.metrics import Metrics
 from collector.receivers.auth import bearer_matches
+from tests.integration.test_self_metrics import assert_stream_metrics
 from tests.support.certs import self_signed
 from tests.support.streaming import RunProcess, free_port
 
@@ -87,7 +88,7 @@ def ops() -> Iterator[Callable[..., tuple[OpsServer, Readiness]]]:
 
     def start(**kwargs: Any) -> tuple[OpsServer, Readiness]:
         ready = Readiness(ttl_s=kwargs.pop("ttl_s", 0.0))
-        server = OpsServer("127.0.0.1", 0, Metrics(), ready, **kwargs)
+        server = OpsServer("127.0.0.1", 0, Metrics().registry, ready, **kwargs)
         servers.append(server)
         return server, ready
 
@@ -180,7 +181,7 @@ def test_metrics_over_tls(ops: Callable[..., tuple[OpsServer, Readiness]], tmp_p
         }
     )
     ready = Readiness()
-    server = OpsServer.from_settings(settings.service, Metrics(), ready)
+    server = OpsServer.from_settings(settings.service, Metrics().registry, ready)
     try:
         assert server.tls
         ctx = ssl.create_default_context(cafile=str(cert))
@@ -204,7 +205,7 @@ def test_metrics_tls_needs_both_files_and_readable_ones(tmp_path: Path) -> None:
     for only in ({"metrics_tls_cert_file": str(cert)}, {"metrics_tls_key_file": str(key)}):
         settings = load_settings(overrides={"service": {"metrics_port": 0, **only}})
         with pytest.raises(ConfigError, match="must be set together") as err:
-            OpsServer.from_settings(settings.service, Metrics(), Readiness())
+            OpsServer.from_settings(settings.service, Metrics().registry, Readiness())
         missing = "metrics_tls_key_file" if "metrics_tls_cert_file" in only else "metrics_tls_cert_file"
         assert f"service.{missing} is missing" in str(err.value)
     settings = load_settings(
@@ -217,7 +218,7 @@ def test_metrics_tls_needs_both_files_and_readable_ones(tmp_path: Path) -> None:
         }
     )
     with pytest.raises(ConfigError, match=r"metrics_tls_cert_file .*nope\.pem.*No such file"):
-        OpsServer.from_settings(settings.service, Metrics(), Readiness())
+        OpsServer.from_settings(settings.service, Metrics().registry, Readiness())
     (tmp_path / "garbage.pem").write_text("not a certificate\n")
     settings = load_settings(
         overrides={
@@ -229,7 +230,7 @@ def test_metrics_tls_needs_both_files_and_readable_ones(tmp_path: Path) -> None:
         }
     )
     with pytest.raises(ConfigError, match=r"metrics_tls_cert_file .*garbage\.pem"):
-        OpsServer.from_settings(settings.service, Metrics(), Readiness())
+        OpsServer.from_settings(settings.service, Metrics().registry, Readiness())
 
 
 # -- prodloop run -------------------------------------------------------------------------------
@@ -334,6 +335,7 @@ def test_readyz_follows_the_broker_and_healthz_does_not(
 
     try:
         _wait_for(lambda: readyz()[0] == 200, 60, "ready at start", run.log_tail)
+        assert_stream_metrics(_get(f"{base}/metrics")[1])
         watcher = threading.Thread(target=watch_healthz, daemon=True)
         watcher.start()
         try:
@@ -448,7 +450,7 @@ def test_readyz_follows_the_store(kafka_broker: Any, new_topic: Callable[..., st
     ready = Readiness(ttl_s=0.0)
     ready.watch(pipeline=pipeline, broker=BrokerProbe(opts).start())
     ready.set()
-    server = OpsServer("127.0.0.1", 0, pipeline.metrics, ready)
+    server = OpsServer("127.0.0.1", 0, pipeline.metrics.registry, ready)
     base = f"http://127.0.0.1:{server.port}"
     total = sum(1 for _ in traffic.requests)
 
