@@ -1,16 +1,17 @@
-"""Benchmark: OTLP/gRPC into the receiver in direct mode, from a separate process.
+"""Benchmark: OTLP/gRPC or OTLP/HTTP into the receiver in direct mode, from a separate process.
 
 The server (this process) runs the receivers in direct mode on a fresh embedded chDB store
 with the demo shop's CODEOWNERS and modules.yaml, with ``--durability wal`` (the default: an
 answer after the write-ahead log's fsync, the stream pipeline reading the log) or ``memory``.  A client process (this script with
-``--client``) sends ``--spans`` spans (1,000,000 by default) over OTLP/gRPC in requests of
-``--batch`` spans (512), with ``--concurrency`` requests in flight.
+``--client``) sends ``--spans`` spans (1,000,000 by default) over ``--protocol`` grpc (the
+default) or http/protobuf in requests of ``--batch`` spans (512), with ``--concurrency``
+requests in flight; over HTTP each of them on its own keep-alive connection.
 
 Requests come from the demo shop's traffic (real SDK spans: ~10 attributes each, deploys,
 sampling), re-batched to 512 spans per request and serialized before the run (each cycle
 through the shop's traffic with new trace and span ids); each request is sent as the raw
-bytes an OTLP exporter would send.  Refusals (RESOURCE_EXHAUSTED
-with RetryInfo) are retried after the advised delay and counted, as an OTLP client would.
+bytes an OTLP exporter would send.  Refusals (RESOURCE_EXHAUSTED with RetryInfo; HTTP 429
+or 503 with Retry-After) are retried after the advised delay and counted, as an OTLP client would.
 
 Reported: spans/s accepted (first send to last acknowledgement, client clock), request
 latency p50/p99/max, retries; then, on the server, the time until every accepted span was
@@ -93,10 +94,69 @@ def unique_requests(base: list[bytes], count: int) -> list[bytes]:
     return out
 
 
-def client(target: str, spans: int, batch: int, concurrency: int) -> dict[str, Any]:
+class _Retry(Exception):
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+
+
+def grpc_exporter(target: str) -> tuple[Any, Any]:
+    """(export(body) for one thread, close()) over one channel; _Retry when refused with RetryInfo."""
     import grpc
     from google.rpc.error_details_pb2 import RetryInfo
 
+    channel = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 64 << 20)])
+    grpc.channel_ready_future(channel).result(timeout=30)
+    call = channel.unary_unary(EXPORT)
+
+    def export_on_thread() -> Any:
+        def export(body: bytes) -> None:
+            try:
+                call(body, timeout=60)
+            except grpc.RpcError as exc:
+                md = dict(exc.trailing_metadata() or ())
+                retryable = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE)
+                if exc.code() in retryable and md.get("google.rpc.retryinfo-bin"):
+                    info = RetryInfo.FromString(md["google.rpc.retryinfo-bin"])
+                    raise _Retry(info.retry_delay.seconds + info.retry_delay.nanos / 1e9) from None
+                raise
+
+        return export
+
+    return export_on_thread, channel.close
+
+
+def http_exporter(url: str) -> tuple[Any, Any]:
+    """OTLP/HTTP protobuf: each thread its own keep-alive connection."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    conns: list[http.client.HTTPConnection] = []
+
+    def export_on_thread() -> Any:
+        conn = http.client.HTTPConnection(u.hostname or "127.0.0.1", u.port, timeout=60)
+        conns.append(conn)
+        headers = {"Content-Type": "application/x-protobuf"}
+
+        def export(body: bytes) -> None:
+            conn.request("POST", "/v1/traces", body=body, headers=headers)
+            resp = conn.getresponse()
+            answer = resp.read()
+            if resp.status in (429, 503) and resp.getheader("Retry-After"):
+                raise _Retry(float(resp.getheader("Retry-After") or 1))
+            if resp.status != 200:
+                raise RuntimeError(f"HTTP {resp.status}: {answer[:200]!r}")
+
+        return export
+
+    def close() -> None:
+        for c in conns:
+            c.close()
+
+    return export_on_thread, close
+
+
+def client(target: str, protocol: str, spans: int, batch: int, concurrency: int) -> dict[str, Any]:
     n_requests = spans // batch
     remainder = spans - n_requests * batch
     requests = unique_requests(build_requests(batch), n_requests + 1)
@@ -104,9 +164,7 @@ def client(target: str, spans: int, batch: int, concurrency: int) -> dict[str, A
     retries = [0]
     lock = threading.Lock()
     next_i = [0]
-    channel = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 64 << 20)])
-    grpc.channel_ready_future(channel).result(timeout=30)
-    export = channel.unary_unary(EXPORT)
+    export_on_thread, close = (grpc_exporter if protocol == "grpc" else http_exporter)(target)
     # a tail request for spans not divisible by the batch: the first `remainder` spans of a request
     tail: bytes | None = None
     if remainder:
@@ -122,6 +180,7 @@ def client(target: str, spans: int, batch: int, concurrency: int) -> dict[str, A
         tail = r.SerializeToString()
 
     def worker() -> None:
+        export = export_on_thread()
         while True:
             with lock:
                 i = next_i[0]
@@ -132,19 +191,12 @@ def client(target: str, spans: int, batch: int, concurrency: int) -> dict[str, A
             while True:
                 t0 = time.perf_counter()
                 try:
-                    export(body, timeout=60)
-                except grpc.RpcError as exc:
-                    md = dict(exc.trailing_metadata() or ())
-                    if exc.code() in (
-                        grpc.StatusCode.RESOURCE_EXHAUSTED,
-                        grpc.StatusCode.UNAVAILABLE,
-                    ) and md.get("google.rpc.retryinfo-bin"):
-                        info = RetryInfo.FromString(md["google.rpc.retryinfo-bin"])
-                        with lock:
-                            retries[0] += 1
-                        time.sleep(info.retry_delay.seconds + info.retry_delay.nanos / 1e9)
-                        continue
-                    raise
+                    export(body)
+                except _Retry as r:
+                    with lock:
+                        retries[0] += 1
+                    time.sleep(r.delay_s)
+                    continue
                 dt = time.perf_counter() - t0
                 with lock:
                     latencies.append(dt)
@@ -157,13 +209,14 @@ def client(target: str, spans: int, batch: int, concurrency: int) -> dict[str, A
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - start
-    channel.close()
+    close()
     latencies.sort()
 
     def pct(q: float) -> float:
         return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
 
     return {
+        "protocol": protocol,
         "spans": spans,
         "requests": len(latencies),
         "batch": batch,
@@ -203,8 +256,10 @@ def server(args: argparse.Namespace) -> None:
             receiver={
                 "mode": "direct",
                 "durability": args.durability,
+                "grpc_enabled": args.protocol == "grpc",
                 "grpc_port": 0,
-                "http_enabled": False,
+                "http_enabled": args.protocol != "grpc",
+                "http_port": 0,
                 "flush_interval_seconds": args.flush_interval,
                 "queue_max_spans": args.queue_max_spans,
                 "retry_after_seconds": 1,
@@ -246,7 +301,9 @@ def server(args: argparse.Namespace) -> None:
                 sys.executable,
                 __file__,
                 "--client",
-                str(receivers.grpc_endpoint),
+                str(receivers.grpc_endpoint if args.protocol == "grpc" else receivers.http_url),
+                "--protocol",
+                args.protocol,
                 "--spans",
                 str(args.spans),
                 "--batch",
@@ -298,7 +355,8 @@ def server(args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--client", metavar="HOST:PORT", help="(internal) run as the client process")
+    p.add_argument("--client", metavar="TARGET", help="(internal) run as the client process")
+    p.add_argument("--protocol", choices=("grpc", "http/protobuf"), default="grpc")
     p.add_argument("--spans", type=int, default=1_000_000)
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--concurrency", type=int, default=4)
@@ -310,7 +368,7 @@ def main() -> None:
     p.add_argument("--profile", metavar="FILE", help="cProfile the server into FILE")
     args = p.parse_args()
     if args.client:
-        print(json.dumps(client(args.client, args.spans, args.batch, args.concurrency)))
+        print(json.dumps(client(args.client, args.protocol, args.spans, args.batch, args.concurrency)))
         return
     server(args)
 

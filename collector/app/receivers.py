@@ -28,7 +28,7 @@ from collector.errors import ConfigError
 from collector.exporters.clickhouse.store import ClickHouseStore
 from collector.ports import Accepted, JsonObject, LogSink, ModulesQuery, TraceSink
 from collector.receivers.grpc import start_grpc_server
-from collector.receivers.http import HttpApp, HttpServer, server_tls_context, start_http_server
+from collector.receivers.http import HttpApp, HttpLimits, HttpServer, server_tls_context, start_http_server
 
 log = logging.getLogger("prodloop.receiver")
 
@@ -72,20 +72,11 @@ class Receivers:
         self._grpc = grpc_server
         self.grpc_port = grpc_port
         self._http = http_server
-        self._http_thread: threading.Thread | None = None
         self.http_port = http_server.server_address[1] if http_server is not None else None
         self.tls = tls
         self._host_grpc = host_grpc
         self._host_http = host_http
         self._stopped = False
-        if http_server is not None:
-            self._http_thread = threading.Thread(
-                target=http_server.serve_forever,
-                kwargs={"poll_interval": 0.2},
-                name="prodloop-http",
-                daemon=True,
-            )
-            self._http_thread.start()
 
     @staticmethod
     def _client_host(host: str) -> str:
@@ -114,13 +105,10 @@ class Receivers:
         self._stopped = True
         deadline = time.monotonic() + grace_seconds
         done = self._grpc.stop(grace_seconds / 2) if self._grpc is not None else None
-        if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
+        if self._http is not None:  # drains: in-flight requests finish within the grace
+            self._http.stop(grace_seconds / 2)
         if done is not None:
             done.wait(max(0.0, deadline - time.monotonic()))
-        if self._http is not None:
-            self._http.close_connections()
         self.sink.close(max(1.0, deadline - time.monotonic()))
 
 
@@ -180,7 +168,7 @@ def start_receivers(
     * ``sink``: any :class:`~collector.ports.TraceSink` (tests, or a sink built by the caller).
 
     OTLP logs (``/v1/logs``, ``LogsService``) are served when the sink is also a
-    :class:`~collector.ports.LogSink` (the direct pipeline).
+    :class:`~collector.ports.LogSink` (the direct pipeline, the Kafka gateway).
     """
     r = settings.receiver
     tls_files = _tls_files(settings)
@@ -216,8 +204,17 @@ def start_receivers(
                 logs=logs,
                 bearer_token=token,
                 github_secret=r.github_webhook_secret.get_secret_value() if r.github_webhook_secret else "",
+                workers=r.http_workers,
+                body_timeout_s=r.http_body_timeout_seconds,
+                max_header_bytes=r.http_max_header_bytes,
             )
-            http_server = start_http_server(app, r.http_host, r.http_port, ctx)
+            limits = HttpLimits(
+                max_connections=r.http_max_connections,
+                max_header_bytes=r.http_max_header_bytes,
+                header_timeout_s=r.http_header_timeout_seconds,
+                idle_timeout_s=r.http_idle_timeout_seconds,
+            )
+            http_server = start_http_server(app, r.http_host, r.http_port, ctx, limits)
     except BaseException:
         if grpc_server is not None:
             grpc_server.stop(0)

@@ -1,23 +1,33 @@
-"""OTLP/HTTP and the JSON endpoints: the HTTP server and the routes over a trace sink.
+"""OTLP/HTTP and the JSON endpoints: an ASGI app over a trace sink, and uvicorn serving it.
 
 Endpoints (defaults; see :class:`collector.app.settings.ReceiverSettings`)::
 
-    HTTP :4318  POST /v1/traces             OTLP/HTTP: application/x-protobuf or application/json, gzip
+    HTTP :4318  POST /v1/traces             OTLP/HTTP: application/x-protobuf or application/json
                 POST /v1/logs               OTLP/HTTP logs, the same (when the sink is a LogSink)
                 POST /v1/deploys            deploy events (schemas/events/deploy.schema.json)
                 POST /v1/incidents          incident events (schemas/events/incident.schema.json)
                 POST /v1/webhooks/github    GitHub deployment_status events (collector.receivers.github)
                 GET  /api/v1/modules        the JSON of `prodloop query modules --format json`
+                GET  /openapi.json          the OpenAPI description of all these (collector.receivers.openapi)
 
-The receiver never parses OTLP itself: trace requests go, as raw bytes, to a
-:class:`collector.ports.TraceSink`, log requests to a :class:`collector.ports.LogSink`.  Answers follow the OTLP specification, through the one
-error -> status map of :mod:`collector.receivers.status`.  With a bearer token set, every
-endpoint but the GitHub webhook requires ``Authorization: Bearer TOKEN``; refused requests
-are logged with their origin, never their payload.  Kept thin: another server replaces it.
+Bodies may be gzip, deflate or zstd (:mod:`collector.receivers.bodies`).  The receiver never
+parses OTLP itself: trace requests go, as raw bytes, to a :class:`collector.ports.TraceSink`,
+log requests to a :class:`collector.ports.LogSink`.  Answers follow the OTLP specification,
+through the one error -> status map of :mod:`collector.receivers.status`.  With a bearer token
+set, every endpoint but the GitHub webhook requires ``Authorization: Bearer TOKEN``; refused
+requests are logged with their origin, never their payload.
+
+The server is uvicorn (HTTP/1.1 by h11, which bounds the request head) on its own event loop in
+a background thread, serving a plain ASGI app rather than Starlette: seven fixed routes need no
+router, and the app must own the body (read incrementally against the limit, drained or cut on a
+413) and answer errors in the OTLP encodings, which a framework's request and error handling
+would stand between.  Sink calls block (a WAL fsync, broker acks), so they run in worker threads
+bounded by a capacity limiter; the event loop only reads and writes.  docs/receiver.md has more.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -25,78 +35,88 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
+
+import anyio
+import h11
+import uvicorn
+from anyio import to_thread
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from attribution.model import DeployEvent, IncidentEvent
 from attribution.timeparse import parse_time
 from collector.codec.events import decode_deploy, decode_incident
 from collector.errors import ConfigError, EventError, RequestError
-from collector.ports import Accepted, JsonObject, LogSink, ModulesQuery, TraceSink
+from collector.ports import Accepted, JsonObject, LogSink, ModulesQuery, TraceSink, parse_splits
 from collector.receivers.auth import bearer_matches
-from collector.receivers.bodies import EVENT_MEDIA_TYPES, JSON, PROTOBUF, events_from_body, gunzip, media_type
+from collector.receivers.bodies import (
+    EVENT_MEDIA_TYPES,
+    JSON,
+    PROTOBUF,
+    content_encoding,
+    decompress,
+    events_from_body,
+    media_type,
+)
 from collector.receivers.github import GithubDeliveries, GithubWebhook
+from collector.receivers.openapi import openapi_document
 from collector.receivers.status import Refusal, export_logs_response, export_response, refusal, status_body
 
 log = logging.getLogger("prodloop.receiver")
 
 _MAX_EVENT_ERRORS = 20
 
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
 
-class TlsThreadingServer(ThreadingHTTPServer):
-    """A threading HTTP server on IPv4 or IPv6, speaking TLS only when given a context; the
-    receivers' server and the ops server (``/metrics``, ``/healthz``, ``/readyz``) both are one."""
-
-    daemon_threads = True
-
-    def __init__(
-        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], tls: ssl.SSLContext | None
-    ) -> None:
-        self.tls = tls
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        super().__init__(address, handler)
-
-    def get_request(self) -> tuple[Any, Any]:
-        sock, addr = self.socket.accept()
-        if self.tls is not None:  # the handshake happens in the connection's thread
-            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        return sock, addr
+ROUTES: dict[str, tuple[str, ...]] = {
+    "/v1/traces": ("POST",),
+    "/v1/logs": ("POST",),
+    "/v1/deploys": ("POST",),
+    "/v1/incidents": ("POST",),
+    "/v1/webhooks/github": ("POST",),
+    "/api/v1/modules": ("GET",),
+    "/openapi.json": ("GET",),
+}
 
 
-class HttpServer(TlsThreadingServer):
-    """A threading HTTP/1.1 server over an :class:`HttpApp` (TLS when given a context)."""
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    """How much of the server clients may hold (the receiver.http_* settings)."""
 
-    allow_reuse_address = True
-    request_queue_size = 128
+    max_connections: int
+    max_header_bytes: int
+    header_timeout_s: float
+    idle_timeout_s: int
 
-    def __init__(self, address: tuple[str, int], app: HttpApp, tls: ssl.SSLContext | None) -> None:
-        self.app = app
-        self._conns: set[socket.socket] = set()
-        self._conns_lock = threading.Lock()
-        super().__init__(address, _Handler, tls)
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._conns_lock:
-            self._conns.add(request)
-        super().process_request(request, client_address)
+@dataclass(frozen=True, slots=True)
+class _Request:
+    method: str
+    path: str
+    query: str
+    headers: Mapping[str, str]
+    peer: str
+    body: bytes = b""
 
-    def shutdown_request(self, request: Any) -> None:
-        with self._conns_lock:
-            self._conns.discard(request)
-        super().shutdown_request(request)
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("connection from %s failed", client_address, exc_info=True)
+@dataclass(frozen=True, slots=True)
+class _Response:
+    status: int
+    body: bytes
+    content_type: str = JSON
+    headers: Mapping[str, str] = field(default_factory=dict)
+    close: bool = False
 
-    def close_connections(self) -> None:
-        with self._conns_lock:
-            conns = list(self._conns)
-        for c in conns:
-            with contextlib.suppress(OSError):
-                c.shutdown(socket.SHUT_RDWR)
+
+class _Disconnected(Exception):
+    """The client went away before its request was read."""
 
 
 def server_tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
@@ -109,63 +129,10 @@ def server_tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
     return ctx
 
 
-def start_http_server(app: HttpApp, host: str, port: int, tls: ssl.SSLContext | None) -> HttpServer:
-    """Bind the HTTP server (serve it with ``serve_forever``); ConfigError when it cannot listen."""
-    try:
-        return HttpServer((host, port), app, tls)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot listen for HTTP on {host}:{port}: {exc.strerror} "
-            "(receiver.http_port, PRODLOOP_RECEIVER__HTTP_PORT; receiver.http_enabled false turns it off)"
-        ) from None
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "prodloop"
-    sys_version = ""
-    timeout = 60  # idle keep-alive connections are closed after this
-    server: HttpServer
-
-    def setup(self) -> None:
-        super().setup()
-        if isinstance(self.connection, ssl.SSLSocket):
-            try:
-                self.connection.do_handshake()
-            except (ssl.SSLError, OSError) as exc:
-                log.info("TLS handshake with %s failed: %s", self.client_address[0], exc)
-                self.close_connection = True
-                raise
-
-    def do_POST(self) -> None:
-        self.server.app.handle(self, "POST")
-
-    def do_GET(self) -> None:
-        self.server.app.handle(self, "GET")
-
-    def do_PUT(self) -> None:
-        self.server.app.handle(self, "PUT")
-
-    def do_DELETE(self) -> None:
-        self.server.app.handle(self, "DELETE")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.client_address[0], format % args)
-
-
-_ROUTES: dict[str, tuple[str, ...]] = {
-    "/v1/traces": ("POST",),
-    "/v1/logs": ("POST",),
-    "/v1/deploys": ("POST",),
-    "/v1/incidents": ("POST",),
-    "/v1/webhooks/github": ("POST",),
-    "/api/v1/modules": ("GET",),
-}
-
-
 class HttpApp:
-    """The HTTP endpoints, over a :class:`~collector.ports.TraceSink` (and a
-    :class:`~collector.ports.LogSink` for ``/v1/logs``: without one, that endpoint answers 404)."""
+    """The HTTP endpoints as an ASGI app, over a :class:`~collector.ports.TraceSink` (and a
+    :class:`~collector.ports.LogSink` for ``/v1/logs``: without one, that endpoint answers 404).
+    At most ``workers`` sink calls run at once, each in a worker thread."""
 
     def __init__(
         self,
@@ -176,120 +143,182 @@ class HttpApp:
         bearer_token: str = "",
         github_secret: str = "",
         github_deliveries: GithubDeliveries | None = None,
+        workers: int,
+        body_timeout_s: float,
+        max_header_bytes: int,
     ) -> None:
         self.sink = sink
         self.logs = logs
         self.max_request_bytes = max_request_bytes
+        self.body_timeout_s = body_timeout_s
+        self.max_header_bytes = max_header_bytes
+        self._workers = workers
+        self._limiter: anyio.CapacityLimiter | None = None  # made on the server's loop
         self._token = bearer_token.encode()
         self.github = GithubWebhook(sink, github_secret, github_deliveries)
+        self._openapi = json.dumps(openapi_document()).encode()
 
-    # -- plumbing ----------------------------------------------------------------------
+    # -- ASGI --------------------------------------------------------------------------
 
-    @staticmethod
-    def _send(
-        h: _Handler,
-        status: int,
-        body: bytes,
-        content_type: str,
-        headers: Mapping[str, str] | None = None,
-        close: bool = False,
-    ) -> None:
-        h.send_response(status)
-        h.send_header("Content-Type", content_type)
-        h.send_header("Content-Length", str(len(body)))
-        for k, v in (headers or {}).items():
-            h.send_header(k, v)
-        if close:
-            h.send_header("Connection", "close")
-            h.close_connection = True
-        h.end_headers()
-        if h.command != "HEAD":
-            h.wfile.write(body)
-
-    def _read_body(self, h: _Handler) -> bytes:
-        limit = self.max_request_bytes
-        te = (h.headers.get("Transfer-Encoding") or "").lower()
-        if te:
-            if te != "chunked":
-                raise RequestError(501, f"Transfer-Encoding {te!r} is not supported", close=True)
-            return self._read_chunked(h, limit)
-        length = h.headers.get("Content-Length")
-        if length is None:
-            raise RequestError(411, "Content-Length is required", close=True)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        headers: dict[str, str] = {}
+        for k, v in scope["headers"]:  # the first of repeated headers, as http.server had it
+            headers.setdefault(k.decode("latin-1"), v.decode("latin-1"))
+        client = scope.get("client")
+        req = _Request(
+            scope["method"],
+            scope["path"].rstrip("/") or "/",
+            scope["query_string"].decode("latin-1"),
+            headers,
+            client[0] if client else "",
+        )
+        otlp = req.path in ("/v1/traces", "/v1/logs")
+        ctype = PROTOBUF if otlp and media_type(headers.get("content-type")) == PROTOBUF else JSON
         try:
-            n = int(length)
-            if n < 0:
-                raise ValueError
-        except ValueError:
-            raise RequestError(400, f"bad Content-Length {length!r}", close=True) from None
-        if n > limit:
-            # read a moderately oversized body, so the client sees the 413 and not a reset
-            # connection; hang up on a huge one
-            drain = n <= 4 * limit
-            if drain:
-                left = n
-                while left > 0:
-                    chunk = h.rfile.read(min(left, 1 << 16))
-                    if not chunk:
-                        break
-                    left -= len(chunk)
-                drain = left == 0
-            raise RequestError(
-                413,
-                f"the body is {n} bytes; the limit is {limit} (receiver.max_request_bytes)",
-                close=not drain,
-            )
-        data = h.rfile.read(n)
-        if len(data) != n:
-            raise RequestError(400, f"the body ended after {len(data)} of {n} bytes", close=True)
-        return data
+            resp = await self._dispatch(req, receive)
+        except _Disconnected:
+            return
+        except Exception as exc:
+            r = refusal(exc)
+            if r.internal:
+                log.error("%s %s failed", req.method, req.path, exc_info=exc)
+            resp = self._refusal(r, otlp, ctype)
+        await _send(send, resp)
 
     @staticmethod
-    def _read_chunked(h: _Handler, limit: int) -> bytes:
-        parts: list[bytes] = []
-        total = 0
-        while True:
-            line = h.rfile.readline(1024)
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise RequestError(400, "bad chunk size in a chunked body", close=True) from None
-            if size == 0:
-                while h.rfile.readline(8192).strip():  # trailers
-                    pass
-                return b"".join(parts)
-            total += size
-            if total > limit:
+    def _refusal(r: Refusal, otlp: bool, ctype: str) -> _Response:
+        body = (
+            status_body(r.http_status, r.message, ctype)
+            if otlp
+            else json.dumps({"error": r.message}).encode()
+        )
+        return _Response(r.http_status, body, ctype, r.headers, r.close)
+
+    async def _dispatch(self, req: _Request, receive: Receive) -> _Response:
+        head = len(req.path) + len(req.query) + sum(len(k) + len(v) + 4 for k, v in req.headers.items())
+        if head > self.max_header_bytes:  # h11 bounds only a head that arrives in pieces
+            raise RequestError(
+                431,
+                f"the request head is {head} bytes; the limit is {self.max_header_bytes} "
+                "(receiver.http_max_header_bytes)",
+                close=True,
+            )
+        allowed = ROUTES.get(req.path)
+        if allowed is None:
+            raise RequestError(
+                404,
+                f"no endpoint {req.path}: prodloop serves POST /v1/traces, /v1/logs, /v1/deploys, /v1/incidents, "
+                "/v1/webhooks/github and GET /api/v1/modules, /openapi.json",
+                close=req.headers.get("content-length") not in (None, "0"),
+            )
+        if req.method not in allowed:
+            raise RequestError(
+                405,
+                f"{req.path} takes {', '.join(allowed)}",
+                headers={"Allow": ", ".join(allowed)},
+                close=True,
+            )
+        if req.path != "/v1/webhooks/github":
+            self._check_bearer(req)
+        if req.path == "/openapi.json":
+            return _Response(200, self._openapi)
+        handler: Callable[[_Request], _Response]
+        if req.path == "/v1/traces":
+            handler = self._traces
+        elif req.path == "/v1/logs":
+            handler = self._logs
+        elif req.path == "/v1/deploys":
+            handler = partial(self._events, kind="deploy")
+        elif req.path == "/v1/incidents":
+            handler = partial(self._events, kind="incident")
+        elif req.path == "/v1/webhooks/github":
+            handler = self._github
+        else:
+            handler = self._modules
+        if req.method == "POST":
+            self._precheck(req)
+            req = replace(req, body=await self._read_body(req, receive))
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self._workers)
+        return await to_thread.run_sync(handler, req, limiter=self._limiter)
+
+    def _precheck(self, req: _Request) -> None:
+        """Refuse what needs no body to refuse (before reading it)."""
+        if req.path == "/v1/logs" and self.logs is None:
+            raise RequestError(
+                404,
+                "no endpoint /v1/logs: this receiver takes no logs (they are taken in direct mode)",
+                close=req.headers.get("content-length") not in (None, "0"),
+            )
+        if req.path in ("/v1/traces", "/v1/logs"):
+            _otlp_encoding(req)
+        elif req.path in ("/v1/deploys", "/v1/incidents"):
+            mt = media_type(req.headers.get("content-type"))
+            if mt not in EVENT_MEDIA_TYPES:
                 raise RequestError(
-                    413,
-                    f"the body exceeds the limit of {limit} bytes (receiver.max_request_bytes)",
+                    415,
+                    f"Content-Type {mt or '(none)'!r} is not supported: send application/json",
                     close=True,
                 )
-            chunk = h.rfile.read(size)
-            if len(chunk) != size:
-                raise RequestError(400, "the chunked body is truncated", close=True)
-            parts.append(chunk)
-            h.rfile.readline(8)
+        elif req.path == "/v1/webhooks/github":
+            self.github.require_enabled()
+        if req.path != "/v1/webhooks/github":
+            content_encoding(req.headers.get("content-encoding"))
 
-    def _body(self, h: _Handler) -> bytes:
-        """The request body, gunzipped; size-limited before and after."""
-        encoding = (h.headers.get("Content-Encoding") or "identity").strip().lower()
-        if encoding not in ("identity", "gzip"):
-            raise RequestError(
-                415, f"Content-Encoding {encoding!r} is not supported: use gzip or none", close=True
-            )
-        body = self._read_body(h)
-        if encoding == "gzip":
-            body = gunzip(body, self.max_request_bytes)
-        return body
+    async def _read_body(self, req: _Request, receive: Receive) -> bytes:
+        """The body as sent (still compressed), read incrementally: 413 past max_request_bytes.
 
-    def _check_bearer(self, h: _Handler, path: str) -> None:
+        A moderately oversized body (up to 4x the limit) is read to its end, so that the client
+        sees the 413 rather than a reset connection; past that the connection is cut."""
+        limit = self.max_request_bytes
+        declared = req.headers.get("content-length", "")
+        too_large = RequestError(
+            413,
+            f"the body is {declared or 'more than ' + str(limit)} bytes; the limit is {limit} (receiver.max_request_bytes)",
+        )
+        if declared.isdigit() and int(declared) > 4 * limit:
+            raise RequestError(too_large.status, too_large.message, close=True)
+        parts: list[bytes] = []
+        total = 0
+        more = True
+        while more:
+            try:
+                with anyio.fail_after(self.body_timeout_s):
+                    msg = await receive()
+            except TimeoutError:
+                raise RequestError(
+                    408,
+                    f"no part of the body arrived for {self.body_timeout_s:g} s (receiver.http_body_timeout_seconds)",
+                    close=True,
+                ) from None
+            if msg["type"] == "http.disconnect":
+                raise _Disconnected
+            chunk: bytes = msg.get("body", b"")
+            more = bool(msg.get("more_body", False))
+            total += len(chunk)
+            if total > 4 * limit:
+                raise RequestError(too_large.status, too_large.message, close=True)
+            if total <= limit:
+                parts.append(chunk)
+        if total > limit:
+            raise too_large
+        return b"".join(parts)
+
+    def _body(self, req: _Request) -> bytes:
+        """The request body, decompressed; size-limited before and after."""
+        return decompress(
+            content_encoding(req.headers.get("content-encoding")), req.body, self.max_request_bytes
+        )
+
+    def _check_bearer(self, req: _Request) -> None:
         if not self._token:
             return
-        got = h.headers.get("Authorization") or ""
+        got = req.headers.get("authorization") or ""
         if not bearer_matches(got, self._token):
             why = "no Authorization header" if not got.strip() else "wrong bearer token"
-            log.warning("refused %s %s from %s: %s", h.command, path, h.client_address[0], why)
+            log.warning("refused %s %s from %s: %s", req.method, req.path, req.peer, why)
             raise RequestError(
                 401,
                 f"unauthorized ({why}): send 'Authorization: Bearer <receiver.bearer_token>'",
@@ -297,105 +326,24 @@ class HttpApp:
                 close=True,
             )
 
-    # -- dispatch ----------------------------------------------------------------------
+    # -- endpoints (in a worker thread) ------------------------------------------------
 
-    def handle(self, h: _Handler, method: str) -> None:
-        path = urlsplit(h.path).path.rstrip("/") or "/"
-        otlp = path in ("/v1/traces", "/v1/logs")
-        ctype = PROTOBUF if otlp and media_type(h.headers.get("Content-Type")) == PROTOBUF else JSON
-        try:
-            allowed = _ROUTES.get(path)
-            if allowed is None:
-                raise RequestError(
-                    404,
-                    f"no endpoint {path}: prodloop serves POST /v1/traces, /v1/logs, /v1/deploys, /v1/incidents, "
-                    "/v1/webhooks/github and GET /api/v1/modules",
-                    close=h.headers.get("Content-Length") not in (None, "0"),
-                )
-            if method not in allowed:
-                raise RequestError(
-                    405,
-                    f"{path} takes {', '.join(allowed)}",
-                    headers={"Allow": ", ".join(allowed)},
-                    close=True,
-                )
-            if path != "/v1/webhooks/github":
-                self._check_bearer(h, path)
-            if path == "/v1/traces":
-                self._traces(h)
-            elif path == "/v1/logs":
-                self._logs(h)
-            elif path == "/v1/deploys":
-                self._events(h, "deploy")
-            elif path == "/v1/incidents":
-                self._events(h, "incident")
-            elif path == "/v1/webhooks/github":
-                self._github(h)
-            else:
-                self._modules(h)
-        except (BrokenPipeError, ConnectionResetError):
-            h.close_connection = True
-        except Exception as exc:
-            r = refusal(exc)
-            if r.internal:
-                log.exception("%s %s failed", method, path)
-            self._refuse(h, r, otlp, ctype)
-
-    def _refuse(self, h: _Handler, r: Refusal, otlp: bool, ctype: str) -> None:
-        body = (
-            status_body(r.http_status, r.message, ctype)
-            if otlp
-            else json.dumps({"error": r.message}).encode()
-        )
-        if not r.internal:
-            self._send(h, r.http_status, body, ctype, r.headers, r.close)
-            return
-        with contextlib.suppress(OSError):
-            self._send(h, r.http_status, body, ctype, close=True)
-
-    # -- endpoints ---------------------------------------------------------------------
-
-    @staticmethod
-    def _otlp_encoding(h: _Handler) -> str:
-        mt = media_type(h.headers.get("Content-Type"))
-        if mt == PROTOBUF:
-            return "otlp_proto"
-        if mt == JSON:
-            return "otlp_json"
-        raise RequestError(
-            415,
-            f"Content-Type {mt or '(none)'!r} is not supported: send application/x-protobuf or application/json",
-            close=True,
-        )
-
-    def _traces(self, h: _Handler) -> None:
-        encoding = self._otlp_encoding(h)
-        body = self._body(h)
-        acc: Accepted = self.sink.export_traces(body, encoding)
+    def _traces(self, req: _Request) -> _Response:
+        encoding = _otlp_encoding(req)
+        acc: Accepted = self.sink.export_traces(self._body(req), encoding)
         ctype = PROTOBUF if encoding == "otlp_proto" else JSON
-        self._send(h, 200, export_response(acc, ctype), ctype)
+        return _Response(200, export_response(acc, ctype), ctype)
 
-    def _logs(self, h: _Handler) -> None:
-        if self.logs is None:
-            raise RequestError(
-                404,
-                "no endpoint /v1/logs: this receiver takes no logs (they are taken in direct mode)",
-                close=h.headers.get("Content-Length") not in (None, "0"),
-            )
-        encoding = self._otlp_encoding(h)
+    def _logs(self, req: _Request) -> _Response:
+        assert self.logs is not None  # _precheck answered 404
+        encoding = _otlp_encoding(req)
         received = time.time_ns()
-        body = self._body(h)
-        acc: Accepted = self.logs.accept_logs(body, encoding, received_unix_nano=received)
+        acc: Accepted = self.logs.accept_logs(self._body(req), encoding, received_unix_nano=received)
         ctype = PROTOBUF if encoding == "otlp_proto" else JSON
-        self._send(h, 200, export_logs_response(acc, ctype), ctype)
+        return _Response(200, export_logs_response(acc, ctype), ctype)
 
-    def _events(self, h: _Handler, kind: str) -> None:
-        mt = media_type(h.headers.get("Content-Type"))
-        if mt not in EVENT_MEDIA_TYPES:
-            raise RequestError(
-                415, f"Content-Type {mt or '(none)'!r} is not supported: send application/json", close=True
-            )
-        docs = events_from_body(self._body(h))
+    def _events(self, req: _Request, kind: str) -> _Response:
+        docs = events_from_body(self._body(req))
         deploys: list[DeployEvent] = []
         incidents: list[IncidentEvent] = []
         errors: list[str] = []
@@ -415,23 +363,21 @@ class HttpApp:
             n = self.sink.add_deploys(deploys, raw)
         else:
             n = self.sink.add_incidents(incidents, raw)
-        self._send(h, 200, json.dumps({"accepted": n}).encode(), JSON)
+        return _Response(200, json.dumps({"accepted": n}).encode())
 
-    def _github(self, h: _Handler) -> None:
-        self.github.require_enabled()
-        body = self._read_body(h)
+    def _github(self, req: _Request) -> _Response:
         status, answer = self.github.receive(
-            body,
-            event=h.headers.get("X-GitHub-Event") or "",
-            delivery=(h.headers.get("X-GitHub-Delivery") or "").strip(),
-            signature=h.headers.get("X-Hub-Signature-256"),
-            content_type=media_type(h.headers.get("Content-Type")),
-            peer=h.client_address[0],
+            req.body,
+            event=req.headers.get("x-github-event") or "",
+            delivery=(req.headers.get("x-github-delivery") or "").strip(),
+            signature=req.headers.get("x-hub-signature-256"),
+            content_type=media_type(req.headers.get("content-type")),
+            peer=req.peer,
         )
-        self._send(h, status, answer, JSON)
+        return _Response(status, answer)
 
-    def _modules(self, h: _Handler) -> None:
-        params = parse_qs(urlsplit(h.path).query)
+    def _modules(self, req: _Request) -> _Response:
+        params = parse_qs(req.query)
 
         def one(name: str) -> str | None:
             v = params.get(name)
@@ -447,11 +393,175 @@ class HttpApp:
         if flag not in ("", "0", "1", "true", "false"):
             raise RequestError(400, f"attributed_only must be true or false, got {flag!r}")
         try:
-            limit = int(one("limit") or 0)
+            limit, min_spans = int(one("limit") or 0), int(one("min_spans") or 0)
         except ValueError:
-            raise RequestError(400, "limit must be an integer") from None
-        q = ModulesQuery(frm, to, one("service") or None, one("environment"), flag in ("1", "true"), limit)
+            raise RequestError(400, "limit and min_spans must be integers") from None
+        try:
+            by = parse_splits(one("by"))
+        except ValueError as exc:
+            raise RequestError(400, f"by: {exc}") from None
+        q = ModulesQuery(
+            frm, to, one("service") or None, one("environment"), flag in ("1", "true"), limit, by, min_spans
+        )
         rows = self.sink.query_modules(q)
         if q.limit:
             rows = rows[: q.limit]
-        self._send(h, 200, json.dumps(rows, indent=2).encode(), JSON)
+        return _Response(200, json.dumps(rows, indent=2).encode())
+
+
+def _otlp_encoding(req: _Request) -> str:
+    mt = media_type(req.headers.get("content-type"))
+    if mt == PROTOBUF:
+        return "otlp_proto"
+    if mt == JSON:
+        return "otlp_json"
+    raise RequestError(
+        415,
+        f"Content-Type {mt or '(none)'!r} is not supported: send application/x-protobuf or application/json",
+        close=True,
+    )
+
+
+async def _send(send: Send, resp: _Response) -> None:
+    headers = [
+        (b"content-type", resp.content_type.encode()),
+        (b"content-length", str(len(resp.body)).encode()),
+        *((k.lower().encode(), v.encode()) for k, v in resp.headers.items()),
+    ]
+    if resp.close:
+        headers.append((b"connection", b"close"))
+    with contextlib.suppress(OSError):
+        await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+        await send({"type": "http.response.body", "body": resp.body})
+
+
+# -- the server ----------------------------------------------------------------------------
+
+
+class _Config(uvicorn.Config):
+    header_timeout_s: float
+
+
+class _H11(H11Protocol):
+    """uvicorn's h11 protocol, plus a deadline for each request's line and headers (uvicorn
+    has none: a client that sends a head slowly, or nothing, would hold its connection)."""
+
+    def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        assert isinstance(config, _Config)
+        self._head_timeout = config.header_timeout_s
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_timer = self.loop.call_later(self._head_timeout, self._head_too_slow)
+
+    def data_received(self, data: bytes) -> None:
+        idle = self.cycle is None or self.cycle.response_complete
+        if idle and self._head_timer is None:
+            self._head_timer = self.loop.call_later(self._head_timeout, self._head_too_slow)
+        super().data_received(data)
+        if self._head_timer is not None and self.cycle is not None and not self.cycle.response_complete:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().connection_lost(exc)
+
+    def eof_received(self) -> None:
+        """A client that half-closes mid-body gets a 400 (uvicorn would close without one)."""
+        cycle = self.cycle
+        if (
+            cycle is not None
+            and not cycle.response_complete
+            and self.conn.their_state is h11.SEND_BODY
+            and self.conn.our_state is h11.SEND_RESPONSE
+        ):
+            cycle.disconnected = True  # the app stops reading and answers nothing
+            cycle.message_event.set()
+            self.send_400_response("The request body ended early.")
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if self.cycle is None or self.cycle.response_complete:
+            log.info(
+                "closed a connection from %s: no request head within %g s", self.client, self._head_timeout
+            )
+            self.transport.close()
+
+
+class HttpServer:
+    """uvicorn serving an :class:`HttpApp` on its own event loop in a background thread (TLS
+    when given a context).  ``stop(grace)`` drains: no new connections, in-flight requests finish
+    within the grace, idle keep-alive connections are closed, then the server is."""
+
+    def __init__(
+        self, sock: socket.socket, app: HttpApp, tls: ssl.SSLContext | None, limits: HttpLimits
+    ) -> None:
+        self.app = app
+        self.server_address: tuple[str, int] = sock.getsockname()[:2]
+        self._sock = sock
+        config = _Config(
+            app,
+            http=_H11,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            headers=[("server", "prodloop")],
+            limit_concurrency=limits.max_connections,
+            timeout_keep_alive=limits.idle_timeout_s,
+            h11_max_incomplete_event_size=limits.max_header_bytes,
+            backlog=512,
+            proxy_headers=False,  # the peer is the client: log it, not what a header claims
+        )
+        config.header_timeout_s = limits.header_timeout_s
+        config.load()
+        config.ssl = tls  # our context, not one uvicorn builds from file names
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._run, name="prodloop-http", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not self._server.started:
+            self.stop(0)
+            raise ConfigError("the HTTP server did not start (see the log)")
+
+    def _run(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        try:
+            await self._server.serve(sockets=[self._sock])
+        finally:  # connections still open past the grace
+            for conn in list(self._server.server_state.connections):
+                conn.transport.close()
+            await asyncio.sleep(0)
+
+    def stop(self, grace_s: float) -> None:
+        """Stop taking connections, let in-flight requests finish (up to ``grace_s``), close."""
+        self._server.config.timeout_graceful_shutdown = grace_s  # type: ignore[assignment]
+        self._server.should_exit = True
+        self._thread.join(grace_s + 5)
+
+
+def start_http_server(
+    app: HttpApp, host: str, port: int, tls: ssl.SSLContext | None, limits: HttpLimits
+) -> HttpServer:
+    """Bind and serve (in a background thread); ConfigError when it cannot listen."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"cannot listen for HTTP on {host}:{port}: {exc.strerror} "
+            "(receiver.http_port, PRODLOOP_RECEIVER__HTTP_PORT; receiver.http_enabled false turns it off)"
+        ) from None
+    return HttpServer(sock, app, tls, limits)

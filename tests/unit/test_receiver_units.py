@@ -1,16 +1,23 @@
 """Receiver helpers that need no server: the OTLP/JSON -> protobuf transcoding of gateway mode
 (checked against the SDK's two encoders on the same spans), the split by trace, the GitHub
-deployment_status mapping and signatures, and the OTLP response bodies."""
+deployment_status mapping and signatures, the OTLP response bodies, the bounded decompression
+of request bodies, and the OpenAPI document."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import hmac
 import json
-from collections.abc import Sequence
+import re
+import tracemalloc
+import zlib
+from collections.abc import Callable, Sequence
 
 import pytest
+import zstandard
 from google.rpc import status_pb2
+from jsonschema import Draft202012Validator
 from opentelemetry.exporter.otlp.json.common.trace_encoder import encode_spans as encode_json
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as encode_proto
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
@@ -20,9 +27,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, set_span_in_context
 
 from collector.codec.transcode import otlp_json_to_proto, split_by_trace
-from collector.errors import DecodeError, EventError
+from collector.errors import DecodeError, EventError, RequestError
 from collector.ports import Accepted
+from collector.receivers.bodies import content_encoding, decompress
 from collector.receivers.github import deploy_from_github, github_signature, verify_github_signature
+from collector.receivers.openapi import openapi_document
 from collector.receivers.status import export_response, status_body
 
 
@@ -181,3 +190,72 @@ def test_response_bodies() -> None:
     st = status_pb2.Status.FromString(status_body(400, "bad", "application/x-protobuf"))
     assert (st.code, st.message) == (3, "bad")
     assert json.loads(status_body(503, "later", "application/json")) == {"code": 14, "message": "later"}
+
+
+def _zstd_stream(data: bytes) -> bytes:
+    c = zstandard.ZstdCompressor().compressobj()  # a frame that does not declare its size
+    return c.compress(data) + c.flush()
+
+
+_COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
+    "gzip": gzip.compress,
+    "deflate": zlib.compress,
+    "zstd": lambda b: zstandard.ZstdCompressor().compress(b),
+    "zstd-stream": _zstd_stream,
+}
+
+
+@pytest.mark.parametrize("name", sorted(_COMPRESSORS))
+def test_a_zip_bomb_is_refused_without_inflating_it(name: str) -> None:
+    limit = 64 * 1024
+    compress = _COMPRESSORS[name]
+    encoding = name.split("-")[0]
+    assert decompress(encoding, compress(b"span" * 1000), limit) == b"span" * 1000
+    bomb = compress(b"\0" * (16 << 20))
+    assert len(bomb) < limit
+    tracemalloc.start()
+    try:
+        with pytest.raises(RequestError) as err:
+            decompress(encoding, bomb, limit)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert err.value.status == 413 and "decompressed" in err.value.message
+    assert peak < 3 * limit  # not the 16 MiB it would inflate to
+
+
+def test_unsupported_content_encodings_are_415() -> None:
+    assert [content_encoding(v) for v in (None, "GZIP ", "deflate", "zstd", "identity")] == [
+        "identity",
+        "gzip",
+        "deflate",
+        "zstd",
+        "identity",
+    ]
+    for bad in ("br", "snappy", "gzip, zstd"):
+        with pytest.raises(RequestError) as err:
+            content_encoding(bad)
+        assert err.value.status == 415 and "gzip, deflate, zstd" in err.value.message
+
+
+def test_the_openapi_document_is_valid_and_its_schemas_check() -> None:
+    doc = openapi_document()
+    assert doc["openapi"] == "3.1.0"
+    for schema in doc["components"]["schemas"].values():
+        Draft202012Validator.check_schema(schema)
+    refs = set(re.findall(r'"#/components/schemas/(\w+)"', json.dumps(doc)))
+    assert refs <= set(doc["components"]["schemas"])
+    deploy = Draft202012Validator(doc["components"]["schemas"]["DeployEvent"])
+    good = {
+        "deploy_id": "d-1",
+        "service": "cart",
+        "environment": "prod",
+        "commit_sha": "abcdef1",
+        "deployed_at": "2026-03-01T00:00:00Z",
+    }
+    assert deploy.is_valid(good) and not deploy.is_valid({**good, "commit_sha": "main"})
+    for path, ops in doc["paths"].items():
+        for op in ops.values():
+            for status, answer in op["responses"].items():
+                if status in ("429", "503"):
+                    assert "Retry-After" in answer["headers"], (path, status)
