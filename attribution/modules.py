@@ -16,6 +16,7 @@ A rule with ``services`` applies only to spans of those services.
 
 from __future__ import annotations
 
+import difflib
 import posixpath
 import re
 from collections.abc import Mapping, Sequence
@@ -118,6 +119,12 @@ class ModuleRule:
         return any(rx.search(span_name) for rx in self._name_res)
 
 
+def _unknown_key(key: Any, known: set[str]) -> str:
+    close = difflib.get_close_matches(str(key), sorted(known), n=1)
+    tail = f"did you mean {close[0]!r}?" if close else f"expected one of {sorted(known)}"
+    return f"unknown key {key!r}; {tail}"
+
+
 def _str_list(value: Any, where: str) -> tuple[str, ...]:
     if value is None:
         return ()
@@ -152,7 +159,7 @@ class ModuleConfig:
         known = {"source_roots", "module_depth", "modules"}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ModuleConfigError(f"{source}: unknown key {unknown[0]!r} (expected one of {sorted(known)})")
+            raise ModuleConfigError(f"{source}: {_unknown_key(unknown[0], known)}")
         roots = list(_str_list(data.get("source_roots"), f"{source}: source_roots"))
         roots.extend(extra_source_roots)
         for r in roots:
@@ -175,9 +182,7 @@ class ModuleConfig:
                 )
             bad = sorted(set(raw) - rule_keys)
             if bad:
-                raise ModuleConfigError(
-                    f"{where}: unknown key {bad[0]!r} (expected one of {sorted(rule_keys)})"
-                )
+                raise ModuleConfigError(f"{where}: {_unknown_key(bad[0], rule_keys)}")
             name = raw.get("name")
             if not isinstance(name, str) or not name.strip():
                 raise ModuleConfigError(f"{where}.name: is required and must be a non-empty string")

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+from collections.abc import Iterable, Sequence
+
+
+def unknown_key(key: str, known: Iterable[str]) -> str:
+    """The message for an unknown key: the closest known one, else all of them."""
+    real = sorted(known)
+    close = difflib.get_close_matches(key, real, n=1)
+    return (
+        f"unknown field; did you mean {close[0]!r}?"
+        if close
+        else f"unknown field (expected {', '.join(real)})"
+    )
 
 
 class RuleError(ValueError):

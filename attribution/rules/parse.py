@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from attribution.globs import GlobSyntaxError, compile_glob
-from attribution.rules.errors import Problems, RuleError, RulesFileError
+from attribution.rules.errors import Problems, RuleError, RulesFileError, unknown_key
 from attribution.rules.params import parse_params
 from attribution.rules.schema import KINDS, SEVERITIES, TEMPLATE_FIELDS, Rule, RuleSet, Scope, TicketTemplate
 from attribution.rules.values import DAY, MINUTE, parse_duration
@@ -117,7 +117,7 @@ def parse_rules(data: Any, source: str = "rules.yaml") -> RuleSet:
         raise RulesFileError([RuleError(source, "(file)", "", "the top level must be a mapping with rules:")])
     for key in data:
         if key not in ("version", "defaults", "rules"):
-            errs.add("(file)", str(key), "unknown key (expected version, defaults, rules)")
+            errs.add("(file)", str(key), unknown_key(str(key), ("version", "defaults", "rules")))
     version = data.get("version", 1)
     if version != 1:
         errs.add("(file)", "version", f"unsupported version {version!r} (this prodloop reads version 1)")
@@ -187,7 +187,7 @@ def _parse_rule(
     allowed = _KIND_KEYS[kind]
     for key in explicit:
         if key not in _RULE_KEYS:
-            errs.add(label, str(key), "unknown field")
+            errs.add(label, str(key), unknown_key(str(key), _RULE_KEYS))
         elif key in set().union(*_KIND_KEYS.values()) and key not in allowed:
             errs.add(label, str(key), f"does not apply to kind {kind}")
 

@@ -24,18 +24,18 @@ resource attribute; a repository that lists no services is the default for the r
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import YAMLError
 
-from attribution.codeowners import MAX_CODEOWNERS_BYTES, CodeOwners, CodeOwnersProblem
+from attribution.codeowners import CodeOwners, CodeOwnersProblem
 from attribution.modules import ModuleConfig, ModuleConfigError, ModuleMatcher, ModuleProblem
 from attribution.repository import Repository
+from collector.app.yaml_files import load_yaml, read_config_text, yaml_position
 from collector.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -49,38 +49,19 @@ class LoadedAttribution:
     module_problems: list[ModuleProblem] = field(default_factory=list)
 
 
-def _read_text(path: Path, what: str) -> str:
-    try:
-        if path.stat().st_size > MAX_CODEOWNERS_BYTES and what == "CODEOWNERS":
-            # GitHub ignores such files; CodeOwners.parse reports it as a problem
-            return path.read_text(errors="replace")
-        return path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: {what} file not found") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read {what} file: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: {what} file is not UTF-8 text: {exc}") from None
-
-
-def _load_yaml(path: Path, what: str) -> Any:
-    text = _read_text(path, what)
-    try:
-        return YAML(typ="rt").load(text)
-    except YAMLError as exc:
-        raise ConfigError(f"{path}: {what} is not valid YAML: {exc}") from None
-
-
 def load_codeowners(path: Path | None) -> CodeOwners:
     if path is None:
         return CodeOwners.parse("", "(no CODEOWNERS)")
-    return CodeOwners.parse(_read_text(path, "CODEOWNERS"), str(path))
+    return CodeOwners.parse(read_config_text(path, "CODEOWNERS"), str(path))
+
+
+_NO_MODULES_FILE = "(no modules file)"
 
 
 def load_modules(path: Path | None, extra_source_roots: Sequence[str] = ()) -> ModuleConfig:
     if path is None:
-        return ModuleConfig.from_mapping({}, "(no modules file)", extra_source_roots=extra_source_roots)
-    data = _load_yaml(path, "modules file")
+        return ModuleConfig.from_mapping({}, _NO_MODULES_FILE, extra_source_roots=extra_source_roots)
+    data = load_yaml(path, "modules file")
     lines: dict[int, int] = {}
     if isinstance(data, CommentedMap):
         seq = data.get("modules")
@@ -93,7 +74,23 @@ def load_modules(path: Path | None, extra_source_roots: Sequence[str] = ()) -> M
             _plain(data), str(path), lines=lines, extra_source_roots=extra_source_roots
         )
     except ModuleConfigError as exc:
-        raise ConfigError(str(exc)) from None
+        raise ConfigError(_located(path, data, str(exc))) from None
+
+
+_MODULE_INDEX = re.compile(r"\bmodules\[(\d+)\]")
+_TOP_KEY = re.compile(r"^(source_roots|module_depth|modules):|^unknown key '([^']*)'")
+
+
+def _located(path: Path, data: Any, message: str) -> str:
+    """A modules file error as ``file:line:column: error: ...``."""
+    rest = re.sub(rf"^{re.escape(str(path))}(:\d+)?: ", "", message)
+    index = _MODULE_INDEX.match(rest)
+    top = _TOP_KEY.match(rest)
+    loc: list[str | int] = ["modules", int(index.group(1))] if index else []
+    if top:
+        loc = [top.group(1) or top.group(2)]
+    line, col = yaml_position(data, loc, key=top is not None and top.group(2) is not None) or (1, 1)
+    return f"{path}:{line}:{col}: error: {rest}"
 
 
 def _plain(obj: Any) -> Any:
@@ -123,7 +120,7 @@ def load_attribution(
         mc = load_modules(modules, source_roots)
         out.repositories.append(Repository(name="default", url=repository_url, codeowners=co, modules=mc))
     else:
-        data = _plain(_load_yaml(config, "attribution file"))
+        data = _plain(load_yaml(config, "attribution file"))
         if not isinstance(data, dict) or not isinstance(data.get("repositories"), list):
             raise ConfigError(f"{config}: expected a mapping with a 'repositories' list")
         names: set[str] = set()
@@ -173,6 +170,10 @@ def load_attribution(
             raise ConfigError(f"{config}: 'repositories' is empty")
     for repo in out.repositories:
         out.codeowners_problems.extend(repo.codeowners.problems)
+        if not repo.modules.rules and repo.modules.source != _NO_MODULES_FILE:
+            out.module_problems.append(
+                ModuleProblem(repo.modules.source, 1, "no module rules (is the file empty?)", "warning")
+            )
         out.module_problems.extend(ModuleMatcher(repo.modules).problems())
     return out
 

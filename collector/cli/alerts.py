@@ -15,6 +15,7 @@ from collector.cli.options import (
     format_option,
     now_ns,
     parse_time,
+    rules_option,
     store_options,
 )
 from collector.cli.render import fail, render_alerts
@@ -28,15 +29,7 @@ def alerts() -> None:
 @alerts.command("evaluate")
 @store_options
 @attribution_options
-@click.option(
-    "--rules",
-    "rules_file",
-    envvar="PRODLOOP_ALERTS__RULES",
-    show_envvar=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="rules.yaml [default: alerts.rules of the config].",
-)
+@rules_option("rules.yaml [default: alerts.rules of the config].")
 @click.option(
     "--dry-run",
     is_flag=True,

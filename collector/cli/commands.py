@@ -31,19 +31,15 @@ from collector.cli.records import query_deploys, query_tickets
 from collector.cli.render import fail
 from collector.cli.report import report
 from collector.cli.run import run
-from collector.errors import ConfigError, ProdloopError, StoreLockedError
+from collector.errors import ProdloopError, exit_code
 
 
 class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except StoreLockedError as exc:
-            fail(str(exc), 3)
-        except ConfigError as exc:
-            fail(str(exc), 2)
         except ProdloopError as exc:
-            fail(str(exc), 1)
+            fail(str(exc), exit_code(exc))
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -98,8 +94,9 @@ def schema_apply(flags: SettingsFlags, ttl_days: int | None) -> None:
 @store_options
 def config_dump(flags: SettingsFlags) -> None:
     """Print the effective settings (secrets redacted)."""
-    settings = flags.settings()
-    click.echo(json.dumps(settings.redacted_dump(), indent=2, default=str))
+    from collector.app import build  # noqa: PLC0415  lazy: the exporters cost 0.3 s of --help
+
+    click.echo(json.dumps(build.shown_settings(flags.settings()), indent=2, default=str))
 
 
 @main.command()

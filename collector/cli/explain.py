@@ -1,9 +1,11 @@
-"""``prodloop explain`` and ``prodloop check``: debug and validate the attribution files."""
+"""``prodloop explain`` and ``prodloop check``: debug attribution, and validate the config files."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -15,8 +17,10 @@ from collector.cli.options import (
     format_option,
     now_ns,
     parse_time,
+    rules_option,
 )
 from collector.cli.render import fail
+from collector.errors import ConfigError
 
 
 @click.command()
@@ -81,9 +85,17 @@ def explain(
         )
 
 
+def _at(source: str, line: int) -> str:
+    """``file:line:column`` of a whole-line problem (line 0: the file as a whole)."""
+    return f"{source}:{max(line, 1)}:1"
+
+
 @click.command()
 @attribution_options
-@config_option("YAML config file.")
+@config_option(
+    "YAML config file (prodloop.yaml) to validate; its attribution and rules files are checked too."
+)
+@rules_option("rules.yaml to validate [default: alerts.rules of the config].")
 @click.option(
     "--store",
     "store_dsn",
@@ -91,7 +103,7 @@ def explain(
     show_envvar=True,
     default=None,
     help="Also warn about configured modules that matched no span stored here over --since "
-    "(chdb:///path or http(s)://user:pass@host:8123/db).",
+    "(chdb:///path or http(s)://user@host:8123/db).",
 )
 @click.option(
     "--database",
@@ -110,26 +122,53 @@ def explain(
 )
 def check(
     flags: SettingsFlags,
+    rules_file: Path | None,
     since: str,
 ) -> None:
-    """Validate CODEOWNERS and modules files; exit 1 on errors.  With --store, also warn
-    about configured modules that matched nothing in the store."""
+    """Validate prodloop.yaml, rules.yaml, CODEOWNERS and modules files, without a store; print
+    each problem as file:line:column and exit 1 on errors.  With --store, also warn about
+    configured modules that matched nothing in the store."""
     from collector.app.attribution_files import load_attribution_from  # noqa: PLC0415  lazy: ruamel and the attribution core
+    from collector.app.rules_file import load_rules  # noqa: PLC0415  lazy, as attribution_files
 
-    settings = flags.settings()
-    if not (settings.attribution.codeowners or settings.attribution.modules or settings.attribution.config):
-        fail("nothing to check: give --codeowners, --modules or --attribution")
-    loaded = load_attribution_from(settings)
     errors = 0
     warnings = 0
+
+    def report(exc: ConfigError) -> None:
+        nonlocal errors
+        for line in str(exc).splitlines():  # one error a line
+            click.echo(line)
+            errors += 1
+
+    try:
+        settings = flags.settings()
+    except ConfigError as exc:
+        report(exc)
+        settings = dataclasses.replace(flags, config_file=None).settings()
+    rules_file = rules_file or settings.alerts.rules
+    a = settings.attribution
+    if not (flags.config_file or rules_file or a.codeowners or a.modules or a.config):
+        fail("nothing to check: give --config, --rules, --codeowners, --modules or --attribution")
+    if rules_file is not None:
+        try:
+            rule_count = len(load_rules(rules_file).rules)
+            click.echo(f"checked {rules_file}: {rule_count} rules")
+        except ConfigError as exc:
+            report(exc)
+    try:
+        loaded = load_attribution_from(settings)
+    except ConfigError as exc:
+        report(exc)
+        click.echo(f"{errors} errors, {warnings} warnings")
+        sys.exit(1)
     for p in loaded.codeowners_problems:
-        click.echo(f"{p.source}:{p.line}: {p.severity}: {p.message}")
+        click.echo(f"{_at(p.source, p.line)}: {p.severity}: {p.message}")
         if p.text:
             click.echo(f"    {p.text}")
         errors += p.severity == "error"
         warnings += p.severity != "error"
     for m in loaded.module_problems:
-        click.echo(str(m))
+        click.echo(f"{_at(m.source, m.line)}: {m.severity}: {m.message}")
         errors += m.severity == "error"
         warnings += m.severity != "error"
     if flags.store_dsn:
@@ -138,7 +177,7 @@ def check(
 
         now = now_ns()
         from_ns = parse_time(since, now) or 0
-        store = build.open_store(settings)
+        store = build.open_store(settings, create=False)
         try:
             for w in unmatched_module_warnings(store, loaded.repositories, from_ns, now):
                 click.echo(w)

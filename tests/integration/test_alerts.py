@@ -329,7 +329,7 @@ def test_racing_claims_of_one_term_have_one_winner(store: ClickHouseStore) -> No
 def test_rules_file_errors_and_unknown_sinks(tmp_path: Path, store: ClickHouseStore) -> None:
     bad = tmp_path / "rules.yaml"
     bad.write_text("rules:\n  - {name: x, kind: threshold, metric: p95, value: fast}\n")
-    with pytest.raises(ConfigError, match=r"rules\.yaml: rules\[0\] \(x\): value:"):
+    with pytest.raises(ConfigError, match=r"rules\.yaml:2:52: error: rules\[0\] \(x\): value:"):
         load_rules(bad)
     with pytest.raises(ConfigError, match=r"ticket\.sinks: jira not configured"):
         engine(store, [FileSink(tmp_path / "t.jsonl")], RULES.replace("labels: [perf]", "sinks: [jira]"))

@@ -180,10 +180,10 @@ def test_flag_errors_name_the_key() -> None:
 
 
 def test_unreadable_or_invalid_files(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(ConfigError, match="config file not found"):
         load_settings(tmp_path / "missing.yaml")
     bad = write(tmp_path, "store: [unclosed\n", "bad.yaml")
-    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml:2:1: error: config file is not valid YAML"):
         load_settings(bad)
     top_list = write(tmp_path, "- a\n- b\n", "list.yaml")
     with pytest.raises(ConfigError, match="top level must be a mapping"):

@@ -4,7 +4,7 @@ Rate limits (403/429 with ``Retry-After``, or ``x-ratelimit-remaining: 0`` with
 ``x-ratelimit-reset``) are waited out up to ``max_wait_s``; 5xx and transport errors back off
 exponentially.  A create that failed *uncertainly* (5xx, timeout) is never blindly retried:
 :func:`create_once` first looks for the ticket by its labels.  Tokens stay in the headers;
-they never appear in messages, reprs or logs.
+they never appear in messages, reprs or logs, and URLs are shown through :func:`redact_url`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
@@ -25,6 +26,16 @@ from collector.errors import TicketError
 from collector.ports import TicketDraft, TicketRef, TicketSink
 
 log = logging.getLogger("prodloop.tickets")
+
+
+def redact_url(url: str) -> str:
+    """``url`` as it may be shown: its userinfo and every query value (tokens) replaced by ``***``."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"***@{host}" if "@" in parts.netloc else host
+    query = urlencode([(k, "***") for k, _ in parse_qsl(parts.query, keep_blank_values=True)], safe="*")
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
 
 USER_AGENT = "prodloop/0.1 (+https://github.com/acme/prodloop)"
 
@@ -153,6 +164,7 @@ class HttpClient:
         """
         p = self.policy
         last = ""
+        shown = redact_url(path)
         for attempt in range(p.max_attempts):
             try:
                 response = self.client.request(
@@ -160,7 +172,7 @@ class HttpClient:
                 )
             except httpx.TransportError as exc:
                 last = f"{type(exc).__name__}"
-                log.warning("%s: %s %s failed (%s); attempt %d", self.what, method, path, last, attempt + 1)
+                log.warning("%s: %s %s failed (%s); attempt %d", self.what, method, shown, last, attempt + 1)
                 if attempt + 1 < p.max_attempts:
                     self.sleep(self._backoff(attempt))
                 if not safe:
@@ -172,7 +184,7 @@ class HttpClient:
             if status in (403, 429):
                 wait = rate_limit_wait(response, self.clock(), p)
                 if wait is None:
-                    raise TicketError(f"{self.what}: {method} {path} -> {status}: {_brief(response)}")
+                    raise TicketError(f"{self.what}: {method} {shown} -> {status}: {_brief(response)}")
                 if wait > p.max_wait_s:
                     raise TicketError(
                         f"{self.what}: rate limited for {wait:.0f}s (more than max_wait {p.max_wait_s:.0f}s); "
@@ -184,14 +196,14 @@ class HttpClient:
                 continue
             if status >= 500:
                 last = f"{status}"
-                log.warning("%s: %s %s -> %d; attempt %d", self.what, method, path, status, attempt + 1)
+                log.warning("%s: %s %s -> %d; attempt %d", self.what, method, shown, status, attempt + 1)
                 if attempt + 1 < p.max_attempts:
                     self.sleep(self._backoff(attempt))
                 if not safe:
                     raise Uncertain(last)
                 continue
-            raise TicketError(f"{self.what}: {method} {path} -> {status}: {_brief(response)}")
-        raise TicketError(f"{self.what}: {method} {path} failed after {p.max_attempts} attempts ({last})")
+            raise TicketError(f"{self.what}: {method} {shown} -> {status}: {_brief(response)}")
+        raise TicketError(f"{self.what}: {method} {shown} failed after {p.max_attempts} attempts ({last})")
 
 
 def _brief(response: httpx.Response) -> str:

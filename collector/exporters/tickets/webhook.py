@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from collector.errors import ConfigError
-from collector.exporters.tickets.http import HttpClient
+from collector.exporters.tickets.http import HttpClient, redact_url
 from collector.ports import Note, RemoteState, TicketDraft, TicketRef
 
 SIGNATURE_HEADER = "X-Prodloop-Signature-256"
@@ -40,14 +40,14 @@ class WebhookSink:
         **http_kw: Any,
     ) -> None:
         if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"webhook.url: {url!r} must be an http(s) URL")
+            raise ConfigError(f"webhook.url: {redact_url(url)!r} must be an http(s) URL")
         self.name = name
         self.url = url
         self._secret = secret
         self.http = http or HttpClient("", dict(headers or {}), what="webhook", **http_kw)
 
     def __repr__(self) -> str:
-        return f"WebhookSink({self.url!r})"
+        return f"WebhookSink({redact_url(self.url)!r})"
 
     def close(self) -> None:
         self.http.close()
