@@ -62,6 +62,11 @@ def format_rfc3339(unix_nano: int) -> str:
     return f"{base}.{ns:09d}Z".replace(".000000000Z", "Z")
 
 
+def format_window(start_unix_nano: int, end_unix_nano: int) -> str:
+    """``[start, end)`` as its exact UTC start–end (RFC 3339)."""
+    return f"{format_rfc3339(start_unix_nano)}–{format_rfc3339(end_unix_nano)}"
+
+
 def _req_str(obj: Mapping[str, Any], field: str, *, allow_empty: bool = False) -> str:
     if field not in obj or obj[field] is None:
         raise EventValidationError(field, "is required")

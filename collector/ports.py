@@ -8,7 +8,7 @@ only ``attribution`` and the standard library, and no ``Any`` crosses it (mypy's
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, TypeAlias, TypedDict, runtime_checkable
 
@@ -39,6 +39,19 @@ class Accepted:
     message: str = ""
 
 
+# The splits of a module row (`query modules --by`), beyond (service, environment, module).
+SPLITS = ("commit", "owners", "deploy")
+
+
+def parse_splits(value: str | None) -> tuple[str, ...]:
+    """``commit,owners`` as the splits it names (in SPLITS' order); ValueError names a bad one."""
+    names = {v.strip() for v in (value or "").split(",") if v.strip()}
+    unknown = sorted(names - set(SPLITS))
+    if unknown:
+        raise ValueError(f"cannot split by {', '.join(unknown)}: choose from {', '.join(SPLITS)}")
+    return tuple(s for s in SPLITS if s in names)
+
+
 @dataclass(frozen=True, slots=True)
 class ModulesQuery:
     """The filters of ``prodloop query modules`` (and of ``GET /api/v1/modules``)."""
@@ -49,6 +62,8 @@ class ModulesQuery:
     environment: str | None = None
     attributed_only: bool = False
     limit: int = 0
+    by: tuple[str, ...] = ()  # split rows by these of SPLITS; () rolls up per module
+    min_spans: int = 0
 
 
 class TraceSink(Protocol):
@@ -72,8 +87,9 @@ class TraceSink(Protocol):
 
 @runtime_checkable
 class LogSink(Protocol):
-    """Where received OTLP logs go (``POST /v1/logs``, ``LogsService/Export``): the direct
-    pipeline, for the exceptions they carry.  Called from many threads.
+    """Where received OTLP logs go (``POST /v1/logs``, ``LogsService/Export``), for the
+    exceptions they carry: the write-ahead log's or the Kafka gateway, or the direct pipeline.
+    Called from many threads.
 
     ``accept_logs`` takes the raw ``LogsData`` / ``ExportLogsServiceRequest`` bytes in
     ``encoding`` (``otlp_proto`` or ``otlp_json``) and raises as :meth:`TraceSink.export_traces`
@@ -201,9 +217,10 @@ class ModulesReadModel(Protocol):
         service: str | None = None,
         environment: str | None = None,
         attributed_only: bool = False,
-        group_by_deploy: bool = False,
+        by: Collection[str] = ("owners", "commit"),
+        min_spans: int = 0,
     ) -> list[JsonObject]:
-        """Per (service, environment, module, owners, commit_sha) over windows starting in [from, to)."""
+        """Per (service, environment, module) and the ``by`` of SPLITS, over windows starting in [from, to)."""
         ...
 
     def load_rows(

@@ -81,6 +81,9 @@ class Observation:
     previous_deploy: DeployEvent | None = None
     incidents: tuple[str, ...] = ()
     repository: str = ""
+    # a deploy comparison's [start, end) before and after the deploy (unix ns); None: no comparison
+    before_window: tuple[int, int] | None = None
+    after_window: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)

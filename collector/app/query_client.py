@@ -60,6 +60,8 @@ def fetch_modules(
     service: str | None = None,
     environment: str | None = None,
     attributed_only: bool = False,
+    by: tuple[str, ...] = (),
+    min_spans: int = 0,
     limit: int = 0,
     token: str = "",
     cafile: Path | None = None,
@@ -77,6 +79,10 @@ def fetch_modules(
         params["environment"] = environment
     if attributed_only:
         params["attributed_only"] = "true"
+    if by:
+        params["by"] = ",".join(by)
+    if min_spans:
+        params["min_spans"] = str(min_spans)
     if limit:
         params["limit"] = str(limit)
     base = url.rstrip("/")

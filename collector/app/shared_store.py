@@ -62,6 +62,8 @@ class StoreModulesQuery:
                 service=q.service,
                 environment=q.environment,
                 attributed_only=q.attributed_only,
+                by=q.by,
+                min_spans=q.min_spans,
             )
         except StoreError as exc:
             raise UnavailableError(f"the store failed: {exc}", self.retry_after_s) from exc

@@ -221,7 +221,7 @@ def query_cost(
 
     now = now_ns()
     start, end = time_range(since, until, now)
-    store = build.open_store(flags.settings())
+    store = build.open_store(flags.settings(), create=False)
     try:
         rows, allocation = store.query_costs(start, end, service, environment)
     finally:

@@ -62,7 +62,7 @@ def coverage(
 
     now = now_ns()
     from_ns = parse_time(since, now)
-    store = build.open_store(flags.settings())
+    store = build.open_store(flags.settings(), create=False)
     try:
         rows = store.query_coverage(
             from_unix_nano=from_ns, to_unix_nano=now, service=service, environment=environment, top=top

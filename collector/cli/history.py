@@ -141,7 +141,7 @@ def _load(
     now = now_ns()
     start, end = time_range(since, until, now)
     settings = flags.settings()
-    store = build.open_store(settings)
+    store = build.open_store(settings, create=False)
     everything = store.load_commits(repository)
     if not everything:
         store.close()

@@ -35,7 +35,7 @@ def _view(flags: SettingsFlags) -> Iterator[tuple[ClickHouseStore, HistorySettin
 
     settings = flags.settings()
     now = now_ns()
-    store = build.open_store(settings)
+    store = build.open_store(settings, create=False)
     try:
         yield store, settings.history, load_view(store, settings.history, now_unix_nano=now), now
     finally:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import click
 
 from attribution import timeparse
+from collector.ports import parse_splits
 
 if TYPE_CHECKING:
     from collector.app.settings import Settings
@@ -32,15 +33,12 @@ _CONFIG_HELP = "YAML config file (prodloop.yaml); flags and env vars override it
 
 def config_option(help: str = _CONFIG_HELP) -> Callable[[F], F]:
     """``--config FILE`` (``PRODLOOP_CONFIG``)."""
-    return click.option(
-        "--config",
-        "config_file",
-        envvar="PRODLOOP_CONFIG",
-        show_envvar=True,
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=None,
-        help=help,
-    )
+    return _file_option("--config", "config_file", "PRODLOOP_CONFIG", help)
+
+
+def rules_option(help: str) -> Callable[[F], F]:
+    """``--rules FILE`` (``PRODLOOP_ALERTS__RULES``)."""
+    return _file_option("--rules", "rules_file", "PRODLOOP_ALERTS__RULES", help)
 
 
 def format_option(choices: Sequence[str], default: str) -> Callable[[F], F]:
@@ -207,6 +205,14 @@ def range_options(default_since: str, of: str = "") -> Callable[[F], F]:
         )(f)
 
     return decorate
+
+
+def splits_option(value: str | None) -> tuple[str, ...]:
+    """``--by``'s value as :func:`collector.ports.parse_splits`, its error as click's."""
+    try:
+        return parse_splits(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--by") from None
 
 
 def time_range(since: str, until: str, now: int) -> tuple[int, int]:

@@ -10,8 +10,16 @@ from typing import Any
 import click
 
 from attribution.cost import apportion
-from collector.cli.options import SettingsFlags, format_option, now_ns, parse_time, store_options
-from collector.cli.render import render_modules_table
+from attribution.events import format_rfc3339
+from collector.cli.options import (
+    SettingsFlags,
+    format_option,
+    now_ns,
+    parse_time,
+    splits_option,
+    store_options,
+)
+from collector.cli.render import format_range, render_modules_table
 from collector.errors import StoreLockedError
 
 
@@ -45,6 +53,22 @@ def query() -> None:
     show_envvar=True,
     help="Hide (unattributed) rows.",
 )
+@click.option(
+    "--by",
+    envvar="PRODLOOP_QUERY__BY",
+    show_envvar=True,
+    default="",
+    help="Split each module's row by any of commit,owners,deploy (comma-separated); "
+    "by default one row per module: owners the union, commit and deploy the latest deploy's.",
+)
+@click.option(
+    "--min-spans",
+    type=click.IntRange(min=0),
+    default=0,
+    envvar="PRODLOOP_QUERY__MIN_SPANS",
+    show_envvar=True,
+    help="Only rows of at least N spans.",
+)
 @format_option(["table", "json"], "table")
 @click.option(
     "--limit",
@@ -69,13 +93,16 @@ def query_modules(
     service: str | None,
     environment: str | None,
     attributed_only: bool,
+    by: str,
+    min_spans: int,
     fmt: str,
     limit: int,
     url: str | None,
 ) -> None:
-    """Per module: traffic, errors, latency, self time, exceptions, cost, owners and commit, sorted by p95.
+    """Per module: traffic, errors, latency, self time, exceptions, cost, owners, commit and deploy.
 
-    Self time is a span's duration minus its children's; SELF% is the module's share of its
+    Within each service the module that costs most self time comes first (then errors).  Self
+    time is a span's duration minus its children's; SELF% is the module's share of its
     service's self time.  Cost needs configured costs (`prodloop costs`), and the store.
     """
     from collector.app import build  # noqa: PLC0415  lazy: the store and pipelines cost 0.3 s of --help
@@ -83,12 +110,13 @@ def query_modules(
 
     settings = flags.settings()
     now = now_ns()
-    for t in (from_, to):  # bad times fail here, not in the service
-        parse_time(t, now)
+    from_ns, to_ns = parse_time(from_, now), parse_time(to, now)  # bad times fail here, not in the service
+    splits = splits_option(by)
+    extent: tuple[int, int] | None = None
     store = None
     if not url:
         try:
-            store = build.open_store(settings)
+            store = build.open_store(settings, create=False)
         except StoreLockedError:
             url = discover_service(build.store_dsn(settings))
             if not url:
@@ -104,33 +132,61 @@ def query_modules(
             service=service,
             environment=environment,
             attributed_only=attributed_only,
+            by=splits,
+            min_spans=min_spans,
             token=r.bearer_token.get_secret_value() if r.bearer_token else "",
             cafile=r.tls_cert_file,
         )
     else:
         assert store is not None
         try:
-            from_ns, to_ns = parse_time(from_, now), parse_time(to, now)
             rows = store.query_modules(
                 from_unix_nano=from_ns,
                 to_unix_nano=to_ns,
                 service=service,
                 environment=environment,
                 attributed_only=attributed_only,
+                by=splits,
+                min_spans=min_spans,
             )
             if rows:
                 start, end = _costed_range(rows, from_ns, to_ns)
                 apply_module_costs(
                     rows, store.module_costs_micro_usd(start, end, service or None, environment)
                 )
+            else:
+                extent = store.aggregates_extent(service or None, environment)
         finally:
             store.close()
     if limit:
         rows = rows[:limit]
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
+    elif rows:
+        title = f"modules {_covered(rows, from_ns, to_ns)}; rows by self time, then errors, in each service"
+        click.echo(render_modules_table(rows, shutil.get_terminal_size((100, 24)).columns, title))
+    elif from_ns is not None or to_ns is not None or min_spans:
+        what = f"no module of at least {min_spans} spans" if min_spans else "no data"
+        held = f"the store holds {format_range(*extent)}" if extent else "the store is empty"
+        click.echo(f"{what} in {_asked(from_ns, to_ns, now)}" + ("" if url else f"; {held}"))
     else:
-        click.echo(render_modules_table(rows, shutil.get_terminal_size((100, 24)).columns))
+        click.echo(render_modules_table(rows))
+
+
+def _covered(rows: list[dict[str, Any]], from_ns: int | None, to_ns: int | None) -> str:
+    """The range a table covers: the one asked, its open ends filled in from the rows' windows."""
+    text = format_range(*_costed_range(rows, from_ns, to_ns))
+    if from_ns is None and to_ns is None:
+        return f"{text} (from store data)"
+    if from_ns is None or to_ns is None:
+        return f"{text} ({'start' if from_ns is None else 'end'} from store data)"
+    return text
+
+
+def _asked(from_ns: int | None, to_ns: int | None, now: int) -> str:
+    if from_ns is None:
+        return "the store" if to_ns is None else f"before {format_rfc3339(to_ns)}"
+    return format_range(from_ns, now if to_ns is None else to_ns)
 
 
 def _costed_range(rows: list[dict[str, Any]], from_ns: int | None, to_ns: int | None) -> tuple[int, int]:
@@ -143,7 +199,7 @@ def _costed_range(rows: list[dict[str, Any]], from_ns: int | None, to_ns: int | 
 def apply_module_costs(rows: list[dict[str, Any]], costs: Mapping[tuple[str, str, str], int]) -> None:
     """Set each row's ``cost_usd`` from micro-USD per (service, environment, module).
 
-    A module's cost is split over its rows (one per owners and commit) by their adjusted self
+    A module's cost is split over its rows (one per --by split) by their adjusted self
     time, else their adjusted spans, summing back exactly.  ``None`` where the service and
     environment have no cost at all; 0 for a module that got none of its service's cost.
     """

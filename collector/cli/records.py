@@ -38,7 +38,7 @@ def query_deploys(
     from collector.app import build  # noqa: PLC0415  lazy: the store costs 0.3 s of --help
 
     start, end = time_range(since, until, now_ns())
-    store = build.open_store(flags.settings())
+    store = build.open_store(flags.settings(), create=False)
     try:
         deploys = store.load_deploys()
         graph = CommitGraph(store.load_commits())
@@ -107,7 +107,7 @@ def query_tickets(flags: SettingsFlags, state: str, fmt: str) -> None:
     from collector.app import build  # noqa: PLC0415  lazy: the store costs 0.3 s of --help
     from collector.app.alerting import latest_tickets  # noqa: PLC0415  lazy: with the store
 
-    store = build.open_store(flags.settings())
+    store = build.open_store(flags.settings(), create=False)
     try:
         records = latest_tickets(store)
     finally:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from attribution.events import format_rfc3339
+from attribution.events import format_rfc3339, format_window
 
 if TYPE_CHECKING:
     from collector.app.attribution_files import LoadedAttribution
@@ -77,6 +77,7 @@ _MODULE_COLUMNS: tuple[tuple[str, bool, bool], ...] = (  # header, right-aligned
     ("MODULE", False, False),
     ("OWNERS", False, False),
     ("COMMIT", False, False),
+    ("DEPLOY", False, True),
     ("SPANS", True, False),
     ("ADJ", True, True),
     ("ERR%", True, False),
@@ -106,6 +107,7 @@ def _module_cells(r: Mapping[str, Any]) -> list[str]:
         module,
         ",".join(r["owners"]) or "-",
         _short_sha(r["commit_sha"]),
+        r.get("deploy_id") or "-",
         f"{r['spans']}",
         f"{r['spans_adjusted']:.0f}",
         f"{100 * r['error_rate']:.2f}",
@@ -120,8 +122,21 @@ def _module_cells(r: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def render_modules_table(rows: Sequence[Mapping[str, Any]], width: int = 100) -> str:
-    """The module table: under a line per service and environment (in the rows' order), its rows.
+def format_range(start_unix_nano: int, end_unix_nano: int) -> str:
+    """A UTC range in short: ``2026-12-03 10:00–12:00Z``, the end's date only when it differs."""
+    start, end = format_rfc3339(start_unix_nano), format_rfc3339(end_unix_nano)
+
+    def clock(t: str) -> str:  # HH:MM, or HH:MM:SS when the seconds are not 0
+        hms = t[11:19]
+        return hms[:5] if hms.endswith(":00") else hms
+
+    tail = clock(end) if start[:10] == end[:10] else f"{end[:10]} {clock(end)}"
+    return f"{start[:10]} {clock(start)}–{tail}Z"
+
+
+def render_modules_table(rows: Sequence[Mapping[str, Any]], width: int = 100, title: str = "") -> str:
+    """The module table: ``title``, then under a line per service and environment (in the rows'
+    order), its rows.
 
     SELF s is the sampling-adjusted self time (a span's duration minus its children's) and
     SELF% its share of the service's; EXC the exceptions thrown in the module.  Columns are
@@ -147,7 +162,11 @@ def render_modules_table(rows: Sequence[Mapping[str, Any]], width: int = 100) ->
         return len(_INDENT) + sum(widths()) + 2 * (len(keep) - 1) > width
 
     optional = [i for i, (_, _, opt) in enumerate(_MODULE_COLUMNS) if opt]
-    empty = [i for i in (12, 13) if all(c[i] in ("-", "0") for c in cells)]  # EXC, COST $
+    empty = [
+        i
+        for i, (h, _, _) in enumerate(_MODULE_COLUMNS)
+        if h in ("EXC", "COST $") and all(c[i] in ("-", "0") for c in cells)
+    ]
     for i in optional + empty[::-1]:
         if too_wide():
             keep.remove(i)
@@ -163,7 +182,8 @@ def render_modules_table(rows: Sequence[Mapping[str, Any]], width: int = 100) ->
             parts.append(text.rjust(w) if _MODULE_COLUMNS[i][1] else text.ljust(w))
         return (_INDENT + "  ".join(parts)).rstrip()
 
-    out = [line([h for h, _, _ in _MODULE_COLUMNS])]
+    out = [title] if title else []
+    out.append(line([h for h, _, _ in _MODULE_COLUMNS]))
     for (service, environment), body in groups.items():
         out.append(f"{service} ({environment or '-'})")
         out.extend(line(c) for c in body)
@@ -192,6 +212,21 @@ def print_ingest_summary(s: Any) -> None:
     for m in s.messages:
         click.echo(f"  - {m}")
     click.echo(f"rows written:     {s.rows_written}")
+
+
+def _compared_windows(findings: Sequence[Any]) -> list[str]:
+    """A line per deploy comparison of ``findings``: the exact windows its figures come from."""
+    seen: dict[tuple[str, str], str] = {}
+    for f in findings:
+        o = f.observation
+        if o.deploy is None or o.previous_deploy is None or o.before_window is None or o.after_window is None:
+            continue
+        key = (f.rule.name, o.deploy.deploy_id)
+        seen[key] = (
+            f"{f.rule.name}: {o.previous_deploy.deploy_id} before {format_window(*o.before_window)}"
+            f" vs {o.deploy.deploy_id} after {format_window(*o.after_window)}"
+        )
+    return ["", "compared windows:", *(f"  {v}" for v in seen.values())] if seen else []
 
 
 def render_alerts(report: Any) -> str:
@@ -223,6 +258,7 @@ def render_alerts(report: Any) -> str:
         lines.append(
             render_table(["STATUS", "RULE", "SERVICE", "ENV", "MODULE", "SINCE", "WHY"], body, right=set())
         )
+        lines += _compared_windows(report.findings)
     if report.actions:
         lines.append("")
         for act in report.actions:

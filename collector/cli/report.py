@@ -34,7 +34,7 @@ def report(flags: SettingsFlags, out: Path, since: str, until: str) -> None:
     settings = flags.settings()
     now = now_ns()
     start, end = time_range(since, until, now)
-    store = build.open_store(settings)
+    store = build.open_store(settings, create=False)
     try:
         data = report_data(store, settings.history, from_unix_nano=start, to_unix_nano=end, now_unix_nano=now)
     finally:

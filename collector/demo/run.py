@@ -26,7 +26,7 @@ import click
 from attribution.analysis import deploy_impact
 from attribution.attribute import Attributor
 from attribution.deploys import DeployTimeline
-from attribution.events import format_rfc3339
+from attribution.events import format_rfc3339, format_window
 from attribution.repository import Repository
 from collector.app import build
 from collector.app.history import scan_path
@@ -186,7 +186,9 @@ def run_demo(
         window_ns = 60_000_000_000
         impacts: dict[str, Any] = {}
         echo("")
-        echo("Deploy impact (same length before and after each deploy):")
+        echo(
+            "Deploy impact (3 windows before and after each deploy; alert rules use their own, shown in tickets):"
+        )
         for ev in timeline.events():
             prev = timeline.previous(ev)
             if prev is None:
@@ -200,8 +202,10 @@ def run_demo(
             )
             result = deploy_impact(all_rows, ev, prev, span_ns, window_ns=window_ns)
             impacts[ev.deploy_id] = result
+            t = ev.deployed_at_unix_nano
             echo(
                 f"  {ev.deploy_id}  {ev.service}/{ev.environment}  {prev.commit_sha[:10]} -> {ev.commit_sha[:10]}"
+                f"  before {format_window(t - span_ns, t)}, after {format_window(t, t + span_ns)}"
             )
             if not result:
                 echo("    (not enough traffic on both sides to compare)")
@@ -258,6 +262,13 @@ def _long_loop(
     return {"links": view.links, "dora": dora, "report": report.resolve(), "report_data": data}
 
 
+# The module dashboard of grafana/dashboards/module-detail.json (uid prodloop-module).
+DASHBOARD_URL = (
+    "http://localhost:3000/d/prodloop-module/prodloop-module-detail?var-service={service}"
+    "&var-environment={environment}&var-module={module}&from={from_ms}&to={to_ms}"
+)
+
+
 def _alert_tickets(
     store: build.Store,
     repositories: list[Repository],
@@ -273,8 +284,7 @@ def _alert_tickets(
         demo_dir() / "rules.yaml",
         out,
         repositories,
-        dashboard_url="http://localhost:3000/d/prodloop/modules?var-service={service}&var-module={module}"
-        "&from={from_ms}&to={to_ms}",
+        dashboard_url=DASHBOARD_URL,
     )
     report = engine.evaluate_once(now_unix_nano)
     opened = [e for e in sink.events() if e["event"] == "opened"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from urllib.parse import quote
 
-from attribution.events import format_rfc3339
+from attribution.events import format_rfc3339, format_window
 from attribution.rules.findings import Finding, Measurement
 from attribution.rules.values import format_duration, format_value
 from collector.codec.ticket_blocks import Block, Bullets, Heading, Inline, Para, Table, Text
@@ -148,6 +148,16 @@ def deploy_blocks(f: Finding) -> list[Block]:
     if prev is not None:
         items.append(
             ("Previous deploy ", Text(prev.deploy_id, code=True), f" at {_ts(prev.deployed_at_unix_nano)}")
+        )
+    if o.before_window is not None and o.after_window is not None:
+        items.append(
+            (
+                f"Compared windows: before {format_window(*o.before_window)} (spans of ",
+                Text(prev.deploy_id if prev else "?", code=True),
+                f"), after {format_window(*o.after_window)} (spans of ",
+                Text(d.deploy_id, code=True),
+                "); the aggregation window holding the deploy splits by deploy id",
+            )
         )
     return [Heading("Deploy"), Bullets(tuple(items))]
 

@@ -88,6 +88,7 @@ class DirectStats:
     requests_refused_busy: int = 0
     flushes: int = 0
     rows_written: int = 0
+    write_seconds: float = 0.0  # of the successful flushes' store writes
     flush_failures: int = 0
     rows_refused: int = 0
     spans_refused: int = 0
@@ -237,6 +238,8 @@ class DirectPipeline:
                 service=q.service,
                 environment=q.environment,
                 attributed_only=q.attributed_only,
+                by=q.by,
+                min_spans=q.min_spans,
             )
         )
         return rows
@@ -358,6 +361,7 @@ class DirectPipeline:
         refused: list[tuple[AggregateRow, str]] = []
         while True:
             refused.clear()
+            t0 = time.monotonic()
             try:
                 with self._store_lock:
                     written = self.store.write_aggregates(
@@ -407,6 +411,7 @@ class DirectPipeline:
                 )
             self._store_failing = False
             self.stats.flushes += 1
+            self.stats.write_seconds += time.monotonic() - t0
             self.stats.rows_written += written
             self.stats.last_flush_unix_nano = cut_at
             return True

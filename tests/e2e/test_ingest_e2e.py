@@ -59,7 +59,7 @@ def _ingest_and_query(
     )
     assert ing.returncode == 0, ing.stderr + ing.stdout
     summary = json.loads(ing.stdout)
-    q = run_prodloop("query", "modules", "--store", store, "--format", "json")
+    q = run_prodloop("query", "modules", "--store", store, "--format", "json", "--by", "commit,owners")
     assert q.returncode == 0, q.stderr
     return summary, json.loads(q.stdout)
 

@@ -266,10 +266,10 @@ def test_run_with_kafka_receives_through_the_gateway_and_deploys_tag_later_spans
 
     truth = {**before, **after}
     assert len(truth) == len(before) + len(after), "the phases' keys differ by commit"
-    rows = _get_json(f"{http_url}/api/v1/modules")  # this process answers from its own store
+    rows = _get_json(f"{http_url}/api/v1/modules?by=commit,owners")  # this process answers from its own store
     assert_rows_equal_truth(rows, truth)
     assert {r["commit_sha"] for r in rows} == {"", CART_SHA, PAYMENTS_SHA}
-    only = _get_json(f"{http_url}/api/v1/modules?service=payments")
+    only = _get_json(f"{http_url}/api/v1/modules?service=payments&by=commit,owners")
     assert sorted(json.dumps(r, sort_keys=True) for r in only) == sorted(
         json.dumps(r, sort_keys=True) for r in rows if r["service"] == "payments"
     )
@@ -281,7 +281,9 @@ def test_run_with_kafka_receives_through_the_gateway_and_deploys_tag_later_spans
     assert m["prodloop_gateway_records_produced_total"] >= 2 + 2  # traces and the two deploys
 
     # the embedded store is held: `prodloop query` finds this process and asks it
-    res = run_prodloop("query", "modules", "--store", service.store, "--format", "json")
+    res = run_prodloop(
+        "query", "modules", "--store", service.store, "--format", "json", "--by", "commit,owners"
+    )
     assert res.returncode == 0, res.stderr
     assert "asking it at " + http_url in res.stderr
     assert json.loads(res.stdout) == rows
@@ -290,7 +292,9 @@ def test_run_with_kafka_receives_through_the_gateway_and_deploys_tag_later_spans
     log_text = service.proc.log_path.read_text()
     assert log_text.index("stopping: the receivers") < log_text.index("stopping: flushing")
     assert not service.info_file.exists(), "the service file is removed on a clean stop"
-    res = run_prodloop("query", "modules", "--store", service.store, "--format", "json")
+    res = run_prodloop(
+        "query", "modules", "--store", service.store, "--format", "json", "--by", "commit,owners"
+    )
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout) == rows
 

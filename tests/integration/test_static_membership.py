@@ -167,6 +167,8 @@ def _query(store: Path) -> list[dict[str, Any]]:
             "modules",
             "--store",
             f"chdb://{store}",
+            "--by",
+            "commit,owners",  # the ground truth is per owners and commit
             "--format",
             "json",
         ],

@@ -101,6 +101,8 @@ class Setup:
                 "modules",
                 "--store",
                 f"chdb://{self.store_dir}",
+                "--by",
+                "commit,owners",  # the ground truth is per owners and commit
                 "--format",
                 "json",
             ],
@@ -178,7 +180,7 @@ def test_crash_at_each_point_neither_loses_nor_double_counts(
     _feed(setup, traffic)
     crashed = setup.start(
         "crash",
-        PRODLOOP_TESTING__CRASH_AT=f"{point}:3",
+        PRODLOOP_TESTING_HOOKS=json.dumps({"crash_at": f"{point}:3"}),
         PRODLOOP_STREAM__BATCH_RECORDS="7",
         PRODLOOP_STREAM__WRITE_CHUNK_ROWS="10",  # several inserts per batch: mid_write falls between two
     )
@@ -223,7 +225,7 @@ def test_self_time_and_exceptions_are_exact_through_crashes_while_traces_span_ba
     if point:
         crashed = setup.start(
             "crash",
-            PRODLOOP_TESTING__CRASH_AT=f"{point}:4",
+            PRODLOOP_TESTING_HOOKS=json.dumps({"crash_at": f"{point}:4"}),
             PRODLOOP_STREAM__BATCH_RECORDS="3",
             PRODLOOP_STREAM__WRITE_CHUNK_ROWS="2",
             **files,
@@ -247,12 +249,13 @@ def test_negative_control_without_idempotence_the_crash_test_sees_double_counts(
     setup: Setup, traffic: Traffic
 ) -> None:
     _feed(setup, traffic)
-    unsafe = {"PRODLOOP_TESTING__DISABLE_IDEMPOTENCE": "true"}
+    hooks = {"crash_at": "after_write:3", "disable_idempotence": True}
     crashed = setup.start(
-        "crash", PRODLOOP_TESTING__CRASH_AT="after_write:3", PRODLOOP_STREAM__BATCH_RECORDS="7", **unsafe
+        "crash", PRODLOOP_TESTING_HOOKS=json.dumps(hooks), PRODLOOP_STREAM__BATCH_RECORDS="7"
     )
     assert crashed.wait(timeout=120) == 137
-    again = setup.start("again", PRODLOOP_STREAM__BATCH_RECORDS="11", **unsafe)
+    unsafe = json.dumps({"disable_idempotence": True})
+    again = setup.start("again", PRODLOOP_TESTING_HOOKS=unsafe, PRODLOOP_STREAM__BATCH_RECORDS="11")
     setup.wait([again])
     assert again.terminate() == 0
     rows = setup.query()

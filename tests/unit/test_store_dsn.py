@@ -401,3 +401,15 @@ def test_the_store_raises_the_config_error_before_connecting(v4: Listener) -> No
     with pytest.raises(ConfigError, match="unknown query parameter 'bogus'"):
         ClickHouseStore(f"http://u:pw@127.0.0.1:{v4.port}/d?bogus=1")
     assert v4.requests == []
+
+
+def test_without_create_a_missing_database_is_an_error_and_nothing_is_created(v4: Listener) -> None:
+    dsn = f"http://prodloop:s3cret@127.0.0.1:{v4.port}/prodloop"  # the listener knows no database
+    with pytest.raises(StoreError) as err:
+        ClickHouseStore(dsn, connect_timeout=2, create=False)
+    assert str(err.value) == (
+        f"no database 'prodloop' in the store at http://prodloop:***@127.0.0.1:{v4.port}/prodloop "
+        "(nothing was created)"
+    )
+    assert any("EXISTS DATABASE" in r.sql for r in v4.requests)
+    assert not any("CREATE" in r.sql for r in v4.requests)

@@ -166,6 +166,8 @@ class RegressionEvaluator(Evaluator):
                     "deploy": deploy,
                     "previous_deploy": previous,
                     "repository": a.repository or b.repository or deploy.repository,
+                    "before_window": (d - length, d),
+                    "after_window": (d, d + length),
                 }
                 # the most sampled of the rule's metrics (self metrics count spans with self data)
                 samples = max(min(b.samples(c.metric), a.samples(c.metric)) for c in p.changes)

@@ -5,14 +5,14 @@ and the read model over it (per-module summaries with sketch quantiles, merged p
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from attribution.aggregate import AggregateRow
 from attribution.sketch import GAMMA
 from collector.errors import ConfigError, StoreRejectedError
 from collector.exporters.clickhouse.client import ClickHouseClient
-from collector.ports import JsonObject, JsonValue
+from collector.ports import SPLITS, JsonObject, JsonValue
 
 AGGREGATE_COLUMNS = (
     "window_start",
@@ -223,24 +223,40 @@ class AggregateTables(ClickHouseClient):
         service: str | None = None,
         environment: str | None = None,
         attributed_only: bool = False,
-        group_by_deploy: bool = False,
+        by: Collection[str] = ("owners", "commit"),
+        min_spans: int = 0,
         top_exception_types: int = 10,
     ) -> list[JsonObject]:
-        """Per (service, environment, module, owners, commit_sha) over a time range.
+        """Per (service, environment, module) and the ``by`` of :data:`SPLITS` over a time range.
 
-        The range selects windows whose start lies in ``[from, to)``.  Self time is NULL
-        (None) for a group whose every row predates migration 0008; ``self_share`` is the
-        group's share of its service and environment's (sampling-adjusted) self time over
-        the same range, unattributed rows included.  ``top_exception_types``: the most
-        thrown types (by count) kept per group.
+        The range selects windows whose start lies in ``[from, to)``.  A split not in ``by`` is
+        rolled up: owners are the union, commit and deploy those of the latest deploy (by deploy
+        time, then window); sums and sketches are merged before percentiles are computed.
+        Groups of fewer than ``min_spans`` spans are left out.  Within a service and
+        environment, rows come by sampling-adjusted self time, then adjusted errors, descending.
+
+        Self time is NULL (None) for a group whose every row predates migration 0008;
+        ``self_share`` is the group's share of its service and environment's (sampling-adjusted)
+        self time over the same range, unattributed rows included.  ``top_exception_types``: the
+        most thrown types (by count) kept per group.
         """
         # the service totals (range_where) ignore attributed_only
         range_where, params = window_range_where(from_unix_nano, to_unix_nano, service, environment)
         where = [range_where, "unattributed_reason = ''"] if attributed_only else [range_where]
-        extra = ", deploy_id" if group_by_deploy else ""
+        params["min_spans"] = max(0, min_spans)
+        latest = "(d.deployed_at, window_start)"  # the latest deploy; no deploy reads as 1970
+        keys = {
+            "owners": ("owners", "arraySort(groupUniqArrayArray(owners))"),
+            "commit": ("commit_sha", f"argMax(commit_sha, {latest})"),
+            "deploy": ("deploy_id", f"argMax(deploy_id, {latest})"),
+        }
+        split = [keys[k][0] for k in SPLITS if k in by]
+        picked = ", ".join(
+            f"{keys[k][0] if k in by else keys[k][1]} AS k_{k}" for k in ("owners", "commit", "deploy")
+        )
         sq = [quantile_sql("sbins", "self_spans", "self_min_ns", "self_max_ns", q) for q in (0.5, 0.95, 0.99)]
         sql = f"""
-            SELECT service, environment, module, owners, commit_sha{extra},
+            SELECT service, environment, module, k_owners, k_commit, k_deploy,
                    spans, spans_adjusted, errors, errors_adjusted, duration_sum_ns, duration_adjusted_sum_ns,
                    duration_min_ns, duration_max_ns,
                    {quantile_sql("bins", "spans", "duration_min_ns", "duration_max_ns", 0.5)} AS p50_ns,
@@ -252,7 +268,7 @@ class AggregateTables(ClickHouseClient):
                    t.svc_self_adj_ns, own_errors, own_errors_adj_milli, cpu_ns, exception_events, exceptions,
                    etypes
             FROM (
-                SELECT service, environment, module, owners, commit_sha{extra},
+                SELECT service, environment, module, {picked},
                        sum(spans) AS spans,
                        sum(spans_adjusted_milli) / 1000 AS spans_adjusted,
                        sum(errors) AS errors,
@@ -279,8 +295,12 @@ class AggregateTables(ClickHouseClient):
                        sum(exceptions) AS exceptions,
                        sumMap(exception_types) AS etypes
                 FROM module_aggregates
+                LEFT JOIN (
+                    SELECT deploy_id, max(deployed_at) AS deployed_at FROM deploys FINAL GROUP BY deploy_id
+                ) AS d USING (deploy_id)
                 WHERE {" AND ".join(where)}
-                GROUP BY service, environment, module, owners, commit_sha{extra}
+                GROUP BY {", ".join(["service", "environment", "module", *split])}
+                HAVING spans >= {{min_spans:UInt64}}
             ) AS g
             LEFT JOIN (
                 SELECT service, environment, sum(self_time_adjusted_sum_ns) AS svc_self_adj_ns
@@ -288,19 +308,19 @@ class AggregateTables(ClickHouseClient):
                 WHERE {range_where}
                 GROUP BY service, environment
             ) AS t USING (service, environment)
-            ORDER BY p95_ns DESC, service, environment, module, commit_sha
+            ORDER BY service, environment, ifNull(self_adj_sum_ns, 0) DESC, errors_adjusted DESC, p95_ns DESC,
+                     module, k_commit, k_deploy
         """
         rows = self.query(sql, params)
         out = []
         for raw in rows:
-            r = list(raw)
-            deploy_id = r.pop(5) if group_by_deploy else None
             (
                 svc,
                 env,
                 module,
                 owners,
                 commit,
+                deploy_id,
                 spans,
                 spans_adj,
                 errors,
@@ -329,13 +349,14 @@ class AggregateTables(ClickHouseClient):
                 exception_events,
                 exceptions,
                 etypes,
-            ) = r
+            ) = raw
             item: JsonObject = {
                 "service": svc,
                 "environment": env,
                 "module": module,
                 "owners": list(owners),
                 "commit_sha": commit,
+                "deploy_id": deploy_id,
                 "spans": int(spans),
                 "spans_adjusted": float(spans_adj),
                 "errors": int(errors),
@@ -373,10 +394,24 @@ class AggregateTables(ClickHouseClient):
                 "top_exception_types": _top_types(etypes, top_exception_types),
                 "cost_usd": None,  # `prodloop query modules` fills it in from the costs
             }
-            if deploy_id is not None:
-                item["deploy_id"] = deploy_id
             out.append(item)
         return out
+
+    def aggregates_extent(
+        self, service: str | None = None, environment: str | None = None
+    ) -> tuple[int, int] | None:
+        """The range the stored windows cover: the first one's start and the last one's end (unix
+        ns), or None when no window is stored (for ``service`` and ``environment`` if given)."""
+        where, params = window_range_where(None, None, service, environment)
+        ((n, first, last),) = self.query(
+            f"""
+            SELECT count(), toInt64(toUnixTimestamp(min(window_start))),
+                   toInt64(toUnixTimestamp(max(window_start)) + max(window_seconds))
+            FROM module_aggregates WHERE {where}
+            """,
+            params,
+        )
+        return (int(first) * 1_000_000_000, int(last) * 1_000_000_000) if n else None
 
     def load_rows(
         self,

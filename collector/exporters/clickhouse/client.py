@@ -226,6 +226,11 @@ def http_client_args(dsn: str, password: str | None = None) -> dict[str, Any]:
     return args
 
 
+def _exists(client: Any, database: str) -> bool:
+    rows = client.query("EXISTS DATABASE {db:Identifier}", parameters={"db": database}).result_rows
+    return bool(rows and rows[0][0])
+
+
 class ClickHouseClient:
     """A connection to prodloop's database: statements, queries and inserts, errors wrapped once.
 
@@ -239,8 +244,10 @@ class ClickHouseClient:
         *,
         connect_timeout: float = 10,
         password: str | None = None,
+        create: bool = True,
     ) -> None:
-        """``password``: for http(s) DSNs, when it is not in the DSN (e.g. from a mounted secret)."""
+        """``password``: for http(s) DSNs, when it is not in the DSN (e.g. from a mounted secret).
+        Without ``create``, a missing store directory or database is an error (read commands)."""
         if not _IDENT.match(database):
             raise ConfigError(f"database name {database!r} must match {_IDENT.pattern}")
         self.dsn = dsn
@@ -254,20 +261,26 @@ class ClickHouseClient:
             http_args = http_client_args(dsn, password=password)
             self.database = http_args.pop("database", database)
             http_args.setdefault("connect_timeout", connect_timeout)
+        if self.embedded and not create and not Path(parts.path).is_dir():
+            raise StoreError(f"no store at {parts.path}: the directory does not exist (nothing was created)")
         try:
+            # The bootstrap client names no database: it may not exist yet.
             if self.embedded:
                 Path(parts.path).mkdir(parents=True, exist_ok=True)
                 bootstrap = clickhouse_connect.get_client(dsn=dsn)
-                bootstrap.command(
-                    "CREATE DATABASE IF NOT EXISTS {db:Identifier}", parameters={"db": database}
-                )
-                self.client: Any = clickhouse_connect.get_client(dsn=dsn, database=database)
             else:
-                # The bootstrap client names no database: the DSN's may not exist yet.
                 bootstrap = clickhouse_connect.get_client(**http_args)
+            if create:
                 bootstrap.command(
                     "CREATE DATABASE IF NOT EXISTS {db:Identifier}", parameters={"db": self.database}
                 )
+            elif not _exists(bootstrap, self.database):
+                raise StoreError(
+                    f"no database {self.database!r} in the store at {redact_dsn(dsn)} (nothing was created)"
+                )
+            if self.embedded:
+                self.client: Any = clickhouse_connect.get_client(dsn=dsn, database=self.database)
+            else:
                 self.client = clickhouse_connect.get_client(**http_args, database=self.database)
         except StoreError:
             raise
