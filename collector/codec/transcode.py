@@ -1,4 +1,5 @@
-"""OTLP requests kept as protobuf messages, for the Kafka gateway: parsing, JSON -> protobuf, split by trace.
+"""OTLP requests kept as protobuf messages, for the Kafka gateway: parsing, JSON -> protobuf, split by trace
+(trace requests, and logs requests).
 
 The gateway forwards requests rather than spans, so it needs the whole
 ``ExportTraceServiceRequest`` (events, links, scopes and all), not the decoder's projection.
@@ -10,10 +11,12 @@ ids are turned from hex into the base64 the protobuf JSON mapping wants, then pr
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError as ProtobufDecodeError
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from collector.codec.otlp_json import json_id, json_list, load_json
@@ -21,6 +24,7 @@ from collector.codec.results import MAX_NESTING_DEPTH, TOO_DEEP, ZERO_TRACE_ID
 from collector.errors import DecodeError
 
 ExportRequest = trace_service_pb2.ExportTraceServiceRequest
+ExportLogsRequest = logs_service_pb2.ExportLogsServiceRequest
 _ID_FIELDS = (("traceId", "trace_id"), ("spanId", "span_id"), ("parentSpanId", "parent_span_id"))
 
 
@@ -74,16 +78,55 @@ def otlp_json_to_proto(data: bytes) -> Any:
                 for li, link in enumerate(_list(sp, "links", "links", where)):
                     if isinstance(link, dict):
                         _hex_ids_to_base64(link, f"{where}.links[{li}]")
-    msg = ExportRequest()
+    return _parse_json(doc, ExportRequest())
+
+
+def _parse_json(doc: dict[str, Any], msg: Any) -> Any:
     try:
         json_format.ParseDict(doc, msg, ignore_unknown_fields=True, max_recursion_depth=MAX_NESTING_DEPTH)
     except json_format.ParseError as exc:
         if "recursion" in str(exc).lower():
             raise DecodeError(f"the request nests too deeply: {exc}", reason="too_deep") from exc
-        raise DecodeError(f"not a valid OTLP/JSON ExportTraceServiceRequest: {exc}") from exc
+        raise DecodeError(f"not a valid OTLP/JSON {msg.DESCRIPTOR.name}: {exc}") from exc
     except RecursionError:
         raise DecodeError(TOO_DEEP, reason="too_deep") from None
     return msg
+
+
+def _regroup(
+    req: Any, new: Callable[[], Any], fields: tuple[str, str, str], key: Callable[[Any, str], bytes | None]
+) -> dict[bytes, Any]:
+    """One request per ``key(item, path)`` (None: the item is dropped), each item under a copy
+    of its resource and scope, in order.  ``fields``: the resource, scope and item lists' names."""
+    outer, inner, items = fields
+    out: dict[bytes, Any] = {}
+    outer_map: dict[tuple[bytes, int], Any] = {}
+    inner_map: dict[tuple[bytes, int, int], Any] = {}
+    for ri, ro in enumerate(getattr(req, outer)):
+        for si, so in enumerate(getattr(ro, inner)):
+            for ii, item in enumerate(getattr(so, items)):
+                k = key(item, f"{outer}[{ri}].{inner}[{si}].{items}[{ii}]")
+                if k is None:
+                    continue
+                nso = inner_map.get((k, ri, si))
+                if nso is None:
+                    nro = outer_map.get((k, ri))
+                    if nro is None:
+                        r = out.get(k)
+                        if r is None:
+                            r = out[k] = new()
+                        nro = getattr(r, outer).add()
+                        if ro.HasField("resource"):
+                            nro.resource.CopyFrom(ro.resource)
+                        nro.schema_url = ro.schema_url
+                        outer_map[(k, ri)] = nro
+                    nso = getattr(nro, inner).add()
+                    if so.HasField("scope"):
+                        nso.scope.CopyFrom(so.scope)
+                    nso.schema_url = so.schema_url
+                    inner_map[(k, ri, si)] = nso
+                getattr(nso, items).append(item)
+    return out
 
 
 def split_by_trace(req: Any) -> tuple[dict[bytes, Any], int, str]:
@@ -91,45 +134,68 @@ def split_by_trace(req: Any) -> tuple[dict[bytes, Any], int, str]:
 
     Returns ``(trace_id -> request, rejected_spans, first rejection message)``.
     """
-    out: dict[bytes, Any] = {}
-    rs_map: dict[tuple[bytes, int], Any] = {}
-    ss_map: dict[tuple[bytes, int, int], Any] = {}
-    rejected = 0
-    message = ""
-    for ri, rs in enumerate(req.resource_spans):
-        for si, ss in enumerate(rs.scope_spans):
-            for pi, sp in enumerate(ss.spans):
-                tid = sp.trace_id
-                if len(tid) != 16 or tid == ZERO_TRACE_ID:
-                    rejected += 1
-                    if not message:
-                        what = "all zeroes" if tid == ZERO_TRACE_ID else f"{len(tid)} bytes"
-                        message = (
-                            f"resource_spans[{ri}].scope_spans[{si}].spans[{pi}]: "
-                            f"trace_id must be 16 bytes and not all zeroes, got {what}"
-                        )
-                    continue
-                nss = ss_map.get((tid, ri, si))
-                if nss is None:
-                    nrs = rs_map.get((tid, ri))
-                    if nrs is None:
-                        r = out.get(tid)
-                        if r is None:
-                            r = out[tid] = ExportRequest()
-                        nrs = r.resource_spans.add()
-                        if rs.HasField("resource"):
-                            nrs.resource.CopyFrom(rs.resource)
-                        nrs.schema_url = rs.schema_url
-                        rs_map[(tid, ri)] = nrs
-                    nss = nrs.scope_spans.add()
-                    if ss.HasField("scope"):
-                        nss.scope.CopyFrom(ss.scope)
-                    nss.schema_url = ss.schema_url
-                    ss_map[(tid, ri, si)] = nss
-                nss.spans.append(sp)
-    return out, rejected, message
+    rejected: list[str] = []
+
+    def key(sp: Any, path: str) -> bytes | None:
+        tid: bytes = sp.trace_id
+        if len(tid) == 16 and tid != ZERO_TRACE_ID:
+            return tid
+        what = "all zeroes" if tid == ZERO_TRACE_ID else f"{len(tid)} bytes"
+        rejected.append(f"{path}: trace_id must be 16 bytes and not all zeroes, got {what}")
+        return None
+
+    out = _regroup(req, ExportRequest, ("resource_spans", "scope_spans", "spans"), key)
+    return out, len(rejected), rejected[0] if rejected else ""
 
 
 def count_spans(req: Any) -> int:
     """The spans in an ``ExportTraceServiceRequest``."""
     return sum(len(ss.spans) for rs in req.resource_spans for ss in rs.scope_spans)
+
+
+def parse_logs_request(payload: bytes) -> Any:
+    """``otlp_proto`` bytes -> ``ExportLogsServiceRequest`` (raises DecodeError)."""
+    try:
+        return ExportLogsRequest.FromString(payload)
+    except ProtobufDecodeError as exc:
+        raise DecodeError(
+            f"not a valid OTLP protobuf ExportLogsServiceRequest ({len(payload)} bytes; truncated, "
+            f"or nested deeper than {MAX_NESTING_DEPTH} levels): {exc}"
+        ) from exc
+
+
+def otlp_logs_json_to_proto(data: bytes) -> Any:
+    """An OTLP/JSON logs request -> ``ExportLogsServiceRequest`` (raises DecodeError)."""
+    doc = load_json(data)
+    if not isinstance(doc, dict):
+        raise DecodeError(f"OTLP/JSON must be an object, got {type(doc).__name__}")
+    for ri, rl in enumerate(_list(doc, "resourceLogs", "resource_logs", "")):
+        if not isinstance(rl, dict):
+            raise DecodeError(f"resourceLogs[{ri}] must be an object")
+        for si, sl in enumerate(_list(rl, "scopeLogs", "scope_logs", f"resourceLogs[{ri}]")):
+            if not isinstance(sl, dict):
+                raise DecodeError(f"resourceLogs[{ri}].scopeLogs[{si}] must be an object")
+            for li, rec in enumerate(
+                _list(sl, "logRecords", "log_records", f"resourceLogs[{ri}].scopeLogs[{si}]")
+            ):
+                where = f"resourceLogs[{ri}].scopeLogs[{si}].logRecords[{li}]"
+                if not isinstance(rec, dict):
+                    raise DecodeError(f"{where} must be an object")
+                _hex_ids_to_base64(rec, where)
+    return _parse_json(doc, ExportLogsRequest())
+
+
+def split_logs_by_trace(req: Any) -> dict[bytes, Any]:
+    """Split a logs request into one request per trace id (``b""``: the records without a
+    well-formed one), keeping each record's resource and scope."""
+
+    def key(rec: Any, _path: str) -> bytes:
+        tid: bytes = rec.trace_id
+        return tid if len(tid) == 16 and tid != ZERO_TRACE_ID else b""
+
+    return _regroup(req, ExportLogsRequest, ("resource_logs", "scope_logs", "log_records"), key)
+
+
+def count_log_records(req: Any) -> int:
+    """The log records in an ``ExportLogsServiceRequest``."""
+    return sum(len(sl.log_records) for rl in req.resource_logs for sl in rl.scope_logs)

@@ -58,7 +58,8 @@ class StreamConfig:
 
 
 class StreamPipeline:
-    """One replica's loop over its partitions of the traces topic."""
+    """One replica's loop over its partitions of the traces topic, or of the logs topic
+    (``processing.signal``: its batches build no trace buffer, so none is rebuilt or ticked)."""
 
     def __init__(
         self,

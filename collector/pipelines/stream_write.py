@@ -28,7 +28,7 @@ log = logging.getLogger("prodloop.pipeline")
 
 
 class CrashPoints:
-    """Testing aid (``testing.crash_at``): "before_write:N", "mid_write:N", "after_write:N" or
+    """Testing aid (``crash_at`` of ``PRODLOOP_TESTING_HOOKS``): "before_write:N", "mid_write:N", "after_write:N" or
     "after_commit:N" kills the process (exit 137) at that point of the N-th batch written."""
 
     def __init__(self, spec: str) -> None:

@@ -5,12 +5,17 @@ workers give it closed batches of Kafka records (:meth:`BatchProcessor.process`,
 per partition, attributed with the deploys the batch is tagged with); direct mode and file
 ingest decode with its decoders and add spans to its open batch until they flush
 (:meth:`BatchProcessor.add`, :meth:`BatchProcessor.drain`).
+
+A processor of ``signal="logs"`` takes records of OTLP logs instead (the logs topic): each batch
+aggregates the exceptions its log records carry, with no dedup window (a log record has no
+span id) and no trace buffer (log records have no duration).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from attribution.aggregate import AggregateRow, Aggregator, BatchStats, NameRow, merge_sorted
 from attribution.attribute import Attributor, FileSeen
@@ -20,6 +25,7 @@ from attribution.repository import Repository
 from attribution.tracebuffer import BufferStats, RebuildState, TraceBuffer
 from collector.codec.framing import sniff_encoding
 from collector.codec.otlp import OtlpDecoder
+from collector.codec.otlp_logs import decode_logs
 from collector.codec.results import Decoded, rejection_message
 from collector.errors import DecodeError
 from collector.processing.dedup import DedupWindow
@@ -30,6 +36,7 @@ RawRecord = tuple[int, int, bytes]
 
 @dataclass(frozen=True)
 class ProcessorConfig:
+    signal: Literal["traces", "logs"] = "traces"  # what the stream's records hold
     encoding: str = "otlp_proto"  # otlp_proto | otlp_json | auto
     dedup_horizon: int = 1000
     window_ns: int = 60_000_000_000
@@ -167,19 +174,25 @@ class BatchProcessor:
 
     # -- closed batches of records (the stream workers) ---------------------------------
 
-    def _decode(
-        self, source: str, offset: int, timestamp_ms: int, value: bytes, detected: dict[str, int]
-    ) -> Decoded:
+    def _encoding(self, value: bytes, detected: dict[str, int]) -> str:
         enc = self.cfg.encoding
         if enc == "auto":
             enc = sniff_encoding(value)
             detected[enc] = detected.get(enc, 0) + 1
+        return enc
+
+    def _decode(
+        self, source: str, offset: int, timestamp_ms: int, value: bytes, detected: dict[str, int]
+    ) -> Decoded:
+        enc = self._encoding(value, detected)
         # span times are judged against the record's timestamp: a pure function of the log
         reference = timestamp_ms * 1_000_000 if timestamp_ms >= 0 else None
         return self.decoder.decode(value, enc, f"{source}@{offset}", reference)
 
     def history(self, source: str, records: Sequence[RawRecord], window: DedupWindow) -> None:
-        """Feed records before the committed offset to ``window`` only."""
+        """Feed records before the committed offset to ``window`` only (logs have no window)."""
+        if self.cfg.signal == "logs":
+            return
         detected: dict[str, int] = {}
         for offset, ts, value in records:
             try:
@@ -206,7 +219,9 @@ class BatchProcessor:
         ``rebuild``: records already written (between the committed offset and the batch end
         of the commit): they only rebuild the dedup window and the buffer, and nothing is
         counted.  ``tick``: no records; every buffered trace completes (an idle partition), and
-        ``end_offset`` is where the partition stands."""
+        ``end_offset`` is where the partition stands.  Logs: see :meth:`process_logs`."""
+        if self.cfg.signal == "logs":
+            return self.process_logs(source, records, attributor)
         aggregator = self.new_aggregator(attributor)
         out = BatchOutcome(rows=[], stats=BatchStats())
         for offset, ts, value in records:
@@ -247,6 +262,23 @@ class BatchProcessor:
             out.rows = merge_sorted(aggregator.drain(), buffer.take_rows())
             out.buffer = buffer.take_stats()
             out.rebuild = buffer.rebuild_state(records[-1][0] + 1 if records else end_offset)
+        out.names = aggregator.drain_names()
+        out.files_seen = attributor.drain_files_seen()
+        return out
+
+    def process_logs(self, source: str, records: Sequence[RawRecord], attributor: Attributor) -> BatchOutcome:
+        """One batch of ``source``'s records of OTLP logs: the exceptions they carry, aggregated.
+        A record that cannot be decoded is an error of the outcome (dead-lettered)."""
+        aggregator = self.new_aggregator(attributor)
+        out = BatchOutcome(rows=[], stats=BatchStats())
+        for offset, _, value in records:
+            try:
+                items = decode_logs(value, self._encoding(value, out.detected), f"{source}@{offset}")
+            except DecodeError as exc:
+                out.errors.append((offset, exc.reason, str(exc)))
+                continue
+            aggregator.add_log_exceptions(items, out.stats)
+        out.rows = aggregator.drain()
         out.names = aggregator.drain_names()
         out.files_seen = attributor.drain_files_seen()
         return out

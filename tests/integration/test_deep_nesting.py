@@ -35,7 +35,7 @@ DEPTHS = [3_000, 100_000]
 class _NoProducer:
     """The gateway refuses these requests before producing anything."""
 
-    def send(self, topic: str, key: bytes, value: bytes) -> AckFuture:
+    def send(self, topic: str, key: bytes | None, value: bytes) -> AckFuture:
         raise AssertionError("nothing may be produced")
 
     def close(self, timeout_s: float) -> None:
@@ -110,7 +110,9 @@ def test_the_decoders_refuse_deep_nesting_with_the_limit(depth: int, key: str) -
     with pytest.raises(DecodeError, match=f"{MAX_NESTING_DEPTH} levels"):
         otlp_json_to_proto(_json_with_deep_attribute(depth, key))
     proto = _proto_with_deep_attribute(depth, key)
-    gateway = KafkaGateway(_NoProducer(), traces_topic="t", deploys_topic="d", incidents_topic="i")
+    gateway = KafkaGateway(
+        _NoProducer(), traces_topic="t", logs_topic="l", deploys_topic="d", incidents_topic="i"
+    )
     for payload, encoding in ((proto, "otlp_proto"), (_json_with_deep_attribute(depth, key), "otlp_json")):
         with pytest.raises(DecodeError, match=f"{MAX_NESTING_DEPTH} levels"):
             gateway.export_traces(payload, encoding)  # the gateway parses the whole request

@@ -91,7 +91,7 @@ class FakeSink:
 
 
 class NoLogsSink(FakeSink):
-    """A sink with no accept_logs (as the Kafka gateway): no logs endpoint is served."""
+    """A sink with no accept_logs: no logs endpoint is served."""
 
     accept_logs = None  # type: ignore[assignment]
 

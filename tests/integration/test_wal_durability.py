@@ -9,6 +9,7 @@ application's ground truth exactly: sent = acknowledged = counted.
 
 from __future__ import annotations
 
+import json
 import random
 import socket
 import threading
@@ -17,6 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -30,6 +32,7 @@ from collector.exporters.wal.gateway import WalGateway
 from collector.exporters.wal.log import WriteAheadLog
 from tests.integration import receiver_app
 from tests.integration.test_receiver_otlp import assert_rows_equal_truth
+from tests.support.log_app import Generator, stored_exceptions, write_app
 from tests.support.sdk_requests import Requests
 from tests.support.streaming import RunProcess, free_port
 
@@ -134,6 +137,8 @@ def test_acknowledged_spans_survive_kill_9_and_retries_are_not_counted_twice(tmp
         while run.metrics().get('prodloop_consumer_lag{partition="0"}', 1) > 0 or not run.committed():
             assert time.monotonic() < deadline, run.log_tail()
             time.sleep(0.2)
+        m = run.metrics()
+        assert m["prodloop_wal_fsyncs_total"] > 0 and m["prodloop_wal_torn_tails_total"] >= 0
         assert run.terminate() == 0, run.log_tail()
     finally:
         for r in runs:
@@ -148,7 +153,9 @@ def test_acknowledged_spans_survive_kill_9_and_retries_are_not_counted_twice(tmp
 
 
 def test_a_full_log_answers_429_with_a_retry_delay(tmp_path: Path) -> None:
-    logs = [WriteAheadLog(tmp_path / n, max_bytes=1 << 20) for n in ("traces", "deploys", "incidents")]
+    logs = [
+        WriteAheadLog(tmp_path / n, max_bytes=1 << 20) for n in ("traces", "logs", "deploys", "incidents")
+    ]
     settings = Settings(receiver={"grpc_enabled": False, "http_port": 0, "retry_after_seconds": 4})
     receivers = start_receivers(settings, sink=WalGateway(*logs, retry_after_s=4))
     body = Requests().proto(
@@ -174,3 +181,53 @@ def test_a_full_log_answers_429_with_a_retry_delay(tmp_path: Path) -> None:
             wal.close()
     assert statuses[:-1] == [200] * (len(statuses) - 1) and len(statuses) > 1
     assert statuses[-1] == 429 and retry_after == "4"
+
+
+def test_direct_mode_takes_v1_logs_through_the_log_and_counts_each_exception_once(tmp_path: Path) -> None:
+    """Exceptions recorded as OTLP log records (the real SDK's OTLPLogExporter) are answered
+    after the log records' fsync and counted on the module that threw them."""
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    from opentelemetry.sdk._logs.export import LogRecordExportResult
+
+    root = tmp_path / "app"
+    root.mkdir()
+    mods = write_app(root)
+    http_port = free_port()
+    dsn = f"chdb://{tmp_path / 'store'}"
+    run = RunProcess(
+        {
+            "PRODLOOP_STORE__DSN": dsn,
+            "PRODLOOP_ATTRIBUTION__MODULES": str(root / "modules.yaml"),
+            "PRODLOOP_ATTRIBUTION__CODEOWNERS": str(root / "CODEOWNERS"),
+            "PRODLOOP_RECEIVER__HTTP_PORT": str(http_port),
+            "PRODLOOP_RECEIVER__GRPC_ENABLED": "false",
+            "PRODLOOP_STREAM__DEPLOY_SKEW_MS": "200",
+            "PRODLOOP_STREAM__LINGER_MS": "100",
+        },
+        tmp_path,
+        tmp_path / "run.log",
+    )
+    try:
+        _wait_listening(run, http_port)
+        acked: list[int] = []
+
+        class Counting(OTLPLogExporter):
+            def export(self, batch: Sequence[Any]) -> LogRecordExportResult:
+                result: LogRecordExportResult = super().export(batch)
+                if result is LogRecordExportResult.SUCCESS:
+                    acked.append(1)  # one request, one record of the log
+                return result
+
+        gen = Generator(mods, seed=8)
+        endpoint = f"http://127.0.0.1:{http_port}/v1/logs"
+        gen.emit(40, {s: Counting(endpoint=endpoint) for s in ("cart", "payments")})
+        committed = tmp_path / "store.wal" / "logs" / "committed.json"
+        deadline = time.monotonic() + 30
+        while not committed.exists() or json.loads(committed.read_text())["offset"] < len(acked):
+            assert time.monotonic() < deadline, run.log_tail()
+            time.sleep(0.1)
+        assert run.terminate() == 0, run.log_tail()
+    finally:
+        run.close()
+    assert sum(gen.truth.values()) > 0
+    assert stored_exceptions(dsn) == gen.truth

@@ -191,7 +191,7 @@ def test_the_source_assigns_reads_pauses_and_commits(tmp_path: Path) -> None:
 
 
 def test_the_gateway_acknowledges_durable_requests_and_refuses_when_full(tmp_path: Path) -> None:
-    logs = [WriteAheadLog(tmp_path / n, max_bytes=4000) for n in ("traces", "deploys", "incidents")]
+    logs = [WriteAheadLog(tmp_path / n, max_bytes=4000) for n in ("traces", "logs", "deploys", "incidents")]
     gw = WalGateway(*logs, retry_after_s=3)
     req = Requests()
     body = req.proto([(1_700_000_000_000_000_000 + i, 1_700_000_000_000_100_000 + i) for i in range(5)])
@@ -216,7 +216,7 @@ def test_the_gateway_answers_only_after_the_fsync(tmp_path: Path) -> None:
             gate.wait(10)
         os.fsync(fd)
 
-    logs = [WriteAheadLog(tmp_path / n, fsync=fsync) for n in ("traces", "deploys", "incidents")]
+    logs = [WriteAheadLog(tmp_path / n, fsync=fsync) for n in ("traces", "logs", "deploys", "incidents")]
     gw = WalGateway(*logs)
     body = Requests().proto([(1_700_000_000_000_000_000, 1_700_000_000_000_100_000)])
     answers: list[int] = []

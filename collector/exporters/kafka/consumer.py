@@ -67,6 +67,18 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self._assigned(sorted(tp.partition for tp in assigned))
 
 
+def topic_exists(options: KafkaOptions, topic: str) -> bool:
+    """Does ``topic`` exist on the brokers (raises BrokerError when they cannot tell)?"""
+    try:
+        c = KafkaConsumer(group_id=None, request_timeout_ms=10_000, **options.client_config())
+        try:
+            return bool(c.partitions_for_topic(topic))
+        finally:
+            c.close(autocommit=False)
+    except KafkaError as exc:
+        raise BrokerError(f"cannot ask {options.bootstrap_servers} about topic {topic!r}: {exc}") from exc
+
+
 class TraceConsumer:
     """The traces topic, consumed in a consumer group with manual commits.
 

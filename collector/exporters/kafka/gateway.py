@@ -20,6 +20,12 @@ produced as received, byte for byte, when it was protobuf.  Spans whose trace id
 bytes, or all zeroes, cannot be keyed: they are rejected and counted in the response's
 partial success.
 
+**Logs.**  OTLP logs requests (``/v1/logs``, ``LogsService/Export``) go to the logs topic as
+``otlp_proto`` ``ExportLogsServiceRequest`` records, split the same way: one record per trace
+id, keyed by it, and one unkeyed record for the log records without a trace id (the producer
+spreads those over the partitions).  The consumer takes the exceptions they carry.  Log
+records have no span id: those of a retried request are not deduplicated.
+
 **Events.**  Deploy and incident events (validated against their schemas first) go to the
 deploys and incidents topics, keyed by ``deploy_id`` / ``incident_id``, as JSON.
 
@@ -37,7 +43,16 @@ from typing import Any, Protocol
 
 from attribution.events import deploy_event_to_json
 from attribution.model import DeployEvent, IncidentEvent
-from collector.codec.transcode import count_spans, otlp_json_to_proto, parse_export_request, split_by_trace
+from collector.codec.transcode import (
+    count_log_records,
+    count_spans,
+    otlp_json_to_proto,
+    otlp_logs_json_to_proto,
+    parse_export_request,
+    parse_logs_request,
+    split_by_trace,
+    split_logs_by_trace,
+)
 from collector.errors import BrokerError, BusyError, UnavailableError
 from collector.ports import Accepted, JsonObject, ModulesQuery
 
@@ -51,7 +66,7 @@ class AckFuture(Protocol):
 class Producer(Protocol):
     """The seam to Kafka: ``send`` returns a future that resolves once the broker acked."""
 
-    def send(self, topic: str, key: bytes, value: bytes) -> AckFuture: ...
+    def send(self, topic: str, key: bytes | None, value: bytes) -> AckFuture: ...
 
     def close(self, timeout_s: float) -> None: ...
 
@@ -64,6 +79,7 @@ class KafkaGateway:
         producer: Producer,
         *,
         traces_topic: str,
+        logs_topic: str,
         deploys_topic: str,
         incidents_topic: str,
         max_inflight_bytes: int = 64 * 1024 * 1024,
@@ -72,6 +88,7 @@ class KafkaGateway:
     ) -> None:
         self.producer = producer
         self.traces_topic = traces_topic
+        self.logs_topic = logs_topic
         self.deploys_topic = deploys_topic
         self.incidents_topic = incidents_topic
         self.max_inflight_bytes = max_inflight_bytes
@@ -98,7 +115,7 @@ class KafkaGateway:
         with self._lock:
             self._inflight -= size
 
-    def _produce(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> list[str]:
+    def _produce(self, topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> list[str]:
         """Send and wait for every ack.  Returns per-record errors ("" when acked) for records
         the broker refused for good; raises UnavailableError when it may be transient."""
         deadline = time.monotonic() + self.ack_timeout_s
@@ -145,6 +162,37 @@ class KafkaGateway:
             if err:
                 rejected += n
                 message = message or f"Kafka refused a trace's record: {err}"
+            else:
+                accepted += n
+        return Accepted(accepted, rejected, message)
+
+    def accept_logs(self, body: bytes, encoding: str, *, received_unix_nano: int) -> Accepted:
+        """Produce a logs request to the logs topic (see the module docstring); answered once
+        the broker acknowledged every record of it."""
+        req = otlp_logs_json_to_proto(body) if encoding == "otlp_json" else parse_logs_request(body)
+        groups = split_logs_by_trace(req)
+        if not groups:
+            return Accepted(0, 0, "")
+        records: list[tuple[bytes | None, bytes]]
+        if len(groups) == 1 and encoding == "otlp_proto":
+            ((tid, single),) = groups.items()
+            records = [(tid.hex().encode() or None, body)]
+            counts = [count_log_records(single)]
+        else:
+            records = [(tid.hex().encode() or None, r.SerializeToString()) for tid, r in groups.items()]
+            counts = [count_log_records(r) for r in groups.values()]
+        size = len(body)
+        self._admit(size)
+        try:
+            errors = self._produce(self.logs_topic, records)
+        finally:
+            self._release(size)
+        accepted = rejected = 0
+        message = ""
+        for n, err in zip(counts, errors, strict=True):
+            if err:
+                rejected += n
+                message = message or f"Kafka refused a record of log records: {err}"
             else:
                 accepted += n
         return Accepted(accepted, rejected, message)

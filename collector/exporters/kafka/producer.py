@@ -39,7 +39,7 @@ class KafkaProducerAdapter:
                 f"cannot connect a producer to {client_config.get('bootstrap_servers')}: {exc}"
             ) from exc
 
-    def send(self, topic: str, key: bytes, value: bytes) -> AckFuture:
+    def send(self, topic: str, key: bytes | None, value: bytes) -> AckFuture:
         try:
             fut: AckFuture = self._p.send(topic, value=value, key=key)
         except KafkaError as exc:
