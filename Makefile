@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test setup browser lint typecheck unit integration kafka-up kafka-down bench golden clean
+.PHONY: demo test setup browser lint typecheck unit integration kafka-up kafka-down bench golden dist clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,12 @@ test: setup browser lint typecheck
 bench: setup
 	$(PY) bench/ingest.py
 
+# a wheel to install elsewhere: pip install dist/prodloop-*.whl
+dist: setup
+	rm -rf dist
+	$(PY) -m pip wheel --no-deps --quiet -w dist .
+	@ls dist/prodloop-*.whl
+
 kafka-up: setup
 	$(PY) scripts/kafka_broker.py start
 
@@ -48,7 +54,7 @@ kafka-down:
 	$(PY) scripts/kafka_broker.py stop
 
 clean:
-	rm -rf $(VENV) .prodloop .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .prodloop .pytest_cache .mypy_cache .ruff_cache dist
 
 golden:
 	cd tests/data/golden/gen && go run . -out ..

@@ -7,12 +7,14 @@ the demo call it; nothing else restates a setting.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TypeAlias
+from typing import Any, TypeAlias
 from urllib.parse import urlsplit
 
 from attribution.repository import Repository
@@ -21,15 +23,17 @@ from collector.app.longloop import StoreSuspects
 from collector.app.rules_file import load_rules
 from collector.app.settings import Settings
 from collector.app.shared_store import SharedStore
+from collector.errors import ConfigError
 from collector.exporters.clickhouse.alert_state import ClickHouseAlertState
-from collector.exporters.clickhouse.client import default_dsn
+from collector.exporters.clickhouse.client import default_dsn, redact_dsn
 from collector.exporters.clickhouse.store import ClickHouseStore
-from collector.exporters.kafka.consumer import EventReader, TraceConsumer
+from collector.exporters.kafka.consumer import EventReader, TraceConsumer, topic_exists
 from collector.exporters.kafka.gateway import KafkaGateway
 from collector.exporters.kafka.options import KafkaOptions
 from collector.exporters.kafka.probe import BrokerProbe, wait_for_brokers
 from collector.exporters.kafka.producer import DeadLetters, KafkaProducerAdapter
 from collector.exporters.tickets.file import FileSink
+from collector.exporters.tickets.http import redact_url
 from collector.exporters.wal.gateway import WalGateway
 from collector.exporters.wal.log import WriteAheadLog
 from collector.exporters.wal.source import WalEvents, WalSource
@@ -62,9 +66,14 @@ def store_password(settings: Settings) -> str | None:
     return pw.get_secret_value() if pw is not None else None
 
 
-def open_store(settings: Settings, *, migrate: bool = True) -> ClickHouseStore:
-    """The ClickHouse store of ``settings.store``, its migrations applied unless ``migrate`` is False."""
-    store = ClickHouseStore(store_dsn(settings), settings.store.database, password=store_password(settings))
+def open_store(settings: Settings, *, migrate: bool = True, create: bool = True) -> ClickHouseStore:
+    """The ClickHouse store of ``settings.store``, its migrations applied unless ``migrate`` is False.
+
+    Read commands pass ``create=False``: a missing store directory or database is then a
+    :class:`StoreError` naming it, and nothing is created."""
+    store = ClickHouseStore(
+        store_dsn(settings), settings.store.database, password=store_password(settings), create=create
+    )
     store.configure_costs(settings.cost_rates())
     if migrate:
         try:
@@ -150,9 +159,40 @@ def processor_config(settings: Settings) -> ProcessorConfig:
     )
 
 
+def shown_settings(settings: Settings) -> dict[str, Any]:
+    """The settings as ``prodloop config`` shows them: secrets redacted, and the URLs that may
+    carry credentials (the store DSN, the webhook) as their exporters show them."""
+    data = settings.redacted_dump()
+    data["store"]["dsn"] = redact_dsn(settings.store.dsn)
+    data["alerts"]["webhook"]["url"] = redact_url(settings.alerts.webhook.url)
+    return data
+
+
+TESTING_HOOKS_ENV = "PRODLOOP_TESTING_HOOKS"
+
+
+def testing_hooks(environ: Mapping[str, str]) -> tuple[str, bool]:
+    """The crash tests' hooks, not settings: ``PRODLOOP_TESTING_HOOKS='{"crash_at": "after_write:3",
+    "disable_idempotence": true}'`` -> (crash_at, idempotent)."""
+    raw = environ.get(TESTING_HOOKS_ENV, "")
+    if not raw:
+        return "", True
+    try:
+        hooks = json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{TESTING_HOOKS_ENV}: not JSON: {exc}") from None
+    if not isinstance(hooks, dict) or set(hooks) - {"crash_at", "disable_idempotence"}:
+        raise ConfigError(f"{TESTING_HOOKS_ENV}: expected an object with crash_at, disable_idempotence")
+    crash_at, disable = hooks.get("crash_at", ""), hooks.get("disable_idempotence", False)
+    if not isinstance(crash_at, str) or not isinstance(disable, bool):
+        raise ConfigError(f"{TESTING_HOOKS_ENV}: crash_at is a string, disable_idempotence a boolean")
+    return crash_at, not disable
+
+
 def stream_config(settings: Settings) -> StreamConfig:
-    """The stream pipeline's config (``kafka``, ``stream``, ``aggregation``, ``testing``)."""
+    """The stream pipeline's config (``kafka``, ``stream``, ``aggregation``; the testing hooks)."""
     k, s = settings.kafka, settings.stream
+    crash_at, idempotent = testing_hooks(os.environ)
     return StreamConfig(
         group_id=k.group_id,
         processing=processor_config(settings),
@@ -165,8 +205,8 @@ def stream_config(settings: Settings) -> StreamConfig:
         workers=resolve_workers(s.workers),
         backoff_max_s=s.backoff_max_seconds,
         grace_s=settings.service.grace_seconds,
-        crash_at=settings.testing.crash_at,
-        idempotent=not settings.testing.disable_idempotence,
+        crash_at=crash_at,
+        idempotent=idempotent,
     )
 
 
@@ -229,6 +269,66 @@ def stream_pipeline(
     )
 
 
+def logs_group_id(settings: Settings) -> str:
+    """The consumer group of the logs topic (see :func:`logs_pipeline`)."""
+    return f"{settings.kafka.group_id}-logs"
+
+
+def logs_pipeline(
+    settings: Settings,
+    store: SharedStore,
+    repositories: list[Repository],
+    *,
+    stop: threading.Event,
+    wal: WalGateway | None = None,
+) -> StreamParts | None:
+    """The stream pipeline over the logs topic (or, in direct mode, over ``wal``'s log of log
+    records), for the exceptions its records carry: the same intents, tokens and commits as the
+    traces', with its own deploys reader, inline processing and no trace buffer.  On Kafka its
+    consumer group is :func:`logs_group_id`: in the traces' group, a rebalance for one topic
+    would stall the other's consumer in the same loop.  Its metrics are its own (the service's
+    are per partition of the traces topic).  None when the Kafka topic does not exist (logged):
+    it is looked for at start only."""
+    k = settings.kafka
+    cfg = stream_config(settings)
+    processing = replace(
+        cfg.processing, signal="logs", encoding="otlp_proto" if wal is not None else k.logs_encoding
+    )
+    if wal is not None:
+        topic = f"wal-{wal.log_records.identity}"
+        cfg = replace(cfg, workers=0, processing=processing)
+        pipeline = StreamPipeline(
+            cfg,
+            lambda on_assigned, _on_revoked: WalSource(wal.log_records, topic, on_assigned),
+            store,
+            repositories,
+            deploys=WalEvents(wal.deploys, f"{topic}-deploys"),
+            metrics=Metrics(),
+            stop=stop,
+        )
+        return StreamParts(pipeline, [])
+    options = kafka_options(settings, client_id="prodloop-logs")
+    if not topic_exists(options, k.logs_topic):
+        log.info(
+            "no logs topic %s (kafka.logs_topic): exceptions in OTLP logs are not consumed", k.logs_topic
+        )
+        return None
+    dead = DeadLetters(options, k.dead_letter_topic)
+    deploys = EventReader(options, k.deploys_topic)
+    group = logs_group_id(settings)
+    cfg = replace(cfg, group_id=group, workers=0, processing=processing)
+
+    def consumer(
+        on_assigned: Callable[[list[int]], None], on_revoked: Callable[[list[int]], None]
+    ) -> TraceConsumer:
+        return TraceConsumer(options, k.logs_topic, group, on_assigned=on_assigned, on_revoked=on_revoked)
+
+    pipeline = StreamPipeline(
+        cfg, consumer, store, repositories, deploys=deploys, dead_letters=dead, metrics=Metrics(), stop=stop
+    )
+    return StreamParts(pipeline, [deploys.close, dead.close])
+
+
 def wal_pipeline(
     settings: Settings,
     store: SharedStore,
@@ -238,19 +338,25 @@ def wal_pipeline(
     stop: threading.Event,
 ) -> StreamParts:
     """Direct mode with ``receiver.durability: wal``: the receivers append to write-ahead logs
-    (traces, deploys, incidents) and answer after the fsync; the stream pipeline reads them as
-    topics of one partition, with the same intents, tokens and commits as a Kafka topic."""
+    (traces, log records, deploys, incidents) and answer after the fsync; the stream pipeline
+    reads the traces' as a topic of one partition, with the same intents, tokens and commits as
+    a Kafka topic (:func:`logs_pipeline` reads the log records')."""
     r = settings.receiver
     directory = wal_dir(settings)
     logs: list[WriteAheadLog] = []
     try:
-        for name, bound in (("traces", r.wal_max_bytes), ("deploys", 64 << 20), ("incidents", 64 << 20)):
+        for name, bound in (
+            ("traces", r.wal_max_bytes),
+            ("logs", r.wal_max_bytes),
+            ("deploys", 64 << 20),
+            ("incidents", 64 << 20),
+        ):
             logs.append(WriteAheadLog(directory / name, max_bytes=bound))
     except BaseException:
         for wal in logs:
             wal.close()
         raise
-    traces, deploys, incidents = logs
+    traces, log_records, deploys, incidents = logs
     topic = f"wal-{traces.identity}"  # intents and dedup tokens are this log's own
     cfg = stream_config(settings)
     cfg = replace(cfg, processing=replace(cfg.processing, encoding="otlp_proto"))
@@ -266,7 +372,7 @@ def wal_pipeline(
         metrics=metrics,
         stop=stop,
     )
-    gateway = WalGateway(traces, deploys, incidents, retry_after_s=r.retry_after_seconds)
+    gateway = WalGateway(traces, log_records, deploys, incidents, retry_after_s=r.retry_after_seconds)
     return StreamParts(pipeline, [w.close for w in logs], sink=gateway)
 
 
@@ -286,7 +392,7 @@ def direct_pipeline(
 
 
 def kafka_gateway(settings: Settings) -> KafkaGateway:
-    """The receivers' sink in gateway mode: produce to the traces, deploys and incidents topics."""
+    """The receivers' sink in gateway mode: produce to the traces, logs, deploys and incidents topics."""
     r, k = settings.receiver, settings.kafka
     producer = KafkaProducerAdapter(
         kafka_options(settings, client_id="prodloop-gateway").client_config(),
@@ -296,6 +402,7 @@ def kafka_gateway(settings: Settings) -> KafkaGateway:
     return KafkaGateway(
         producer,
         traces_topic=k.traces_topic,
+        logs_topic=k.logs_topic,
         deploys_topic=k.deploys_topic,
         incidents_topic=k.incidents_topic,
         max_inflight_bytes=r.gateway_max_inflight_bytes,

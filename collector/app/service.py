@@ -6,7 +6,8 @@ OTLP receivers in gateway mode (:mod:`collector.exporters.kafka.gateway`: traces
 produced to those topics; ``GET /api/v1/modules`` reads the pipeline's store).  Without Kafka
 it runs the OTLP receivers in direct mode on the embedded store (:mod:`collector.app.receivers`).
 
-It starts the operations endpoints (:mod:`collector.app.ops`), logs JSON, and on SIGTERM
+It starts the operations endpoints (:mod:`collector.app.ops`), logs JSON (what it did at
+most every 10 s, the totals at shutdown, a fatal error as one line too), and on SIGTERM
 flushes, commits and exits 0 within ``service.grace_seconds``.  Every object comes from the
 composition root, :mod:`collector.app.build`.
 """
@@ -17,6 +18,7 @@ import contextlib
 import gc
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -30,13 +32,22 @@ from collector.app.discovery import advertise
 from collector.app.history import HistoryRescans
 from collector.app.ops import OpsServer, Readiness
 from collector.app.receivers import Receivers, run_receivers_forever, start_receivers
-from collector.app.settings import Settings
+from collector.app.settings import ENV_PREFIX, ServiceSettings, Settings
 from collector.app.shared_store import SharedStore, StoreModulesQuery
-from collector.errors import ConfigError
-from collector.processing.metrics import Metrics, ReceiverStatsCollector
+from collector.errors import ConfigError, ProdloopError, exit_code
+from collector.processing.metrics import (
+    DIRECT_TALLIES,
+    STREAM_TALLIES,
+    ActivityLog,
+    Metrics,
+    ReceiverStatsCollector,
+    service_registry,
+)
 from collector.processing.runtime import catch_stop_signals, tune_gc
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from collector.exporters.clickhouse.alert_state import StateStore
     from collector.exporters.wal.gateway import WalGateway
     from collector.ports import TraceSink
@@ -44,6 +55,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("prodloop.service")
 
 _GC_INTERVAL_S = 1.0
+_LOGS_POLL_MS = 10  # the traces topic's poll paces the loop; the logs topic's must not stall it
 
 
 class JsonFormatter(logging.Formatter):
@@ -55,6 +67,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        counts = getattr(record, "counts", None)  # ActivityLog's numbers
+        if counts is not None:
+            out["counts"] = counts
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, ensure_ascii=False)
@@ -133,7 +148,9 @@ class AlertLoop:
             log.warning("releasing the alert lease failed", exc_info=True)
 
 
-def run_stream(settings: Settings, stop: threading.Event, metrics: Metrics, ready: Readiness) -> int:
+def run_stream(
+    settings: Settings, stop: threading.Event, metrics: Metrics, ready: Readiness, activity: ActivityLog
+) -> int:
     """The stream pipeline over Kafka, or in direct mode over the write-ahead log
     (``receiver.durability: wal``); returns the exit code."""
     wal = not settings.kafka.bootstrap_servers
@@ -150,6 +167,8 @@ def run_stream(settings: Settings, stop: threading.Event, metrics: Metrics, read
     make_parts = build.wal_pipeline if wal else build.stream_pipeline
     parts = make_parts(settings, shared, loaded.repositories, metrics=metrics, stop=stop)
     pipeline = parts.pipeline
+    # exceptions recorded as log records: the logs topic, beside the traces topic
+    logs = build.logs_pipeline(settings, shared, loaded.repositories, stop=stop, wal=parts.sink)
     ready.watch(pipeline=pipeline, broker=parts.broker)
     if wal:
         log.info(
@@ -176,13 +195,16 @@ def run_stream(settings: Settings, stop: threading.Event, metrics: Metrics, read
     with contextlib.ExitStack() as advertised:
         try:
             if with_receivers:
-                receivers = _start_gateway(settings, shared, metrics, parts.sink)
+                receivers = _start_gateway(settings, shared, metrics.registry, parts.sink)
                 advertised.enter_context(advertise(store.dsn, store.database, receivers))
             ready.set()
             collected_at = time.monotonic()
             while not stop.is_set():
                 pipeline.step()
+                if logs is not None:
+                    logs.pipeline.step(_LOGS_POLL_MS)
                 alerts.tick()
+                activity.tick()
                 if time.monotonic() - collected_at >= _GC_INTERVAL_S:
                     # kafka-python's fetched-partition objects form reference cycles (a PartitionRecords
                     # and its record generator) that hold whole fetch responses, megabytes each; with
@@ -199,12 +221,17 @@ def run_stream(settings: Settings, stop: threading.Event, metrics: Metrics, read
             left = max(0.0, deadline - time.monotonic())
             log.info("stopping: flushing buffered batches (grace %.0fs)", left)
             pipeline.flush_all(left)
+            if logs is not None:
+                logs.pipeline.flush_all(max(0.0, deadline - time.monotonic()))
+            activity.close()
         finally:
             ready.clear()
             if receivers is not None:
                 receivers.stop(1.0)  # no-op after a clean stop
             alerts.close()
             rescans.stop()
+            if logs is not None:
+                logs.close()  # before the logs it reads
             parts.close()
             store.close()
     log.info("stopped")
@@ -212,7 +239,7 @@ def run_stream(settings: Settings, stop: threading.Event, metrics: Metrics, read
 
 
 def _start_gateway(
-    settings: Settings, shared: SharedStore, metrics: Metrics, wal: WalGateway | None
+    settings: Settings, shared: SharedStore, registry: CollectorRegistry, wal: WalGateway | None
 ) -> Receivers:
     """The receivers beside the pipeline: traces, deploys and incidents go to their topics (so
     every replica sees the events), or to the write-ahead logs ``wal``; /api/v1/modules reads
@@ -223,7 +250,7 @@ def _start_gateway(
         sink=sink,
         query_modules=StoreModulesQuery(shared, settings.receiver.retry_after_seconds),
     )
-    metrics.registry.register(ReceiverStatsCollector(sink))
+    registry.register(ReceiverStatsCollector(sink))
     log.info(
         "prodloop receivers (%s): OTLP/gRPC %s, HTTP %s",
         f"direct mode, write-ahead log {build.wal_dir(settings)}"
@@ -244,17 +271,46 @@ def _history_rescans(settings: Settings, repositories: list[Repository]) -> Hist
 
 
 def run(settings: Settings, stop: threading.Event | None = None) -> int:
-    """Run until SIGTERM/SIGINT (or ``stop``, when the caller caught them already)."""
+    """Run until SIGTERM/SIGINT (or ``stop``, when the caller caught them already); returns
+    the exit code.  A fatal error is logged (in ``service.log_format``), not raised."""
     if stop is None:
         stop = catch_stop_signals()
     setup_logging(settings.service.log_format, settings.service.log_level)
+    try:
+        return _run(settings, stop)
+    except Exception as exc:
+        return log_fatal(exc)
+
+
+def fail_before_settings(exc: ConfigError) -> int:
+    """The settings did not load, so neither did ``service.log_format``: log ``exc`` in the
+    format its environment variable names, or its default; returns the exit code."""
+    fmt = os.environ.get(
+        f"{ENV_PREFIX}SERVICE__LOG_FORMAT", ServiceSettings.model_fields["log_format"].default
+    )
+    setup_logging("text" if fmt == "text" else "json", "INFO")
+    return log_fatal(exc)
+
+
+def log_fatal(exc: Exception) -> int:
+    """One CRITICAL line for the error that stops the service; returns its exit code.  Our own
+    errors name what and where (a traceback would add nothing); anything else is a bug."""
+    if isinstance(exc, ProdloopError):
+        log.critical("fatal: %s", exc)
+        return exit_code(exc)
+    log.critical("fatal: unexpected %s: %s", type(exc).__name__, exc, exc_info=exc)
+    return 1
+
+
+def _run(settings: Settings, stop: threading.Event) -> int:
     if stop.is_set():
         log.info("stopped during start-up, before consuming anything")
         return 0
     tune_gc()
     ready = Readiness()
-    metrics = Metrics()
-    ops = OpsServer.from_settings(settings.service, metrics, ready)
+    stream = bool(settings.kafka.bootstrap_servers or settings.receiver.durability == "wal")
+    registry = service_registry("stream" if settings.kafka.bootstrap_servers else "direct")
+    ops = OpsServer.from_settings(settings.service, registry, ready)
     log.info(
         "metrics and health on %s://%s:%d%s",
         "https" if ops.tls else "http",
@@ -262,15 +318,17 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
         ops.port,
         " (/metrics needs the bearer token)" if settings.service.metrics_bearer_token else "",
     )
+    activity = ActivityLog(registry, STREAM_TALLIES if stream else DIRECT_TALLIES)
     try:
-        if settings.kafka.bootstrap_servers or settings.receiver.durability == "wal":
-            return run_stream(settings, stop, metrics, ready)
+        if stream:  # the stream pipeline, over Kafka or the write-ahead log
+            return run_stream(settings, stop, Metrics(registry), ready, activity)
         alert_loop: list[AlertLoop] = []
         # loaded once, for the direct pipeline and the alert rules
         repositories = build.load_attribution(settings, log_problems=True).repositories
         rescans = _history_rescans(settings, repositories)
 
         def on_tick() -> None:
+            activity.tick()
             # the direct pipeline flushes on its own thread: alerts get their own client
             if not alert_loop:
                 if settings.alerts.rules is None:
@@ -282,7 +340,7 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
         try:
 
             def on_ready(receivers: Receivers) -> None:
-                metrics.registry.register(ReceiverStatsCollector(receivers.sink))
+                registry.register(ReceiverStatsCollector(receivers.sink))
                 ready.watch(pipeline=receivers.sink)
                 ready.set()
                 rescans.start()  # the direct pipeline migrated the store
@@ -294,6 +352,7 @@ def run(settings: Settings, stop: threading.Event | None = None) -> int:
             rescans.stop()
             for loop in alert_loop:
                 loop.close()
+        activity.close()  # after the final flush
         return 0
     finally:
         ops.stop()

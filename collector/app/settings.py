@@ -10,11 +10,12 @@ Errors name the key: ``store.dsn: ...`` or ``PRODLOOP_STORE__DSN: ...``.
 
 from __future__ import annotations
 
+import difflib
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AwareDatetime,
@@ -26,13 +27,13 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
 
 from attribution.cost import CostRate, rate_micro_usd_per_hour
 from attribution.model import TimeBounds
 from collector.app.history_settings import HistorySettings
+from collector.app.yaml_files import load_yaml, yaml_position
 from collector.errors import ConfigError
 
 ENV_PREFIX = "PRODLOOP_"
@@ -113,6 +114,10 @@ class KafkaSettings(_Section):
     bootstrap_servers: Annotated[list[str], NoDecode] = Field(default_factory=list)
     traces_topic: str = "otlp_spans"
     traces_encoding: Literal["otlp_proto", "otlp_json", "auto"] = "otlp_proto"
+    logs_topic: str = Field(
+        "otlp_logs", description="OTLP logs, consumed for the exceptions their records carry"
+    )
+    logs_encoding: Literal["otlp_proto", "otlp_json", "auto"] = "otlp_proto"
     deploys_topic: str = "prodloop_deploys"
     incidents_topic: str = "prodloop_incidents"
     dead_letter_topic: str = "prodloop_dead_letters"
@@ -199,15 +204,6 @@ class ServiceSettings(_Section):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
-class TestingSettings(_Section):
-    crash_at: str = Field(
-        "", description="testing aid: crash the process at before_write|mid_write|after_write|after_commit:N"
-    )
-    disable_idempotence: bool = Field(
-        False, description="testing aid: the negative control of the crash tests"
-    )
-
-
 class ReceiverSettings(_Section):
     """The OTLP receivers (gRPC and HTTP) and the event/webhook/query HTTP API (collector/receivers/http.py)."""
 
@@ -230,6 +226,28 @@ class ReceiverSettings(_Section):
         description="largest accepted request body, after gunzip (413 / RESOURCE_EXHAUSTED)",
     )
     grpc_workers: int = Field(8, ge=1, le=256, description="gRPC handler threads")
+    http_workers: int = Field(
+        16, ge=1, le=256, description="HTTP: threads for the blocking sink calls (WAL fsync, broker acks)"
+    )
+    http_max_connections: int = Field(
+        1000, ge=1, description="HTTP: open connections; at this many, requests get 503"
+    )
+    http_max_header_bytes: int = Field(
+        65536,
+        ge=1024,
+        description="HTTP: largest request line and headers; past it 431 (400 while it arrives)",
+    )
+    http_header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="HTTP: a request's line and headers must arrive within this, else the connection is closed",
+    )
+    http_body_timeout_seconds: float = Field(
+        30.0, gt=0, description="HTTP: the longest wait for the next part of a request body (408)"
+    )
+    http_idle_timeout_seconds: int = Field(
+        60, ge=1, description="HTTP: a keep-alive connection idle this long is closed"
+    )
     flush_interval_seconds: float = Field(
         5.0,
         gt=0,
@@ -417,7 +435,6 @@ class Settings(BaseSettings):
     receiver: ReceiverSettings = ReceiverSettings()
     stream: StreamSettings = StreamSettings()
     service: ServiceSettings = ServiceSettings()
-    testing: TestingSettings = TestingSettings()
     alerts: AlertSettings = AlertSettings()
     cost: CostSettings = CostSettings()
     history: HistorySettings = HistorySettings()
@@ -450,7 +467,8 @@ class Settings(BaseSettings):
         return tuple(r.rate() for r in self.cost.rates)
 
     def redacted_dump(self) -> dict[str, Any]:
-        """The effective settings, with secrets shown as '**********'."""
+        """The effective settings, with secrets shown as '**********' (URLs as they are: see
+        :func:`collector.app.build.shown_settings`)."""
         data: dict[str, Any] = self.model_dump(mode="json")  # SecretStr dumps as '**********'
         return data
 
@@ -479,12 +497,75 @@ def _explicitly_set(model: BaseModel) -> dict[str, Any]:
     return out
 
 
-def _format_validation_error(exc: ValidationError, source: str) -> str:
+def _fields_at(loc: tuple[str | int, ...]) -> list[str]:
+    """The real keys of the section at ``loc`` (for 'did you mean')."""
+    model: type[BaseModel] | None = Settings
+    for part in loc:
+        if model is None or not isinstance(part, str) or part not in model.model_fields:
+            continue  # list indexes keep the item's model
+        model = _model_in(model.model_fields[part].annotation)
+    return sorted(model.model_fields) if model is not None else []
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _is_set(data: Any, loc: tuple[str | int, ...]) -> bool:
+    for part in loc:
+        in_map = isinstance(data, dict) and part in data
+        in_list = isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data)
+        if not (in_map or in_list):
+            return False
+        data = data[part]
+    return True
+
+
+_SECRET_WORDS = ("password", "token", "secret", "dsn", "url")
+
+
+def _describe(err: ErrorDetails) -> str:
+    """What is wrong, without where; never echoes a value that may be a secret."""
+    loc = err["loc"]
+    if err["type"] == "extra_forbidden":
+        real = _fields_at(loc[:-1])
+        section = ".".join(str(p) for p in loc[:-1]) or "the top level"
+        hint = difflib.get_close_matches(str(loc[-1]), real, n=1)
+        tail = f"did you mean {hint[0]!r}?" if hint else f"expected one of {', '.join(real)}"
+        return f"unknown key {str(loc[-1])!r} in {section}; {tail}"
+    key = ".".join(str(p) for p in loc)
+    value = err["input"]
+    # only a plain value under a key that names no secret, and no string that may hold a URL's credentials
+    plain = isinstance(value, int | float) or (
+        isinstance(value, str) and len(value) <= 100 and "@" not in value and "://" not in value
+    )
+    shown = f", got {value!r}" if plain and not any(w in key for w in _SECRET_WORDS) else ""
+    return f"{err['msg']}{shown}"
+
+
+def _format_validation_error(
+    exc: ValidationError, source: str, file_data: Any, elsewhere: dict[str, Any] | None = None
+) -> str:
+    """One line per error: ``file:line:column: error: key (env VAR): ...`` where the file set the
+    key (and ``elsewhere``, the environment and flags, did not), else ``source: key (env VAR): ...``."""
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        env = ENV_PREFIX + "__".join(str(p).upper() for p in err["loc"])
-        lines.append(f"{source}: {loc} (env {env}): {err['msg']}")
+        loc = err["loc"]
+        key = ".".join(str(p) for p in loc)
+        unknown = err["type"] == "extra_forbidden"
+        env = "" if unknown else f" (env {ENV_PREFIX}{'__'.join(str(p).upper() for p in loc)})"
+        from_file = not _is_set(elsewhere or {}, loc)
+        pos = yaml_position(file_data, loc, key=unknown) if from_file else None
+        if pos is not None:
+            lines.append(f"{source}:{pos[0]}:{pos[1]}: error: {key}{env}: {_describe(err)}")
+        else:
+            lines.append(f"{source}: {key}{env}: {_describe(err)}")
     return "\n".join(lines)
 
 
@@ -494,18 +575,11 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | N
     source = "settings"
     if config_file is not None:
         source = str(config_file)
-        try:
-            text = Path(config_file).read_text()
-        except OSError as exc:
-            raise ConfigError(f"{config_file}: cannot read config file: {exc.strerror}") from exc
-        try:
-            loaded = YAML(typ="safe").load(text)
-        except YAMLError as exc:
-            raise ConfigError(f"{config_file}: not valid YAML: {exc}") from exc
+        loaded = load_yaml(Path(config_file), "config file")
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
-            raise ConfigError(f"{config_file}: the top level must be a mapping")
+            raise ConfigError(f"{config_file}:1:1: error: the top level must be a mapping")
         file_data = loaded
         # relative paths in the file are relative to the file
         att = file_data.get("attribution")
@@ -520,9 +594,11 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | N
     try:
         # environment beats the file: let pydantic-settings read env, then lay the file
         # underneath by passing only the file keys the environment does not set.
-        env_only = Settings()
-        env_set = _explicitly_set(env_only)
-        merged = _deep_merge(_deep_merge(file_data, env_set), overrides or {})
-        return Settings(**merged)
+        env_set = _explicitly_set(Settings())
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source)) from None
+        raise ConfigError(_format_validation_error(exc, "settings", None)) from None
+    elsewhere = _deep_merge(env_set, overrides or {})
+    try:
+        return Settings(**_deep_merge(file_data, elsewhere))
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source, file_data, elsewhere)) from None
