@@ -70,7 +70,9 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 def topic_exists(options: KafkaOptions, topic: str) -> bool:
     """Does ``topic`` exist on the brokers (raises BrokerError when they cannot tell)?"""
     try:
-        c = KafkaConsumer(group_id=None, request_timeout_ms=10_000, **options.client_config())
+        c = KafkaConsumer(
+            group_id=None, enable_auto_commit=False, request_timeout_ms=10_000, **options.client_config()
+        )
         try:
             return bool(c.partitions_for_topic(topic))
         finally:
