@@ -17,7 +17,7 @@ through the one error -> status map of :mod:`collector.receivers.status`.  With 
 set, every endpoint but the GitHub webhook requires ``Authorization: Bearer TOKEN``; refused
 requests are logged with their origin, never their payload.
 
-The server is uvicorn (HTTP/1.1 by h11, which bounds the request head) on its own event loop in
+The server is uvicorn (HTTP/1.1 parsed by httptools, i.e. llhttp) on its own event loop in
 a background thread, serving a plain ASGI app rather than Starlette: seven fixed routes need no
 router, and the app must own the body (read incrementally against the limit, drained or cut on a
 413) and answer errors in the OTLP encodings, which a framework's request and error handling
@@ -42,10 +42,9 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import anyio
-import h11
 import uvicorn
 from anyio import to_thread
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from attribution.model import DeployEvent, IncidentEvent
 from attribution.timeparse import parse_time
@@ -198,7 +197,7 @@ class HttpApp:
 
     async def _dispatch(self, req: _Request, receive: Receive) -> _Response:
         head = len(req.path) + len(req.query) + sum(len(k) + len(v) + 4 for k, v in req.headers.items())
-        if head > self.max_header_bytes:  # h11 bounds only a head that arrives in pieces
+        if head > self.max_header_bytes:  # _HttpTools bounds a head that arrives in pieces
             raise RequestError(
                 431,
                 f"the request head is {head} bytes; the limit is {self.max_header_bytes} "
@@ -440,30 +439,57 @@ async def _send(send: Send, resp: _Response) -> None:
 
 class _Config(uvicorn.Config):
     header_timeout_s: float
+    max_header_bytes: int
 
 
-class _H11(H11Protocol):
-    """uvicorn's h11 protocol, plus a deadline for each request's line and headers (uvicorn
-    has none: a client that sends a head slowly, or nothing, would hold its connection)."""
+class _HttpTools(HttpToolsProtocol):
+    """uvicorn's httptools protocol (llhttp), plus what it lacks: a deadline for each request's
+    line and headers (a client that sends a head slowly, or nothing, would hold its connection),
+    a bound on a head that arrives in pieces (llhttp buffers an unfinished header without limit;
+    the app checks only a complete head), and a 400 for a client that half-closes mid-body."""
 
     def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
         assert isinstance(config, _Config)
         self._head_timeout = config.header_timeout_s
+        self._head_limit = config.max_header_bytes
         self._head_timer: asyncio.TimerHandle | None = None
+        self._in_head = True  # the bytes being fed belong to a request head not yet complete
+        self._head_bytes = 0
+        self._boundary = False  # a head or a message ended within the chunk being fed
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._head_timer = self.loop.call_later(self._head_timeout, self._head_too_slow)
 
     def data_received(self, data: bytes) -> None:
-        idle = self.cycle is None or self.cycle.response_complete
-        if idle and self._head_timer is None:
+        if self._idle() and self._head_timer is None:
             self._head_timer = self.loop.call_later(self._head_timeout, self._head_too_slow)
+        self._boundary = False
         super().data_received(data)
-        if self._head_timer is not None and self.cycle is not None and not self.cycle.response_complete:
+        if self.parser is None or self.transport.is_closing():
+            return
+        if self._in_head and not self._boundary:
+            # a chunk in which a message ended is not counted: part of it was that message's
+            # body, and an undercount of one chunk still bounds what is buffered
+            self._head_bytes += len(data)
+            if self._head_bytes > self._head_limit:
+                self._refuse(
+                    431,
+                    f"the request head exceeds {self._head_limit} bytes (receiver.http_max_header_bytes)",
+                )
+                return
+        if self._head_timer is not None and not self._idle():
             self._head_timer.cancel()
             self._head_timer = None
+
+    def on_headers_complete(self) -> None:
+        self._in_head, self._boundary = False, True
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_head, self._head_bytes, self._boundary = True, 0, True
+        super().on_message_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._head_timer is not None:
@@ -477,16 +503,35 @@ class _H11(H11Protocol):
         if (
             cycle is not None
             and not cycle.response_complete
-            and self.conn.their_state is h11.SEND_BODY
-            and self.conn.our_state is h11.SEND_RESPONSE
+            and cycle.more_body
+            and not cycle.response_started
         ):
             cycle.disconnected = True  # the app stops reading and answers nothing
             cycle.message_event.set()
-            self.send_400_response("The request body ended early.")
+            self._refuse(400, "The request body ended early.")
+
+    def _idle(self) -> bool:
+        return self.cycle is None or self.cycle.response_complete
+
+    def _refuse(self, status: int, message: str) -> None:
+        body = message.encode()
+        self.transport.write(
+            b"".join(
+                [
+                    STATUS_LINE[status],
+                    *(name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers),
+                    b"content-type: text/plain; charset=utf-8\r\n",
+                    b"content-length: %d\r\n" % len(body),
+                    b"connection: close\r\n\r\n",
+                    body,
+                ]
+            )
+        )
+        self.transport.close()
 
     def _head_too_slow(self) -> None:
         self._head_timer = None
-        if self.cycle is None or self.cycle.response_complete:
+        if self._idle():
             log.info(
                 "closed a connection from %s: no request head within %g s", self.client, self._head_timeout
             )
@@ -506,7 +551,7 @@ class HttpServer:
         self._sock = sock
         config = _Config(
             app,
-            http=_H11,
+            http=_HttpTools,
             lifespan="off",
             log_config=None,
             access_log=False,
@@ -514,11 +559,11 @@ class HttpServer:
             headers=[("server", "prodloop")],
             limit_concurrency=limits.max_connections,
             timeout_keep_alive=limits.idle_timeout_s,
-            h11_max_incomplete_event_size=limits.max_header_bytes,
             backlog=512,
             proxy_headers=False,  # the peer is the client: log it, not what a header claims
         )
         config.header_timeout_s = limits.header_timeout_s
+        config.max_header_bytes = limits.max_header_bytes
         config.load()
         config.ssl = tls  # our context, not one uvicorn builds from file names
         self._server = uvicorn.Server(config)
