@@ -23,13 +23,15 @@ cap go to an ``(overflow)`` row of their service and environment, and are counte
 from __future__ import annotations
 
 import math
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from attribution.attribute import Attributor, GroupKey
 from attribution.model import STATUS_ERROR, LogException, Span, Unattributed
+from attribution.selftime import trace_self_times
 from attribution.sketch import INV_LOG_GAMMA as _INV_LOG_GAMMA
 from attribution.sketch import merge_bins
 
@@ -176,11 +178,29 @@ def merge_sorted(*parts: Iterable[AggregateRow]) -> list[AggregateRow]:
 
 _GROUP_BITS = 32
 _GROUP_MASK = (1 << _GROUP_BITS) - 1
+_ROOT_ID = bytes(8)  # the parent id of a root span, as the trace buffer packs it
+_ONE = 1
+
+
+# what a self-time accumulator drains, per (window, group index): (window start, group index,
+# spans, adjusted spans in thousandths, self time sum, adjusted sum, min, max, bins, own errors,
+# adjusted own errors in thousandths); the native accumulator drains the same
+SelfTimeTotals = tuple[int, int, int, int, int, int, int, int, dict[int, int], int, int]
+
+
+class PackedSelfTimes(Protocol):
+    """What the trace buffer feeds a completed trace to: :class:`SelfTimes`, or the native
+    extension's twin (``collector.processing.native``), which must give identical totals."""
+
+    def add_packed(self, ids: bytes | bytearray, nums: array[int]) -> int: ...
+
+    def drain(self) -> list[SelfTimeTotals]: ...
 
 
 class SelfTimes:
-    """Accumulates completed spans' self times and own errors per (window, group index); the
-    trace buffer owns one, and ``rows`` turns its indices back into groups."""
+    """Accumulates completed traces' self times and own errors per (window, group index), from
+    the trace buffer's packed data (:meth:`add_packed`); :func:`self_time_rows` turns what it
+    drains back into rows."""
 
     def __init__(self, window_ns: int) -> None:
         self.window_ns = window_ns
@@ -190,7 +210,25 @@ class SelfTimes:
     def __len__(self) -> int:
         return len(self._acc)
 
-    def add_trace(
+    def add_packed(self, ids: bytes | bytearray, nums: array[int]) -> int:
+        """One completed trace: ``ids`` holds per span its 8-byte id and parent id (zeroes for
+        none), ``nums`` per span start, end, group index * 2 (+1 for an error) and weight in
+        thousandths.  Returns the number of orphans (:func:`attribution.selftime.trace_self_times`)."""
+        starts = nums[0::4].tolist()  # lists: the ints are boxed once, not on every read
+        ends = nums[1::4].tolist()
+        ge = nums[2::4]
+        if len(ge) == 1:  # what trace_self_times gives for one span, without its setup
+            pid = ids[8:16]
+            self._add(ge, starts, [ends[0] - starts[0]], nums[3::4], [True] if ge[0] & 1 else None)
+            return int(pid != _ROOT_ID and pid != ids[:8])
+        id64 = array("q")  # the 8-byte ids as int64s: equal exactly when the bytes are, cheaper to hash
+        id64.frombytes(ids)
+        errors = list(map(_ONE.__and__, ge)) if any(map(_ONE.__and__, ge)) else None
+        selfs, own, orphans = trace_self_times(id64[0::2], id64[1::2], starts, ends, errors, root=0)
+        self._add(ge, starts, selfs, nums[3::4], own)
+        return orphans
+
+    def _add(
         self,
         group_flags: Sequence[int],
         starts: Sequence[int],
@@ -198,8 +236,6 @@ class SelfTimes:
         weights: Sequence[int],
         own: Sequence[bool] | None,
     ) -> None:
-        """One completed trace's spans: ``group_flags`` is each span's group index * 2 (+1 for an
-        error, ignored here), ``own`` its own-error flags (``None``: no errors)."""
         acc = self._acc
         wns = self.window_ns
         for i, gf in enumerate(group_flags):
@@ -217,28 +253,47 @@ class SelfTimes:
                 a[3] += 1
                 a[4] += w
 
-    def rows(self, groups: Sequence[GroupKey]) -> list[AggregateRow]:
-        """Drain: one row per (window, group) with only the self-time columns set."""
-        out = []
+    def drain(self) -> list[SelfTimeTotals]:
+        """The totals per (window, group index), in the order first seen; then empty."""
+        out: list[SelfTimeTotals] = []
         for key, (vals, adj, sum_adj, own, own_adj) in self._acc.items():
-            w, gidx = (key >> _GROUP_BITS) * self.window_ns, key & _GROUP_MASK
             n = len(vals)
             total = sum(vals)
             out.append(
-                _empty_row(w, groups[gidx])._replace(
-                    self_spans=n,
-                    self_spans_adjusted_milli=1000 * n + adj,
-                    self_time_sum_ns=total,
-                    self_time_adjusted_sum_ns=total + sum_adj,
-                    self_time_min_ns=min(vals),
-                    self_time_max_ns=max(vals),
-                    self_bins=bins_of(vals),
-                    own_errors=own,
-                    own_errors_adjusted_milli=own_adj,
+                (
+                    (key >> _GROUP_BITS) * self.window_ns,
+                    key & _GROUP_MASK,
+                    n,
+                    1000 * n + adj,
+                    total,
+                    total + sum_adj,
+                    min(vals),
+                    max(vals),
+                    bins_of(vals),
+                    own,
+                    own_adj,
                 )
             )
         self._acc.clear()
         return out
+
+
+def self_time_rows(totals: Iterable[SelfTimeTotals], groups: Sequence[GroupKey]) -> list[AggregateRow]:
+    """One row per (window, group) of drained self-time totals, with only those columns set."""
+    return [
+        _empty_row(w, groups[g])._replace(
+            self_spans=n,
+            self_spans_adjusted_milli=n_adj,
+            self_time_sum_ns=total,
+            self_time_adjusted_sum_ns=total_adj,
+            self_time_min_ns=lo,
+            self_time_max_ns=hi,
+            self_bins=bins,
+            own_errors=own,
+            own_errors_adjusted_milli=own_adj,
+        )
+        for w, g, n, n_adj, total, total_adj, lo, hi, bins, own, own_adj in totals
+    ]
 
 
 class Aggregator:

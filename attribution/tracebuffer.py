@@ -1,5 +1,6 @@
 """The trace buffer: a trace's spans are held until the trace is complete, then their self
-times and own errors (:mod:`attribution.selftime`) go to a :class:`~attribution.aggregate.SelfTimes`.
+times and own errors (:mod:`attribution.selftime`) go to a :class:`~attribution.aggregate.SelfTimes`
+(or its native twin).
 Pure; one buffer per partition (stream), per receiver pipeline (direct) or per file (ingest).
 
 **Completion is a pure function of the records**, so that a replay decides the same.  The
@@ -33,13 +34,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from attribution.aggregate import AggregateRow, SelfTimes, weight_milli
+from attribution.aggregate import AggregateRow, PackedSelfTimes, SelfTimes, self_time_rows, weight_milli
 from attribution.attribute import GroupKey
 from attribution.model import STATUS_ERROR, Span
-from attribution.selftime import trace_self_times
 
 _NO_PARENT = b"\0" * 8
-_ONE = 1
 _RECENT_KEPT = 100_000  # completed trace ids remembered to tell late spans from orphans (a metric only)
 
 # entry slots
@@ -96,15 +95,24 @@ class BufferStats:
 class TraceBuffer:
     """Holds the spans of incomplete traces; see the module docstring for the rules."""
 
-    def __init__(self, *, window_ns: int, wait_ms: int, max_spans: int, exact: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        window_ns: int,
+        wait_ms: int,
+        max_spans: int,
+        exact: bool = False,
+        selfs: PackedSelfTimes | None = None,
+    ) -> None:
         """``exact``: keep what :meth:`rebuild_state` needs (the stream; it calls that after
-        every batch, which also bounds what is kept)."""
+        every batch, which also bounds what is kept).  ``selfs``: what completed traces are
+        fed to (a :class:`SelfTimes` of ``window_ns`` unless given: the native twin)."""
         if wait_ms < 0 or max_spans < 1:
             raise ValueError("trace_wait must be >= 0 and max_buffered_spans >= 1")
         self.exact = exact
         self.wait_ms = wait_ms
         self.max_spans = max_spans
-        self.selfs = SelfTimes(window_ns)
+        self.selfs: PackedSelfTimes = SelfTimes(window_ns) if selfs is None else selfs
         self.stats = BufferStats()
         self.watermark: int | None = None  # ms
         self.buffered = 0  # spans held now
@@ -278,27 +286,11 @@ class TraceBuffer:
         st = self.stats
         st.traces += 1
         st.spans += n
-        ids: bytearray = e[_IDS]
-        starts = nums[0::4].tolist()  # lists: the ints are boxed once, not on every read
-        ends = nums[1::4].tolist()
-        ge = nums[2::4]
-        if n == 1:
-            if ids[8:16] != _NO_PARENT:
-                if e[_LATE]:
-                    st.late += 1
-                else:
-                    st.orphans += 1
-            self.selfs.add_trace(ge, starts, [ends[0] - starts[0]], nums[3::4], None)
-            return
-        id64 = array("q")  # the 8-byte ids as int64s: equal exactly when the bytes are, cheaper to hash
-        id64.frombytes(ids)
-        errors = list(map(_ONE.__and__, ge)) if any(map(_ONE.__and__, ge)) else None
-        selfs, own, orphans = trace_self_times(id64[0::2], id64[1::2], starts, ends, errors, root=0)
+        orphans = self.selfs.add_packed(e[_IDS], nums)
         if e[_LATE]:
             st.late += orphans
         else:
             st.orphans += orphans
-        self.selfs.add_trace(ge, starts, selfs, nums[3::4], own)
 
     # -- exactly once ----------------------------------------------------------------------
 
@@ -342,7 +334,7 @@ class TraceBuffer:
 
     def take_rows(self) -> list[AggregateRow]:
         """The self-time rows of the traces completed since the last call."""
-        return self.selfs.rows(self.groups)
+        return self_time_rows(self.selfs.drain(), self.groups)
 
     def take_stats(self) -> BufferStats:
         st, self.stats = self.stats, BufferStats(peak_spans=self.buffered)

@@ -157,6 +157,18 @@ def test_a_span_after_its_trace_completed_is_late_and_keeps_its_duration() -> No
     assert (st.late, st.orphans) == (1, 0)
 
 
+def test_a_one_span_trace_that_fails_has_an_own_error() -> None:
+    # a trace of one span (a late span, a cron job's trace) takes the one-span shortcut: the
+    # same answer as trace_self_times, which nothing errored under it says is an own error
+    buf = _buffer(wait_ms=1000)
+    _add(buf, 0, 0, [_span(1, 1, 0, 0, 100, error=True)])
+    _add(buf, 1, 5_000, [_span(1, 2, 1, 10, 20, error=True)])  # late: a one-span entry of its own
+    _add(buf, 2, 9_000, [])
+    (row,) = merge_sorted(buf.take_rows())
+    assert (row.self_spans, row.own_errors) == (2, 2)
+    assert trace_self_times([1], [0], [0], [100], [1], root=0) == ([100], [True], 0)
+
+
 def test_the_span_cap_completes_the_oldest_traces_early() -> None:
     buf = _buffer(wait_ms=10**9, max_spans=4)
     for i in range(6):
