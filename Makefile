@@ -8,11 +8,17 @@ STAMP  := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# the native hot path (native/, Rust) is built where cargo exists; without it prodloop runs
+# its pure-Python path and says so
+$(STAMP): pyproject.toml native/Cargo.toml native/pyproject.toml $(wildcard native/src/*.rs)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "prodloop needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	@if command -v cargo >/dev/null 2>&1; then \
+	  echo "building the native extension (native/, cargo $$(cargo --version | cut -d' ' -f2))"; \
+	  $(PY) -m pip install --quiet --force-reinstall --no-deps ./native; \
+	else echo "no cargo: the native extension is not built; prodloop runs its pure-Python path"; fi
 	@touch $(STAMP)
 
 demo: setup
@@ -54,7 +60,7 @@ kafka-down:
 	$(PY) scripts/kafka_broker.py stop
 
 clean:
-	rm -rf $(VENV) .prodloop .pytest_cache .mypy_cache .ruff_cache dist
+	rm -rf $(VENV) .prodloop .pytest_cache .mypy_cache .ruff_cache dist native/target
 
 golden:
 	cd tests/data/golden/gen && go run . -out ..

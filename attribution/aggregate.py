@@ -6,7 +6,8 @@ unattributed reason; see :class:`attribution.attribute.GroupKey`).  Values:
 
 * ``spans``, ``errors`` (status ERROR): raw counts;
 * ``spans_adjusted_milli``, ``errors_adjusted_milli``: sampling-adjusted counts in
-  thousandths.  Each span weighs ``round(1000 / p)`` for its keep-probability ``p``; fixed
+  thousandths.  Each span weighs ``round(1000 / p)`` for its keep-probability ``p`` (at most
+  :data:`MAX_WEIGHT_MILLI`: a probability below 2^-32 counts as 2^-32); fixed
   point keeps merges exact (float sums are not associative);
 * ``duration_sum_ns`` (exact), ``duration_adjusted_sum_ns`` (each span adds
   ``d * weight // 1000``), ``duration_min_ns``, ``duration_max_ns``;
@@ -150,11 +151,17 @@ class BatchStats:
     exceptions_unattributed: dict[str, int] = field(default_factory=dict)  # by reason
 
 
+# The heaviest a span weighs: "1 in 2^32".  A tracestate threshold may claim 2^-56 and a
+# sample-rate attribute anything; unbounded weights would overflow the trace buffer's int64s and
+# the store's UInt64 sums, so one span could stop a stream.
+MAX_WEIGHT_MILLI = 1000 << 32
+
+
 def weight_milli(p: float) -> int:
-    """A span's sampling-adjusted weight in thousandths: round(1000 / p)."""
+    """A span's sampling-adjusted weight in thousandths: round(1000 / p), at most MAX_WEIGHT_MILLI."""
     if p >= 1.0 or not p > 0.0:
         return 1000
-    return round(1000.0 / p)
+    return min(round(1000.0 / p), MAX_WEIGHT_MILLI)
 
 
 def bins_of(values: Sequence[int]) -> dict[int, int]:
@@ -456,7 +463,7 @@ class Aggregator:
         x[3] += d * wt // 1000 - d
         if self.cpu_time_attribute:
             cpu = span.attributes.get(self.cpu_time_attribute)
-            if isinstance(cpu, int | float) and not isinstance(cpu, bool) and cpu > 0:
+            if isinstance(cpu, int | float) and not isinstance(cpu, bool) and 0 < cpu < math.inf:
                 x[4] += round(cpu * self.cpu_time_unit_ns)
         if span.exceptions:
             x[5] += len(span.exceptions)

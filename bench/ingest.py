@@ -182,11 +182,25 @@ class Run:
     self_time_ns: int | None = None  # summed over the drained rows
 
 
+HOT_PATH = "auto"  # aggregation.hot_path (--hot-path); a tree from before the native path runs Python
+
+
+def hot_path() -> str:
+    """Which path the measured processor runs."""
+    if "native" not in {f.name for f in dataclasses.fields(ProcessorConfig)}:
+        return "python (a tree without the native path)"
+    from collector.processing.native import resolve
+
+    return "native" if resolve(HOT_PATH) else "python"  # type: ignore[arg-type]
+
+
 def new_processor(max_buffered: int | None = None, wait_ms: int | None = None) -> BatchProcessor:
     """The open batch of ``prodloop ingest``, with the settings' defaults but what is given."""
     repo, events = build_config()
     have = {f.name for f in dataclasses.fields(ProcessorConfig)}
-    kw: dict[str, int] = {}
+    kw: dict[str, int | bool] = {}
+    if "native" in have:
+        kw["native"] = hot_path() == "native"
     if max_buffered is not None and "max_buffered_spans" in have:
         kw["max_buffered_spans"] = max_buffered
     if wait_ms is not None and "trace_wait_ms" in have:
@@ -382,8 +396,16 @@ def main() -> None:
     ap.add_argument("--memory-seconds", type=int, default=40, help="--buffer-memory: seconds of record time")
     ap.add_argument("--trace-wait-ms", type=int, default=10_000, help="--buffer-memory: trace_wait")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--hot-path",
+        choices=["auto", "native", "python"],
+        default="auto",
+        help="aggregation.hot_path: the native extension's pieces, or the pure-Python reference",
+    )
     ap.add_argument("--no-gc-tuning", action="store_true", help="keep CPython's default GC thresholds")
     args = ap.parse_args()
+    global HOT_PATH
+    HOT_PATH = args.hot_path
     if not args.no_gc_tuning:
         tune_gc()  # as `prodloop ingest` and `prodloop run` do; applies to both measured loops
 
@@ -417,7 +439,7 @@ def main() -> None:
         f"workload: {n_req} requests x ~{SPANS_PER_REQUEST} spans = {n:,} spans, {size / 1e6:.0f} MB "
         f"length-prefixed protobuf, {N_MODULES} modules, {N_MODULES * FILES_PER_MODULE} files, "
         f"{_describe(templates, cycles)}; timestamps at {args.rate:,} spans/s; code from {CODE}; "
-        f"cpu affinity {sorted(os.sched_getaffinity(0))}"
+        f"cpu affinity {sorted(os.sched_getaffinity(0))}; hot path {hot_path()}"
     )
     best_c = best_p = best_a = math.inf
     sums: set[str] = set()

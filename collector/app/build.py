@@ -41,6 +41,7 @@ from collector.pipelines.alerts import AlertEngine, declared_modules
 from collector.pipelines.direct import DirectPipeline
 from collector.pipelines.files import IngestSummary, ingest
 from collector.pipelines.stream import StreamConfig, StreamPipeline
+from collector.processing import native
 from collector.processing.batch import ProcessorConfig
 from collector.processing.metrics import Metrics
 from collector.processing.workers import resolve_workers
@@ -156,6 +157,7 @@ def processor_config(settings: Settings) -> ProcessorConfig:
         max_exception_types=a.max_exception_types,
         cpu_time_attribute=settings.cost.cpu_time_attribute,
         cpu_time_unit_ns=settings.cost.cpu_time_unit_ns,
+        native=native.resolve(a.hot_path),
     )
 
 

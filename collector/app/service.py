@@ -35,6 +35,7 @@ from collector.app.receivers import Receivers, run_receivers_forever, start_rece
 from collector.app.settings import ENV_PREFIX, ServiceSettings, Settings
 from collector.app.shared_store import SharedStore, StoreModulesQuery
 from collector.errors import ConfigError, ProdloopError, exit_code
+from collector.processing import native
 from collector.processing.metrics import (
     DIRECT_TALLIES,
     STREAM_TALLIES,
@@ -309,7 +310,9 @@ def _run(settings: Settings, stop: threading.Event) -> int:
     tune_gc()
     ready = Readiness()
     stream = bool(settings.kafka.bootstrap_servers or settings.receiver.durability == "wal")
-    registry = service_registry("stream" if settings.kafka.bootstrap_servers else "direct")
+    hot = build.processor_config(settings).native
+    log.info("%s", native.describe(hot))
+    registry = service_registry("stream" if settings.kafka.bootstrap_servers else "direct", hot)
     ops = OpsServer.from_settings(settings.service, registry, ready)
     log.info(
         "metrics and health on %s://%s:%d%s",

@@ -108,6 +108,11 @@ class AggregationSettings(_Section):
     max_exception_types: int = Field(
         10, ge=1, description="exception types kept per module and window; the rest count as (other)"
     )
+    hot_path: Literal["auto", "native", "python"] = Field(
+        "auto",
+        description="auto runs the native hot path (the prodloop_native extension) when it is installed, "
+        "native refuses to start without it, python runs the pure-Python path",
+    )
 
 
 class KafkaSettings(_Section):

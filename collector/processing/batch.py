@@ -28,6 +28,7 @@ from collector.codec.otlp import OtlpDecoder
 from collector.codec.otlp_logs import decode_logs
 from collector.codec.results import Decoded, rejection_message
 from collector.errors import DecodeError
+from collector.processing import native
 from collector.processing.dedup import DedupWindow
 
 # (offset, timestamp ms, value) of one Kafka record; a timestamp < 0 means none
@@ -48,6 +49,7 @@ class ProcessorConfig:
     cpu_time_attribute: str = ""  # a span attribute holding CPU time; "" = none
     cpu_time_unit_ns: int = 1_000_000_000  # ns per unit of that attribute
     max_exception_types: int = 10  # per module and window
+    native: bool = native.AVAILABLE  # the extension's twins of the hot path: aggregation.hot_path "auto"
 
 
 @dataclass
@@ -117,7 +119,11 @@ class BatchProcessor:
     def new_buffer(self, exact: bool = False) -> TraceBuffer:
         cfg = self.cfg
         return TraceBuffer(
-            window_ns=cfg.window_ns, wait_ms=cfg.trace_wait_ms, max_spans=cfg.max_buffered_spans, exact=exact
+            window_ns=cfg.window_ns,
+            wait_ms=cfg.trace_wait_ms,
+            max_spans=cfg.max_buffered_spans,
+            exact=exact,
+            selfs=native.self_times(cfg.window_ns, cfg.native),
         )
 
     @staticmethod

@@ -28,13 +28,10 @@ from attribution.tracebuffer import BufferStats
 
 log = logging.getLogger("prodloop.service")
 
-# "true" once the native hot path runs (issue 14 sets it where it binds the extension)
-NATIVE = False
 
-
-def service_registry(mode: Literal["stream", "direct"]) -> CollectorRegistry:
+def service_registry(mode: Literal["stream", "direct"], native: bool) -> CollectorRegistry:
     """The registry ``prodloop run`` serves: process (CPU, RSS, fds), platform and Python GC
-    series, and ``prodloop_build_info``.  The stream pipeline's :class:`Metrics` go on it in
+    series, and ``prodloop_build_info`` (``native``: whether the native hot path runs).  The stream pipeline's :class:`Metrics` go on it in
     stream mode; no ``*_created`` series (prometheus_client's switch is process-wide)."""
     disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client 0.23
     r = CollectorRegistry()
@@ -48,7 +45,7 @@ def service_registry(mode: Literal["stream", "direct"]) -> CollectorRegistry:
         registry=r,
     ).labels(
         version=version("prodloop"),
-        native=str(NATIVE).lower(),
+        native=str(native).lower(),
         python=platform.python_version(),
         mode=mode,
     ).set(1)

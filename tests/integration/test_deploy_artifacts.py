@@ -506,8 +506,12 @@ def test_dockerfile_installs_the_cli() -> None:
     assert "pip install ." in text
     assert 'ENTRYPOINT ["prodloop"]' in text
     assert re.search(r"^USER 10001", text, re.M)
-    for copied in re.findall(r"^COPY (\S+) ", text, re.M):
+    for copied in re.findall(r"^COPY (?!--from=)(\S+) ", text, re.M):
         assert (REPO / copied).exists(), copied
+    # the native extension: built in a cargo stage, its wheel installed beside prodloop's
+    assert re.search(r"^FROM rust:\S+ AS native$", text, re.M)
+    assert "maturin build --release --manifest-path /native/Cargo.toml" in text
+    assert "COPY --from=native /wheels /wheels" in text and "/wheels/prodloop_native-*.whl" in text
     # from a checkout, the migrations are the repository's own (linked into the package)
     assert MIGRATIONS_DIR.resolve() == REPO / "schemas" / "clickhouse"
 
@@ -582,6 +586,52 @@ def test_the_wheel_installs_away_from_the_checkout_and_runs(tmp_path: Path) -> N
     demo = run("-m", "collector.cli", "demo", "--minutes", "3", "--store", f"chdb://{tmp_path / 'demo'}")
     assert demo.returncode == 0, demo.stderr
     assert "payments" in demo.stdout
+
+
+def test_the_native_wheel_installs_and_the_service_reports_it(tmp_path: Path) -> None:
+    """The extension's wheel (as the Dockerfile's builder stage makes it), installed elsewhere:
+    prodloop finds it, runs its native path, and /metrics says native="true"."""
+    if not shutil.which("cargo"):
+        pytest.fail("cargo is not on PATH: the native wheel cannot be built here")
+    src = tmp_path / "native"
+    shutil.copytree(REPO / "native", src, ignore=shutil.ignore_patterns("target"))
+    env = {**os.environ, "CARGO_TARGET_DIR": str(REPO / "native" / "target")}  # reuse the setup's build
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(src)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+        env=env,
+    )
+    (wheel,) = (tmp_path / "dist").glob("prodloop_native-*-abi3-*.whl")  # one wheel for every CPython >= 3.11
+    site = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    probe = (
+        "import prodloop_native, sys\n"
+        "from prometheus_client import generate_latest\n"
+        "from collector.processing import native\n"
+        "from collector.processing.metrics import service_registry\n"
+        "print(prodloop_native.__file__)\n"
+        "print(generate_latest(service_registry('direct', native.resolve('native'))).decode())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{REPO}"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    where, metrics = out.stdout.split("\n", 1)
+    assert Path(where).is_relative_to(site), where
+    (info,) = [line for line in metrics.splitlines() if line.startswith("prodloop_build_info{")]
+    assert 'native="true"' in info, info
 
 
 # -- Grafana dashboards, executed ---------------------------------------------------------------

@@ -12,6 +12,7 @@ import json
 import logging
 import platform
 import re
+import shutil
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -127,7 +128,7 @@ def test_direct_mode_serves_the_process_and_build_series_and_no_stream_ones(dire
         (
             {
                 "version": version("prodloop"),
-                "native": "false",
+                "native": "true" if shutil.which("cargo") else "false",  # make setup builds it with cargo
                 "python": platform.python_version(),
                 "mode": "direct",
             },
@@ -164,6 +165,9 @@ def test_the_log_has_json_summaries_and_the_shutdown_totals(direct_run: DirectRu
     assert totals["uptime_seconds"] > 0
     assert f"{SPANS} spans accepted" in shutdown["msg"]
     assert log.index(shutdown) > max(log.index(r) for r in summaries)
+    # which hot path runs is said once, at start (make setup builds the extension with cargo)
+    (hot,) = [r["msg"] for r in log if r["msg"].startswith("hot path: ")]
+    assert hot.startswith("hot path: native" if shutil.which("cargo") else "hot path: pure Python"), hot
 
 
 def test_summaries_come_at_most_every_10s_and_count_since_the_last(caplog: pytest.LogCaptureFixture) -> None:
@@ -317,4 +321,4 @@ def test_the_self_dashboard_reads_only_served_series(direct_run: DirectRun) -> N
     assert len(names) > 20, names
     assert names - set(_samples(direct_run.metrics)) == STREAM_ONLY
     # stream mode's registry, as `prodloop run` builds it (a live scrape: test_ops_endpoints.py)
-    assert_stream_metrics(generate_latest(Metrics(service_registry("stream")).registry).decode())
+    assert_stream_metrics(generate_latest(Metrics(service_registry("stream", False)).registry).decode())

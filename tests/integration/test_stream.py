@@ -210,7 +210,9 @@ def test_self_time_and_exceptions_are_exact_through_crashes_while_traces_span_ba
 ) -> None:
     """Real SDK traces with threaded fan-out and recorded exceptions, each split over several
     records of one partition: with batches of 3 records, traces span uncommitted batches when
-    the process is killed, and the restart rebuilds the trace buffer from the commit."""
+    the process is killed, and the restart rebuilds the trace buffer from the commit.  Across
+    paths: the crashed run computes self times natively, the restart in Python (without a
+    crash, the one run is native)."""
     traffic = fanout.generate(
         traces=400, seed=3, partitions=setup.partitions, start_unix_nano=time.time_ns() - 600 * 10**9
     )
@@ -228,13 +230,18 @@ def test_self_time_and_exceptions_are_exact_through_crashes_while_traces_span_ba
             PRODLOOP_TESTING_HOOKS=json.dumps({"crash_at": f"{point}:4"}),
             PRODLOOP_STREAM__BATCH_RECORDS="3",
             PRODLOOP_STREAM__WRITE_CHUNK_ROWS="2",
+            PRODLOOP_AGGREGATION__HOT_PATH="native",
             **files,
         )
         assert crashed.wait(timeout=120) == 137, crashed.log_tail()
         committed = committed_group_offsets(setup.bootstrap, setup.group, setup.traces)
         assert sum(committed.values()) < sum(setup.ends().values())
-    again = setup.start("again", PRODLOOP_STREAM__BATCH_RECORDS="5", **files)
+    hot_path = "python" if point else "native"
+    again = setup.start(
+        "again", PRODLOOP_STREAM__BATCH_RECORDS="5", PRODLOOP_AGGREGATION__HOT_PATH=hot_path, **files
+    )
     setup.wait([again])  # the commits reach the end once the idle partitions' traces completed
+    assert f"hot path: {'pure Python' if point else 'native'}" in again.log_path.read_text()
     m = again.metrics()
     assert again.terminate() == 0, again.log_tail()
     if point:  # the commits trailed the batches written: the restart rebuilt the buffer first

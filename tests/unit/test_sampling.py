@@ -147,3 +147,31 @@ def test_decoder_prefers_the_sample_rate_attribute(otel: Otel) -> None:
     plain = {s.name: s.sample_probability for s in otel.decode(batch.spans)}
     assert plain["rate-and-threshold"] == 0.5
     assert plain["rate-as-string"] == 1.0
+
+
+@pytest.mark.parametrize("native_path", [False, True])
+def test_a_smallest_probability_weighs_at_most_one_in_2_to_the_32(otel: Otel, native_path: bool) -> None:
+    """th:ffffffffffffff (2^-56, valid by the specification) and a SampleRate of 10^30 would weigh
+    more than an int64 holds: they weigh 1 in 2^32, in the aggregates and the trace buffer alike,
+    and a CPU-time attribute of infinity is not counted (neither stops the batch)."""
+    from collector.processing import native
+    from collector.processing.batch import BatchProcessor, ProcessorConfig
+
+    if native_path and not native.AVAILABLE:
+        pytest.fail("the prodloop_native extension is not installed: run make setup")
+    batch = otel.batch({"service.name": "checkout"})
+    batch.add("tiny-threshold", T0, T0 + 10, trace_state="ot=th:ffffffffffffff")
+    batch.add("huge-rate", T0, T0 + 10, attributes={"SampleRate": 1e30, "cpu.time": math.inf})
+    cfg = ProcessorConfig(
+        sample_rate_attribute="SampleRate", cpu_time_attribute="cpu.time", native=native_path
+    )
+    proc = BatchProcessor(cfg, [])
+    proc.add(otel.decode(batch.spans, decoder=proc.decoder), 0)
+    proc.complete_traces()
+    rows, _ = proc.drain()
+    assert sum(r.spans for r in rows) == 2
+    cap = 1000 * 2**32
+    assert sum(r.spans_adjusted_milli for r in rows) == 2 * cap
+    assert sum(r.self_spans_adjusted_milli for r in rows) == 2 * cap
+    assert sum(r.duration_adjusted_sum_ns for r in rows) == 2 * 10 * 2**32
+    assert sum(r.cpu_time_sum_ns for r in rows) == 0

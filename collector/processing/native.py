@@ -1,0 +1,65 @@
+"""The native hot path: the ``prodloop_native`` extension (``native/``, Rust with PyO3), and
+which path runs.
+
+The pure-Python code in :mod:`attribution` is the reference and the fallback; each native piece
+is a twin of one Python seam, and ``tests/unit/test_native.py`` proves both give identical
+results.  Today's piece: the trace buffer's completion math (self times, own errors, orphans),
+the twin of :class:`attribution.aggregate.SelfTimes`.
+
+``aggregation.hot_path``: ``auto`` runs the extension when it is installed (``make setup`` builds
+it where ``cargo`` exists), ``native`` refuses to start without it, ``python`` runs the Python path.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from types import ModuleType
+from typing import Literal
+
+from attribution.aggregate import PackedSelfTimes, SelfTimes
+from attribution.sketch import INV_LOG_GAMMA
+from collector.errors import ConfigError
+
+HotPath = Literal["auto", "native", "python"]
+
+log = logging.getLogger("prodloop.service")
+
+
+def _load() -> ModuleType | None:
+    try:
+        return importlib.import_module("prodloop_native")
+    except ImportError:
+        return None
+
+
+EXTENSION = _load()
+AVAILABLE = EXTENSION is not None
+
+
+def resolve(hot_path: HotPath) -> bool:
+    """Whether the native path runs; ConfigError when it must and the extension is missing."""
+    if hot_path == "native" and not AVAILABLE:
+        raise ConfigError(
+            "aggregation.hot_path is native, but the prodloop_native extension is not installed: "
+            "run `make setup` where cargo is on PATH (or `pip install ./native`), or set it to auto"
+        )
+    return AVAILABLE and hot_path != "python"
+
+
+def describe(native: bool) -> str:
+    """The start-up line that says which path runs, and why."""
+    if native:
+        return "hot path: native (prodloop_native: the trace buffer's self-time math)"
+    if AVAILABLE:
+        return "hot path: pure Python (aggregation.hot_path is python)"
+    return "hot path: pure Python (the prodloop_native extension is not installed; make setup builds it where cargo exists)"
+
+
+def self_times(window_ns: int, native: bool) -> PackedSelfTimes:
+    """The trace buffer's self-time accumulator: the extension's, or the Python reference."""
+    if native:
+        assert EXTENSION is not None, "resolve() said the extension runs"
+        acc: PackedSelfTimes = EXTENSION.SelfTimes(window_ns, INV_LOG_GAMMA)
+        return acc
+    return SelfTimes(window_ns)

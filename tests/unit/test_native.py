@@ -1,0 +1,171 @@
+"""The native hot path against its Python reference: identical totals, orphans and rows.
+
+The extension is built by ``make setup`` wherever cargo exists; here it must be (a missing
+build fails, it does not skip), unless the machine has no cargo at all."""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+import shutil
+from array import array
+from typing import Any
+
+import pytest
+
+from attribution.aggregate import SelfTimes, merge_sorted
+from attribution.attribute import GroupKey
+from attribution.model import STATUS_ERROR, STATUS_UNSET, Resource, Span
+from attribution.tracebuffer import TraceBuffer
+from collector.errors import ConfigError
+from collector.processing import native
+
+if importlib.util.find_spec("prodloop_native") is None:
+    if shutil.which("cargo"):
+        pytest.fail(
+            "the prodloop_native extension is not installed, but cargo is: run make setup", pytrace=False
+        )
+    pytest.skip("no cargo on this machine: the extension cannot be built", allow_module_level=True)
+
+WINDOW_NS = 60 * 10**9
+
+
+def _pack(spans: list[tuple[int, int, int, int, int, bool, int]]) -> tuple[bytearray, array[int]]:
+    """(span id, parent id, start, end, group, error, weight) -> the trace buffer's packing."""
+    ids = bytearray()
+    nums = array("q")
+    for sid, pid, start, end, group, error, weight in spans:
+        ids += sid.to_bytes(8, "little") + pid.to_bytes(8, "little")
+        nums.extend((start, end, group * 2 + error, weight))
+    return ids, nums
+
+
+def _random_trace(rng: random.Random) -> list[tuple[int, int, int, int, int, bool, int]]:
+    """One trace with what the math must get right: overlapping, clipped, empty and outliving
+    children, missing parents, duplicate ids, a span naming itself, errors, sampling weights,
+    spans over window edges and several groups."""
+    n = rng.choice([1, 1, 2, 3, rng.randint(4, 40)])
+    ids = [rng.randint(1, 2**64 - 1) for _ in range(n)]
+    if n > 2 and rng.random() < 0.1:
+        ids[-1] = ids[0]  # a duplicate beyond the dedup horizon
+    base = rng.choice([0, WINDOW_NS - 500, rng.randint(0, 2**62)])
+    out = []
+    for i in range(n):
+        r = rng.random()
+        if i == 0 or r < 0.05:
+            pid = 0
+        elif r < 0.1:
+            pid = rng.randint(1, 2**64 - 1)  # a parent never received: an orphan
+        elif r < 0.12:
+            pid = ids[i]  # itself
+        else:
+            pid = ids[rng.randrange(i)]
+        start = base + rng.randint(0, 1000)
+        end = start + rng.choice([0, 1, rng.randint(0, 2000), rng.randint(0, 10**12)])
+        weight = rng.choice([1000, 1000, 1000, 2000, 3, 10**9])
+        out.append((ids[i], pid, start, end, rng.randrange(3), rng.random() < 0.15, weight))
+    return out
+
+
+def _totals(drained: list[Any]) -> list[tuple[Any, ...]]:
+    """Drained totals with the bins' order made visible (it is part of what must match)."""
+    return [(*t[:8], list(t[8].items()), *t[9:]) for t in drained]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_native_self_times_equal_the_python_reference(seed: int) -> None:
+    rng = random.Random(seed)
+    py, rs = SelfTimes(WINDOW_NS), native.self_times(WINDOW_NS, True)
+    assert not isinstance(rs, SelfTimes)
+    for k in range(300):
+        ids, nums = _pack(_random_trace(rng))
+        assert rs.add_packed(ids, nums) == py.add_packed(bytes(ids), nums), f"orphans of trace {k}"
+        if k % 97 == 0:
+            assert _totals(rs.drain()) == _totals(py.drain()), f"totals after trace {k}"
+    assert _totals(rs.drain()) == _totals(py.drain())
+
+
+def test_native_self_times_refuse_a_torn_packing() -> None:
+    rs = native.self_times(WINDOW_NS, True)
+    ids, nums = _pack([(1, 0, 0, 10, 0, False, 1000)])
+    with pytest.raises(ValueError, match="do not describe whole spans"):
+        rs.add_packed(ids[:15], nums)
+
+
+R = Resource("svc")
+GROUPS = [GroupKey("svc", "", "repo", f"m{g}", (), "", "", "") for g in range(3)]
+
+
+def _span(rng: random.Random, trace: int, sid: int, parent: int, start: int) -> Span:
+    return Span(
+        R,
+        trace.to_bytes(16, "big"),
+        sid.to_bytes(8, "big"),
+        "op",
+        start,
+        start + rng.randint(0, 500),
+        STATUS_ERROR if rng.random() < 0.2 else STATUS_UNSET,
+        parent_span_id=parent.to_bytes(8, "big") if parent else b"",
+        sample_probability=rng.choice([1.0, 1.0, 0.5, 0.01]),
+    )
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_trace_buffer_gives_the_same_rows_and_counts_on_both_paths(seed: int) -> None:
+    """Records of traces split over several records, late and capped: both buffers see the
+    same records and must emit the same rows, in the same order, and the same counts."""
+    rng = random.Random(seed)
+    log: list[tuple[int, list[tuple[Span, int]]]] = []
+    trace = 0
+    for offset in range(120):
+        record: list[tuple[Span, int]] = []
+        for _ in range(rng.randint(0, 3)):
+            trace += 1
+            t0 = offset * 10**9 + rng.randint(-(10**9), 10**9)
+            for sid in range(1, rng.randint(2, 12)):
+                parent = 0 if sid == 1 else rng.randint(1, sid - 1)
+                record.append((_span(rng, trace, sid, parent, t0 + rng.randint(0, 400)), rng.randrange(3)))
+        if (
+            log and rng.random() < 0.3
+        ):  # some spans arrive in a later record, some after their trace completed
+            rng.shuffle(record)
+            keep = len(record) // 2
+            log[-1][1].extend(record[keep:])
+            record = record[:keep]
+        log.append((offset * 100 + rng.randint(-150, 150), record))
+    results = []
+    for selfs in (SelfTimes(WINDOW_NS), native.self_times(WINDOW_NS, True)):
+        buf = TraceBuffer(window_ns=WINDOW_NS, wait_ms=300, max_spans=60, exact=True, selfs=selfs)
+        rows = []
+        for offset, (ts, record) in enumerate(log):
+            spans = [s for s, _ in record]
+            gidx = buf.group_indices([g for _, g in record], GROUPS.__getitem__, "owner")
+            buf.add_record(offset, ts, spans, gidx)
+            if offset % 10 == 0:
+                rows.extend(buf.take_rows())
+        buf.complete_all()
+        rows.extend(buf.take_rows())
+        results.append((rows, buf.take_stats()))
+    (py_rows, py_stats), (rs_rows, rs_stats) = results
+    assert py_stats == rs_stats
+    assert py_stats.traces > 100 and py_stats.late + py_stats.early > 0  # the cases were exercised
+    first = next((i for i, (a, b) in enumerate(zip(py_rows, rs_rows, strict=True)) if a != b), None)
+    assert first is None, f"first differing row #{first}:\n python {py_rows[first]}\n native {rs_rows[first]}"
+    assert merge_sorted(py_rows) == merge_sorted(rs_rows)
+
+
+def test_the_hot_path_setting() -> None:
+    assert native.resolve("auto") is True and native.resolve("native") is True
+    assert native.resolve("python") is False
+    assert isinstance(native.self_times(WINDOW_NS, False), SelfTimes)
+    assert "native" in native.describe(True) and "pure Python" in native.describe(False)
+
+
+def test_forcing_the_native_path_without_the_extension_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(native, "AVAILABLE", False)
+    with pytest.raises(ConfigError, match=r"aggregation\.hot_path is native.*make setup"):
+        native.resolve("native")
+    assert native.resolve("auto") is False
+    assert "not installed" in native.describe(False)
