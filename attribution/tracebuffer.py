@@ -30,9 +30,9 @@ from __future__ import annotations
 import heapq
 from array import array
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeAlias
 
 from attribution.aggregate import AggregateRow, PackedSelfTimes, SelfTimes, self_time_rows, weight_milli
 from attribution.attribute import GroupKey
@@ -92,6 +92,38 @@ class BufferStats:
     buffered: int = 0  # spans buffered when the counts were taken
 
 
+# one run of a record's spans of one trace: (trace id, per span its id and parent id, per span
+# start, end, group index * 2 + error and weight as native int64s, the number of spans)
+PackedRun: TypeAlias = tuple[bytes, bytes | bytearray, bytes, int]
+Packer: TypeAlias = "Callable[[Sequence[Span], Sequence[int]], Iterable[PackedRun]]"
+
+
+def pack_runs(spans: Sequence[Span], gidx: Sequence[int]) -> list[PackedRun]:
+    """What the buffer keeps of a record's spans (``gidx``: each span's group index), per run
+    of consecutive spans of one trace: a trace's spans mostly come in runs, so its entry is
+    looked up once per run.  ``prodloop_native.pack_runs`` is the native twin."""
+    out: list[PackedRun] = []
+    last_tid: bytes | None = None
+    ids = bytearray()
+    nums: array[int] = array("q")
+    extend = nums.extend
+    # unpacking the span tuple is faster than its attributes (12 fields: see Span)
+    for (_, tid, sid, _, start, end, status, _, _, pid, p, _), g in zip(spans, gidx, strict=True):
+        if tid != last_tid:
+            if last_tid is not None:
+                out.append((last_tid, ids, nums.tobytes(), len(nums) >> 2))
+                ids = bytearray()
+                nums = array("q")
+                extend = nums.extend
+            last_tid = tid
+        ids += sid
+        ids += pid or _NO_PARENT
+        extend((start, end, g * 2 + (status == STATUS_ERROR), 1000 if p == 1.0 else weight_milli(p)))
+    if last_tid is not None:
+        out.append((last_tid, ids, nums.tobytes(), len(nums) >> 2))
+    return out
+
+
 class TraceBuffer:
     """Holds the spans of incomplete traces; see the module docstring for the rules."""
 
@@ -103,16 +135,19 @@ class TraceBuffer:
         max_spans: int,
         exact: bool = False,
         selfs: PackedSelfTimes | None = None,
+        pack: Packer = pack_runs,
     ) -> None:
         """``exact``: keep what :meth:`rebuild_state` needs (the stream; it calls that after
         every batch, which also bounds what is kept).  ``selfs``: what completed traces are
-        fed to (a :class:`SelfTimes` of ``window_ns`` unless given: the native twin)."""
+        fed to (a :class:`SelfTimes` of ``window_ns`` unless given: the native twin); ``pack``:
+        how a record's spans are packed (:func:`pack_runs`, or its native twin)."""
         if wait_ms < 0 or max_spans < 1:
             raise ValueError("trace_wait must be >= 0 and max_buffered_spans >= 1")
         self.exact = exact
         self.wait_ms = wait_ms
         self.max_spans = max_spans
         self.selfs: PackedSelfTimes = SelfTimes(window_ns) if selfs is None else selfs
+        self.pack = pack
         self.stats = BufferStats()
         self.watermark: int | None = None  # ms
         self.buffered = 0  # spans held now
@@ -172,53 +207,21 @@ class TraceBuffer:
         c_rec = self._count
         base = timestamp_ms if timestamp_ms >= 0 else (w_before if w_before is not None else 0)
         deadline = base + self.wait_ms
-        last_tid = None
-        e: list[Any] = []
-        ids = bytearray()
-        extend = ids.extend
-        ghost = False
-        # unpacking the span tuple is faster than its attributes (12 fields: see Span)
-        for (_, tid, sid, _, start, end, status, _, _, pid, p, _), g in zip(spans, gidx, strict=True):
-            if tid != last_tid:  # a trace's spans mostly come in runs: look its entry up once per run
-                last_tid = tid
-                got = entries.get(tid)
-                if got is None:
-                    self._seq += 1
-                    got = [
-                        bytearray(),
-                        array("q"),
-                        offset,
-                        deadline,
-                        c_rec,
-                        w_before,
-                        offset,
-                        self._seq,
-                        -1,
-                        False,
-                    ]
-                    got[_LATE] = tid in self._recent
-                    entries[tid] = got
-                    heapq.heappush(self._deadlines, (deadline, self._seq, tid))
-                    self._order.append((c_rec, self._seq, tid))
-                e = got
-                e[_LAST] = offset
-                ghost = e[_GHOST] >= 0
-                if not ghost:
-                    ids = e[_IDS]
-                    extend = e[_NUMS].extend
-            if ghost:
-                e[_GHOST] += 1
-                continue
-            ids += sid
-            ids += pid or _NO_PARENT
-            extend(
-                (
-                    start,
-                    end,
-                    g * 2 + (status == STATUS_ERROR),
-                    1000 if p == 1.0 else weight_milli(p),
-                )
-            )
+        for tid, ids, nums, k in self.pack(spans, gidx):
+            e = entries.get(tid)
+            if e is None:
+                self._seq += 1
+                e = [bytearray(), array("q"), offset, deadline, c_rec, w_before, offset, self._seq, -1, False]
+                e[_LATE] = tid in self._recent
+                entries[tid] = e
+                heapq.heappush(self._deadlines, (deadline, self._seq, tid))
+                self._order.append((c_rec, self._seq, tid))
+            e[_LAST] = offset
+            if e[_GHOST] >= 0:
+                e[_GHOST] += k
+            else:
+                e[_IDS] += ids
+                e[_NUMS].frombytes(nums)
         n = len(spans)
         self._count += n
         self.buffered += n

@@ -124,6 +124,7 @@ class BatchProcessor:
             max_spans=cfg.max_buffered_spans,
             exact=exact,
             selfs=native.self_times(cfg.window_ns, cfg.native),
+            pack=native.packer(cfg.native),
         )
 
     @staticmethod

@@ -3,8 +3,9 @@ which path runs.
 
 The pure-Python code in :mod:`attribution` is the reference and the fallback; each native piece
 is a twin of one Python seam, and ``tests/unit/test_native.py`` proves both give identical
-results.  Today's piece: the trace buffer's completion math (self times, own errors, orphans),
-the twin of :class:`attribution.aggregate.SelfTimes`.
+results.  Today's pieces, the trace buffer's per-span work: packing a record's spans (the twin
+of :func:`attribution.tracebuffer.pack_runs`) and the completion math, self times, own errors
+and orphans (the twin of :class:`attribution.aggregate.SelfTimes`).
 
 ``aggregation.hot_path``: ``auto`` runs the extension when it is installed (``make setup`` builds
 it where ``cargo`` exists), ``native`` refuses to start without it, ``python`` runs the Python path.
@@ -14,11 +15,14 @@ from __future__ import annotations
 
 import importlib
 import logging
+from functools import partial
 from types import ModuleType
 from typing import Literal
 
-from attribution.aggregate import PackedSelfTimes, SelfTimes
+from attribution.aggregate import MAX_WEIGHT_MILLI, PackedSelfTimes, SelfTimes
+from attribution.model import STATUS_ERROR
 from attribution.sketch import INV_LOG_GAMMA
+from attribution.tracebuffer import Packer, pack_runs
 from collector.errors import ConfigError
 
 HotPath = Literal["auto", "native", "python"]
@@ -50,7 +54,7 @@ def resolve(hot_path: HotPath) -> bool:
 def describe(native: bool) -> str:
     """The start-up line that says which path runs, and why."""
     if native:
-        return "hot path: native (prodloop_native: the trace buffer's self-time math)"
+        return "hot path: native (prodloop_native: the trace buffer's packing and self-time math)"
     if AVAILABLE:
         return "hot path: pure Python (aggregation.hot_path is python)"
     return "hot path: pure Python (the prodloop_native extension is not installed; make setup builds it where cargo exists)"
@@ -63,3 +67,14 @@ def self_times(window_ns: int, native: bool) -> PackedSelfTimes:
         acc: PackedSelfTimes = EXTENSION.SelfTimes(window_ns, INV_LOG_GAMMA)
         return acc
     return SelfTimes(window_ns)
+
+
+def packer(native: bool) -> Packer:
+    """How the trace buffer packs a record's spans: the extension's, or the Python reference."""
+    if native:
+        assert EXTENSION is not None, "resolve() said the extension runs"
+        pack: Packer = partial(
+            EXTENSION.pack_runs, status_error=STATUS_ERROR, max_weight_milli=MAX_WEIGHT_MILLI
+        )
+        return pack
+    return pack_runs

@@ -2,13 +2,14 @@
 //! function here has a Python twin, and `tests/unit/test_native.py` proves both give identical
 //! results.
 //!
-//! Today: the trace buffer's completion math (`attribution.selftime.trace_self_times` and
-//! `attribution.aggregate.SelfTimes`), over the buffer's packed span data.
+//! Today: the trace buffer's packing of a record's spans (`attribution.tracebuffer.pack_runs`)
+//! and its completion math (`attribution.selftime.trace_self_times` and
+//! `attribution.aggregate.SelfTimes`), over that packed span data.
 
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use rustc_hash::FxHashMap;
 
 /// Self time of each span of one trace, own errors and the orphan count: a port of
@@ -109,6 +110,14 @@ struct SelfTimes {
     accs: Vec<((i64, i64), Acc)>,
 }
 
+/// A Python int of ``v``: through an int64 when it fits (the abi3 i128 conversion is slow).
+fn int(py: Python<'_>, v: i128) -> PyResult<Bound<'_, PyAny>> {
+    Ok(match i64::try_from(v) {
+        Ok(small) => small.into_pyobject(py)?.into_any(),
+        Err(_) => v.into_pyobject(py)?.into_any(),
+    })
+}
+
 fn floor_div(a: i128, b: i128) -> i128 {
     a.div_euclid(b) // b > 0: Python's //
 }
@@ -199,17 +208,17 @@ impl SelfTimes {
             let row = PyTuple::new(
                 py,
                 [
-                    (w as i128 * self.window_ns as i128).into_pyobject(py)?.into_any(),
-                    g.into_pyobject(py)?.into_any(),
-                    a.n.into_pyobject(py)?.into_any(),
-                    (1000 * a.n as i128 + a.adj).into_pyobject(py)?.into_any(),
-                    a.total.into_pyobject(py)?.into_any(),
-                    (a.total + a.sum_adj).into_pyobject(py)?.into_any(),
-                    a.min.into_pyobject(py)?.into_any(),
-                    a.max.into_pyobject(py)?.into_any(),
+                    int(py, w as i128 * self.window_ns as i128)?,
+                    int(py, g as i128)?,
+                    int(py, a.n as i128)?,
+                    int(py, 1000 * a.n as i128 + a.adj)?,
+                    int(py, a.total)?,
+                    int(py, a.total + a.sum_adj)?,
+                    int(py, a.min as i128)?,
+                    int(py, a.max as i128)?,
                     bins.into_any(),
-                    a.own.into_pyobject(py)?.into_any(),
-                    a.own_adj.into_pyobject(py)?.into_any(),
+                    int(py, a.own as i128)?,
+                    int(py, a.own_adj)?,
                 ],
             )?;
             out.append(row)?;
@@ -219,10 +228,95 @@ impl SelfTimes {
     }
 }
 
-/// The trace buffer's self-time path, by the packed layout of `attribution.tracebuffer`.
+/// A span's weight in thousandths: `attribution.aggregate.weight_milli` (Python's `round` is
+/// half to even).
+fn weight_milli(p: f64, max_weight_milli: i64) -> i64 {
+    if p >= 1.0 || !(p > 0.0) {
+        return 1000;
+    }
+    let w = (1000.0 / p).round_ties_even();
+    if w >= max_weight_milli as f64 { max_weight_milli } else { w as i64 }
+}
+
+/// One record's spans, packed per run of one trace: a port of `attribution.tracebuffer.pack_runs`
+/// (``spans``: `attribution.model.Span` tuples; ``gidx``: each span's group index).
+#[pyfunction]
+fn pack_runs<'py>(
+    py: Python<'py>,
+    spans: &Bound<'py, PyAny>,
+    gidx: &Bound<'py, PyAny>,
+    status_error: i64,
+    max_weight_milli: i64,
+) -> PyResult<Bound<'py, PyList>> {
+    let out = PyList::empty(py);
+    let n = spans.len()?;
+    if gidx.len()? != n {
+        return Err(PyValueError::new_err(format!("{} spans but {} group indices", n, gidx.len()?)));
+    }
+    let mut last: Option<Bound<'py, PyBytes>> = None;
+    let mut ids: Vec<u8> = Vec::new();
+    let mut nums: Vec<u8> = Vec::new();
+    let mut count: usize = 0;
+    let flush = |tid: &Bound<'py, PyBytes>, ids: &mut Vec<u8>, nums: &mut Vec<u8>, count: usize| -> PyResult<()> {
+        let run = PyTuple::new(
+            py,
+            [
+                tid.clone().into_any(),
+                PyBytes::new(py, ids).into_any(),
+                PyBytes::new(py, nums).into_any(),
+                count.into_pyobject(py)?.into_any(),
+            ],
+        )?;
+        ids.clear();
+        nums.clear();
+        out.append(run)
+    };
+    for (span, g) in spans.try_iter()?.zip(gidx.try_iter()?) {
+        let span = span?;
+        let g: i64 = g?.extract()?;
+        let t = span.downcast::<PyTuple>()?;
+        let tid = t.get_item(1)?.downcast_into::<PyBytes>()?;
+        let same = match &last {
+            Some(l) => l.as_bytes() == tid.as_bytes(),
+            None => false,
+        };
+        if !same {
+            if let Some(l) = &last {
+                flush(l, &mut ids, &mut nums, count)?;
+            }
+            last = Some(tid);
+            count = 0;
+        }
+        let sid = t.get_item(2)?;
+        ids.extend_from_slice(sid.downcast::<PyBytes>()?.as_bytes());
+        let pid = t.get_item(9)?;
+        let pid = pid.downcast::<PyBytes>()?.as_bytes();
+        if pid.is_empty() {
+            ids.extend_from_slice(&[0u8; 8]);
+        } else {
+            ids.extend_from_slice(pid);
+        }
+        let start: i64 = t.get_item(4)?.extract()?;
+        let end: i64 = t.get_item(5)?.extract()?;
+        let status: i64 = t.get_item(6)?.extract()?;
+        let p: f64 = t.get_item(10)?.extract()?;
+        let w = if p == 1.0 { 1000 } else { weight_milli(p, max_weight_milli) };
+        for v in [start, end, g * 2 + (status == status_error) as i64, w] {
+            nums.extend_from_slice(&v.to_ne_bytes());
+        }
+        count += 1;
+    }
+    if let Some(l) = &last {
+        flush(l, &mut ids, &mut nums, count)?;
+    }
+    Ok(out)
+}
+
+/// The trace buffer's packing and self-time math, by the packed layout of `attribution.tracebuffer`.
 #[pymodule]
 fn prodloop_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<SelfTimes>()?;
+    m.add_function(wrap_pyfunction!(pack_runs, m)?)?;
     m.add("LAYOUT", "ids16-nums4")?;
     Ok(())
 }

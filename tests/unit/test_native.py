@@ -6,6 +6,7 @@ build fails, it does not skip), unless the machine has no cargo at all."""
 from __future__ import annotations
 
 import importlib.util
+import math
 import random
 import shutil
 from array import array
@@ -16,7 +17,7 @@ import pytest
 from attribution.aggregate import SelfTimes, merge_sorted
 from attribution.attribute import GroupKey
 from attribution.model import STATUS_ERROR, STATUS_UNSET, Resource, Span
-from attribution.tracebuffer import TraceBuffer
+from attribution.tracebuffer import TraceBuffer, pack_runs
 from collector.errors import ConfigError
 from collector.processing import native
 
@@ -134,8 +135,9 @@ def test_a_trace_buffer_gives_the_same_rows_and_counts_on_both_paths(seed: int) 
             record = record[:keep]
         log.append((offset * 100 + rng.randint(-150, 150), record))
     results = []
-    for selfs in (SelfTimes(WINDOW_NS), native.self_times(WINDOW_NS, True)):
-        buf = TraceBuffer(window_ns=WINDOW_NS, wait_ms=300, max_spans=60, exact=True, selfs=selfs)
+    for on in (False, True):
+        selfs, pack = native.self_times(WINDOW_NS, on), native.packer(on)
+        buf = TraceBuffer(window_ns=WINDOW_NS, wait_ms=300, max_spans=60, exact=True, selfs=selfs, pack=pack)
         rows = []
         for offset, (ts, record) in enumerate(log):
             spans = [s for s, _ in record]
@@ -152,6 +154,35 @@ def test_a_trace_buffer_gives_the_same_rows_and_counts_on_both_paths(seed: int) 
     first = next((i for i, (a, b) in enumerate(zip(py_rows, rs_rows, strict=True)) if a != b), None)
     assert first is None, f"first differing row #{first}:\n python {py_rows[first]}\n native {rs_rows[first]}"
     assert merge_sorted(py_rows) == merge_sorted(rs_rows)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_native_packing_equals_the_python_reference(seed: int) -> None:
+    """Runs of one trace, roots (no parent id), errors, every sampling weight's rounding and cap."""
+    rng = random.Random(seed)
+    probabilities = [1.0, 0.5, 1 / 3, 0.001, 2.0 / 3, 1 / 2**56, 1e-300, 0.0, -1.0, math.nan, math.inf, 0.4]
+    spans = []
+    for i in range(400):
+        trace = rng.choice([1, 2, 3]) if rng.random() < 0.3 else i // 7 + 10
+        spans.append(
+            Span(
+                R,
+                trace.to_bytes(16, "big"),
+                rng.randint(1, 2**64 - 1).to_bytes(8, "big"),
+                "op",
+                start := rng.randint(0, 2**62),
+                start + rng.randint(0, 10**12),
+                rng.choice([STATUS_UNSET, STATUS_ERROR, 1]),
+                parent_span_id=b"" if rng.random() < 0.2 else rng.randint(1, 2**64 - 1).to_bytes(8, "big"),
+                sample_probability=rng.choice(probabilities),
+            )
+        )
+    gidx = [rng.randrange(10**6) for _ in spans]
+    expected = [(tid, bytes(ids), nums, k) for tid, ids, nums, k in pack_runs(spans, gidx)]
+    assert list(native.packer(True)(spans, gidx)) == expected
+    assert native.packer(True)([], []) == []
+    with pytest.raises(ValueError, match="3 spans but 2 group indices"):
+        native.packer(True)(spans[:3], gidx[:2])
 
 
 def test_the_hot_path_setting() -> None:
