@@ -12,79 +12,107 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use rustc_hash::FxHashMap;
 
-/// Self time of each span of one trace, own errors and the orphan count: a port of
-/// `attribution.selftime.trace_self_times` (ids as int64s, the root's parent id 0).
-fn trace_self_times(
-    sids: &[u64],
-    pids: &[u64],
-    starts: &[i64],
-    ends: &[i64],
-    errors: Option<&[bool]>,
-) -> (Vec<i64>, Option<Vec<bool>>, usize) {
-    let n = sids.len();
-    let mut index: FxHashMap<u64, usize> = FxHashMap::default();
-    index.reserve(n);
-    for (i, &s) in sids.iter().enumerate() {
-        index.insert(s, i); // a duplicate id: its last copy is the parent
-    }
-    let mut parents: Vec<Option<usize>> = pids.iter().map(|p| index.get(p).copied()).collect();
-    let mut loops = 0;
-    for (i, p) in parents.iter_mut().enumerate() {
-        if *p == Some(i) {
-            *p = None; // a span naming itself as its parent has none
-            loops += 1;
+/// One buffered span, as the trace buffer packs it.
+#[derive(Clone, Copy)]
+struct Packed {
+    sid: u64,
+    pid: u64,
+    start: i64,
+    end: i64,
+    flags: i64, // group index * 2 + error
+    weight: i64,
+}
+
+/// What one trace's math needs, kept between traces so that a trace allocates nothing.
+#[derive(Default)]
+struct Scratch {
+    spans: Vec<Packed>,
+    index: FxHashMap<u64, usize>,
+    parents: Vec<Option<usize>>,
+    kids: Vec<(usize, i64, i64)>,
+    selfs: Vec<i64>,
+    failed_under: Vec<bool>,
+    own: Vec<bool>,
+}
+
+impl Scratch {
+    /// Self time of each span of ``self.spans``, own errors (``self.own``, filled only when a
+    /// span is an error: the return's bool) and the orphan count: a port of
+    /// `attribution.selftime.trace_self_times` (ids as int64s, the root's parent id 0).
+    fn trace_self_times(&mut self) -> (usize, bool) {
+        let spans = &self.spans;
+        let n = spans.len();
+        self.index.clear();
+        for (i, sp) in spans.iter().enumerate() {
+            self.index.insert(sp.sid, i); // a duplicate id: its last copy is the parent
         }
-    }
-    let mut selfs: Vec<i64> = ends.iter().zip(starts).map(|(e, s)| e - s).collect();
-    let mut kids: Vec<(usize, i64, i64)> = parents
-        .iter()
-        .enumerate()
-        .filter_map(|(i, p)| p.map(|p| (p, starts[i], ends[i])))
-        .collect();
-    kids.sort_unstable();
-    let roots = pids.iter().filter(|&&p| p == 0).count();
-    let orphans = n - kids.len() - roots - loops;
-    // children in (parent, start) order: one sweep merges each parent's intervals
-    let mut cur: Option<usize> = None;
-    let (mut lo, mut hi, mut cs, mut ce, mut total) = (0i64, 0i64, 0i64, 0i64, 0i64);
-    for &(p, a0, b0) in &kids {
-        if cur != Some(p) {
-            if let Some(c) = cur {
-                selfs[c] -= total + ce - cs;
+        self.parents.clear();
+        let mut loops = 0;
+        for (i, sp) in spans.iter().enumerate() {
+            let mut p = self.index.get(&sp.pid).copied();
+            if p == Some(i) {
+                p = None; // a span naming itself as its parent has none
+                loops += 1;
             }
-            cur = Some(p);
-            lo = starts[p];
-            cs = lo;
-            ce = lo;
-            hi = ends[p];
-            total = 0;
+            self.parents.push(p);
         }
-        let a = a0.max(lo);
-        let b = b0.min(hi);
-        if a > ce {
-            if b > a {
-                // an empty (clipped away) child covers nothing
-                total += ce - cs;
-                cs = a;
+        self.selfs.clear();
+        self.selfs.extend(spans.iter().map(|sp| sp.end - sp.start));
+        self.kids.clear();
+        for (sp, p) in spans.iter().zip(&self.parents) {
+            if let Some(p) = *p {
+                self.kids.push((p, sp.start, sp.end));
+            }
+        }
+        self.kids.sort_unstable();
+        let roots = spans.iter().filter(|sp| sp.pid == 0).count();
+        let orphans = n - self.kids.len() - roots - loops;
+        // children in (parent, start) order: one sweep merges each parent's intervals
+        let selfs = &mut self.selfs;
+        let mut cur: Option<usize> = None;
+        let (mut lo, mut hi, mut cs, mut ce, mut total) = (0i64, 0i64, 0i64, 0i64, 0i64);
+        for &(p, a0, b0) in &self.kids {
+            if cur != Some(p) {
+                if let Some(c) = cur {
+                    selfs[c] -= total + ce - cs;
+                }
+                cur = Some(p);
+                lo = spans[p].start;
+                cs = lo;
+                ce = lo;
+                hi = spans[p].end;
+                total = 0;
+            }
+            let a = a0.max(lo);
+            let b = b0.min(hi);
+            if a > ce {
+                if b > a {
+                    // an empty (clipped away) child covers nothing
+                    total += ce - cs;
+                    cs = a;
+                    ce = b;
+                }
+            } else if b > ce {
                 ce = b;
             }
-        } else if b > ce {
-            ce = b;
         }
-    }
-    if let Some(c) = cur {
-        selfs[c] -= total + ce - cs;
-    }
-    let own = errors.map(|errs| {
-        let mut failed_under = vec![false; n];
-        for (i, &e) in errs.iter().enumerate() {
-            if let (true, Some(p)) = (e, parents[i]) {
-                failed_under[p] = true;
+        if let Some(c) = cur {
+            selfs[c] -= total + ce - cs;
+        }
+        if !spans.iter().any(|sp| sp.flags & 1 == 1) {
+            return (orphans, false);
+        }
+        self.failed_under.clear();
+        self.failed_under.resize(n, false);
+        for (sp, p) in spans.iter().zip(&self.parents) {
+            if let (1, Some(p)) = (sp.flags & 1, *p) {
+                self.failed_under[p] = true;
             }
         }
-        errs.iter().enumerate().map(|(i, &e)| e && !failed_under[i]).collect()
-    });
-    (selfs, own, orphans)
+        self.own.clear();
+        self.own.extend(spans.iter().zip(&self.failed_under).map(|(sp, &f)| sp.flags & 1 == 1 && !f));
+        (orphans, true)
+    }
 }
 
 #[derive(Default)]
@@ -108,6 +136,8 @@ struct SelfTimes {
     inv_log_gamma: f64,
     keys: FxHashMap<(i64, i64), usize>,
     accs: Vec<((i64, i64), Acc)>,
+    bin_index: FxHashMap<(usize, i64), usize>, // (accumulator, bin) -> its place in the bins
+    scratch: Scratch,
 }
 
 /// A Python int of ``v``: through an int64 when it fits (the abi3 i128 conversion is slow).
@@ -129,7 +159,14 @@ impl SelfTimes {
         if window_ns <= 0 {
             return Err(PyValueError::new_err("window_ns must be positive"));
         }
-        Ok(SelfTimes { window_ns, inv_log_gamma, keys: FxHashMap::default(), accs: Vec::new() })
+        Ok(SelfTimes {
+            window_ns,
+            inv_log_gamma,
+            keys: FxHashMap::default(),
+            accs: Vec::new(),
+            bin_index: FxHashMap::default(),
+            scratch: Scratch::default(),
+        })
     }
 
     fn __len__(&self) -> usize {
@@ -140,8 +177,9 @@ impl SelfTimes {
     /// none) and ``nums`` (int64s: per span start, end, group index * 2 + error, weight in
     /// thousandths).  Returns the number of orphans.
     fn add_packed(&mut self, py: Python<'_>, ids: PyBuffer<u8>, nums: PyBuffer<i64>) -> PyResult<usize> {
-        let raw_ids = ids.to_vec(py)?;
-        let raw = nums.to_vec(py)?;
+        let (Some(raw_ids), Some(raw)) = (ids.as_slice(py), nums.as_slice(py)) else {
+            return Err(PyValueError::new_err("packed trace: the buffers must be contiguous"));
+        };
         let n = raw.len() / 4;
         if raw.len() != 4 * n || raw_ids.len() != 16 * n {
             return Err(PyValueError::new_err(format!(
@@ -150,17 +188,27 @@ impl SelfTimes {
                 raw.len()
             )));
         }
-        let word = |k: usize| u64::from_ne_bytes(raw_ids[8 * k..8 * k + 8].try_into().unwrap());
-        let sids: Vec<u64> = (0..n).map(|i| word(2 * i)).collect();
-        let pids: Vec<u64> = (0..n).map(|i| word(2 * i + 1)).collect();
-        let starts: Vec<i64> = (0..n).map(|i| raw[4 * i]).collect();
-        let ends: Vec<i64> = (0..n).map(|i| raw[4 * i + 1]).collect();
-        let errs: Vec<bool> = (0..n).map(|i| raw[4 * i + 2] & 1 == 1).collect();
-        let any_error = errs.iter().any(|&e| e);
-        let (selfs, own, orphans) =
-            trace_self_times(&sids, &pids, &starts, &ends, if any_error { Some(&errs) } else { None });
-        for i in 0..n {
-            let key = (floor_div(starts[i] as i128, self.window_ns as i128) as i64, raw[4 * i + 2] >> 1);
+        let word = |k: usize| {
+            let mut b = [0u8; 8];
+            for (j, cell) in raw_ids[8 * k..8 * k + 8].iter().enumerate() {
+                b[j] = cell.get();
+            }
+            u64::from_ne_bytes(b)
+        };
+        let scratch = &mut self.scratch;
+        scratch.spans.clear();
+        scratch.spans.extend((0..n).map(|i| Packed {
+            sid: word(2 * i),
+            pid: word(2 * i + 1),
+            start: raw[4 * i].get(),
+            end: raw[4 * i + 1].get(),
+            flags: raw[4 * i + 2].get(),
+            weight: raw[4 * i + 3].get(),
+        }));
+        let (orphans, any_error) = scratch.trace_self_times();
+        let window = self.window_ns as i128;
+        for (i, sp) in scratch.spans.iter().enumerate() {
+            let key = (floor_div(sp.start as i128, window) as i64, sp.flags >> 1);
             let slot = match self.keys.get(&key) {
                 Some(&s) => s,
                 None => {
@@ -170,26 +218,27 @@ impl SelfTimes {
                 }
             };
             let a = &mut self.accs[slot].1;
-            let v = selfs[i];
-            let w = raw[4 * i + 3];
+            let v = scratch.selfs[i];
+            let w = sp.weight;
             a.n += 1;
             a.total += v as i128;
             a.min = a.min.min(v);
             a.max = a.max.max(v);
             let bin = if v > 0 { ((v as f64).ln() * self.inv_log_gamma).ceil() as i64 + 1 } else { 0 };
-            match a.bins.iter_mut().find(|(b, _)| *b == bin) {
-                Some((_, c)) => *c += 1,
-                None => a.bins.push((bin, 1)),
+            match self.bin_index.get(&(slot, bin)) {
+                Some(&k) => a.bins[k].1 += 1,
+                None => {
+                    self.bin_index.insert((slot, bin), a.bins.len());
+                    a.bins.push((bin, 1));
+                }
             }
             if w != 1000 {
                 a.adj += (w - 1000) as i128;
                 a.sum_adj += floor_div(v as i128 * w as i128, 1000) - v as i128;
             }
-            if let Some(own) = &own {
-                if own[i] {
-                    a.own += 1;
-                    a.own_adj += w as i128;
-                }
+            if any_error && scratch.own[i] {
+                a.own += 1;
+                a.own_adj += w as i128;
             }
         }
         Ok(orphans)
@@ -224,6 +273,7 @@ impl SelfTimes {
             out.append(row)?;
         }
         self.keys.clear();
+        self.bin_index.clear();
         Ok(out)
     }
 }
@@ -275,7 +325,8 @@ fn pack_runs<'py>(
         let span = span?;
         let g: i64 = g?.extract()?;
         let t = span.downcast::<PyTuple>()?;
-        let tid = t.get_item(1)?.downcast_into::<PyBytes>()?;
+        let tid = t.get_borrowed_item(1)?;
+        let tid = tid.downcast::<PyBytes>()?;
         let same = match &last {
             Some(l) => l.as_bytes() == tid.as_bytes(),
             None => false,
@@ -284,22 +335,21 @@ fn pack_runs<'py>(
             if let Some(l) = &last {
                 flush(l, &mut ids, &mut nums, count)?;
             }
-            last = Some(tid);
+            last = Some(tid.to_owned());
             count = 0;
         }
-        let sid = t.get_item(2)?;
-        ids.extend_from_slice(sid.downcast::<PyBytes>()?.as_bytes());
-        let pid = t.get_item(9)?;
+        ids.extend_from_slice(t.get_borrowed_item(2)?.downcast::<PyBytes>()?.as_bytes());
+        let pid = t.get_borrowed_item(9)?;
         let pid = pid.downcast::<PyBytes>()?.as_bytes();
         if pid.is_empty() {
             ids.extend_from_slice(&[0u8; 8]);
         } else {
             ids.extend_from_slice(pid);
         }
-        let start: i64 = t.get_item(4)?.extract()?;
-        let end: i64 = t.get_item(5)?.extract()?;
-        let status: i64 = t.get_item(6)?.extract()?;
-        let p: f64 = t.get_item(10)?.extract()?;
+        let start: i64 = t.get_borrowed_item(4)?.extract()?;
+        let end: i64 = t.get_borrowed_item(5)?.extract()?;
+        let status: i64 = t.get_borrowed_item(6)?.extract()?;
+        let p: f64 = t.get_borrowed_item(10)?.extract()?;
         let w = if p == 1.0 { 1000 } else { weight_milli(p, max_weight_milli) };
         for v in [start, end, g * 2 + (status == status_error) as i64, w] {
             nums.extend_from_slice(&v.to_ne_bytes());
