@@ -14,7 +14,6 @@ it where ``cargo`` exists), ``native`` refuses to start without it, ``python`` r
 from __future__ import annotations
 
 import importlib
-import logging
 from functools import partial
 from types import ModuleType
 from typing import Literal
@@ -27,14 +26,15 @@ from collector.errors import ConfigError
 
 HotPath = Literal["auto", "native", "python"]
 
-log = logging.getLogger("prodloop.service")
+_NEEDED = ("SelfTimes", "pack_runs")  # an extension built from an older native/ lacks some: not used
 
 
 def _load() -> ModuleType | None:
     try:
-        return importlib.import_module("prodloop_native")
+        ext = importlib.import_module("prodloop_native")
     except ImportError:
         return None
+    return ext if all(hasattr(ext, name) for name in _NEEDED) else None
 
 
 EXTENSION = _load()
@@ -57,7 +57,10 @@ def describe(native: bool) -> str:
         return "hot path: native (prodloop_native: the trace buffer's packing and self-time math)"
     if AVAILABLE:
         return "hot path: pure Python (aggregation.hot_path is python)"
-    return "hot path: pure Python (the prodloop_native extension is not installed; make setup builds it where cargo exists)"
+    return (
+        "hot path: pure Python (the prodloop_native extension is not installed, or older than this "
+        "checkout; make setup builds it where cargo exists)"
+    )
 
 
 def self_times(window_ns: int, native: bool) -> PackedSelfTimes:
