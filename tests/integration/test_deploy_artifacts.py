@@ -516,6 +516,26 @@ def test_dockerfile_installs_the_cli() -> None:
     assert MIGRATIONS_DIR.resolve() == REPO / "schemas" / "clickhouse"
 
 
+def _wheel_installed(src: Path, pattern: str, tmp_path: Path, env: dict[str, str] | None = None) -> Path:
+    """Build ``src``'s wheel (named ``pattern``) and install it, alone, into a fresh target."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(src)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+        env=env,
+    )
+    (wheel,) = (tmp_path / "dist").glob(pattern)
+    site = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return site
+
+
 def test_the_wheel_installs_away_from_the_checkout_and_runs(tmp_path: Path) -> None:
     """The built wheel, installed elsewhere: every module imports from it, it carries its
     migrations and event schemas (`schema apply` works, as in the Docker image), and
@@ -529,20 +549,7 @@ def test_the_wheel_installs_away_from_the_checkout_and_runs(tmp_path: Path) -> N
             )
         else:
             shutil.copy2(REPO / name, src / name)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(src)],
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
-    (wheel,) = (tmp_path / "dist").glob("prodloop-*.whl")
-    site = tmp_path / "site"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
+    site = _wheel_installed(src, "prodloop-*.whl", tmp_path)
     shipped = site / "collector" / "_schemas"
     for sub in ("clickhouse", "events"):
         assert sorted(p.name for p in (shipped / sub).iterdir()) == sorted(
@@ -596,21 +603,7 @@ def test_the_native_wheel_installs_and_the_service_reports_it(tmp_path: Path) ->
     src = tmp_path / "native"
     shutil.copytree(REPO / "native", src, ignore=shutil.ignore_patterns("target"))
     env = {**os.environ, "CARGO_TARGET_DIR": str(REPO / "native" / "target")}  # reuse the setup's build
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(src)],
-        check=True,
-        capture_output=True,
-        timeout=600,
-        env=env,
-    )
-    (wheel,) = (tmp_path / "dist").glob("prodloop_native-*-abi3-*.whl")  # one wheel for every CPython >= 3.11
-    site = tmp_path / "site"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
+    site = _wheel_installed(src, "prodloop_native-*-abi3-*.whl", tmp_path, env)  # one wheel, CPython >= 3.11
     probe = (
         "import prodloop_native, sys\n"
         "from prometheus_client import generate_latest\n"
