@@ -124,6 +124,27 @@ def pack_runs(spans: Sequence[Span], gidx: Sequence[int]) -> list[PackedRun]:
     return out
 
 
+_NO_OWNER = object()  # the owner of the group ids before the first record's
+
+
+def _no_group(gid: int) -> GroupKey:
+    raise KeyError(gid)
+
+
+class _GroupCache(dict[int, int]):
+    """A caller's group id -> the buffer's group index; a miss resolves the id's group (one
+    lookup per span, no second pass for misses)."""
+
+    def __init__(self, index: Callable[[GroupKey], int], group: Callable[[int], GroupKey]) -> None:
+        super().__init__()
+        self._index = index
+        self._group = group
+
+    def __missing__(self, gid: int) -> int:
+        gi = self[gid] = self._index(self._group(gid))
+        return gi
+
+
 class TraceBuffer:
     """Holds the spans of incomplete traces; see the module docstring for the rules."""
 
@@ -163,8 +184,8 @@ class TraceBuffer:
         # group keys by index (entries hold indices); the caller's group ids map to them
         self.groups: list[GroupKey] = []
         self._gindex: dict[GroupKey, int] = {}
-        self._gcache: dict[int, int] = {}
-        self._gcache_owner: object = None
+        self._gcache = _GroupCache(self._group_index, _no_group)
+        self._gcache_owner: object = _NO_OWNER
 
     def __len__(self) -> int:
         """The number of traces buffered."""
@@ -176,23 +197,16 @@ class TraceBuffer:
         """This buffer's indices of the caller's group ids (``group`` resolves one; ``owner``
         is what the ids belong to, e.g. the attributor)."""
         if owner is not self._gcache_owner:
-            self._gcache = {}
+            self._gcache = _GroupCache(self._group_index, group)
             self._gcache_owner = owner
-        cache = self._gcache
-        out: list[int | None] = list(map(cache.get, gids))
-        if None in out:
-            for i, gid in enumerate(gids):
-                if out[i] is None:
-                    gi = cache.get(gid)
-                    if gi is None:
-                        k = group(gid)
-                        gi = self._gindex.get(k)
-                        if gi is None:
-                            gi = self._gindex[k] = len(self.groups)
-                            self.groups.append(k)
-                        cache[gid] = gi
-                    out[i] = gi
-        return out  # type: ignore[return-value]
+        return list(map(self._gcache.__getitem__, gids))
+
+    def _group_index(self, k: GroupKey) -> int:
+        gi = self._gindex.get(k)
+        if gi is None:
+            gi = self._gindex[k] = len(self.groups)
+            self.groups.append(k)
+        return gi
 
     def add_record(
         self, offset: int, timestamp_ms: int, spans: Sequence[Span], gidx: Sequence[int], emit: bool = True
@@ -290,10 +304,11 @@ class TraceBuffer:
         st.traces += 1
         st.spans += n
         orphans = self.selfs.add_packed(e[_IDS], nums)
-        if e[_LATE]:
-            st.late += orphans
-        else:
-            st.orphans += orphans
+        if orphans:
+            if e[_LATE]:
+                st.late += orphans
+            else:
+                st.orphans += orphans
 
     # -- exactly once ----------------------------------------------------------------------
 
