@@ -124,13 +124,6 @@ def pack_runs(spans: Sequence[Span], gidx: Sequence[int]) -> list[PackedRun]:
     return out
 
 
-_NO_OWNER = object()  # the owner of the group ids before the first record's
-
-
-def _no_group(gid: int) -> GroupKey:
-    raise KeyError(gid)
-
-
 class _GroupCache(dict[int, int]):
     """A caller's group id -> the buffer's group index; a miss resolves the id's group (one
     lookup per span, no second pass for misses)."""
@@ -184,8 +177,8 @@ class TraceBuffer:
         # group keys by index (entries hold indices); the caller's group ids map to them
         self.groups: list[GroupKey] = []
         self._gindex: dict[GroupKey, int] = {}
-        self._gcache = _GroupCache(self._group_index, _no_group)
-        self._gcache_owner: object = _NO_OWNER
+        self._gcache: _GroupCache | None = None
+        self._gcache_owner: object = None
 
     def __len__(self) -> int:
         """The number of traces buffered."""
@@ -196,10 +189,11 @@ class TraceBuffer:
     ) -> list[int]:
         """This buffer's indices of the caller's group ids (``group`` resolves one; ``owner``
         is what the ids belong to, e.g. the attributor)."""
-        if owner is not self._gcache_owner:
-            self._gcache = _GroupCache(self._group_index, group)
+        cache = self._gcache
+        if cache is None or owner is not self._gcache_owner:
+            cache = self._gcache = _GroupCache(self._group_index, group)
             self._gcache_owner = owner
-        return list(map(self._gcache.__getitem__, gids))
+        return list(map(cache.__getitem__, gids))
 
     def _group_index(self, k: GroupKey) -> int:
         gi = self._gindex.get(k)

@@ -310,7 +310,7 @@ def _run(settings: Settings, stop: threading.Event) -> int:
     tune_gc()
     ready = Readiness()
     stream = bool(settings.kafka.bootstrap_servers or settings.receiver.durability == "wal")
-    hot = build.processor_config(settings).native
+    hot = native.resolve(settings.aggregation.hot_path)
     log.info("%s", native.describe(hot))
     registry = service_registry("stream" if settings.kafka.bootstrap_servers else "direct", hot)
     ops = OpsServer.from_settings(settings.service, registry, ready)

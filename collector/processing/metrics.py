@@ -31,8 +31,9 @@ log = logging.getLogger("prodloop.service")
 
 def service_registry(mode: Literal["stream", "direct"], native: bool) -> CollectorRegistry:
     """The registry ``prodloop run`` serves: process (CPU, RSS, fds), platform and Python GC
-    series, and ``prodloop_build_info`` (``native``: whether the native hot path runs).  The stream pipeline's :class:`Metrics` go on it in
-    stream mode; no ``*_created`` series (prometheus_client's switch is process-wide)."""
+    series, and ``prodloop_build_info`` (``native``: whether the native hot path runs).  The
+    stream pipeline's :class:`Metrics` go on it in stream mode; no ``*_created`` series
+    (prometheus_client's switch is process-wide)."""
     disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client 0.23
     r = CollectorRegistry()
     ProcessCollector(registry=r)

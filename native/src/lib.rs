@@ -169,10 +169,6 @@ impl SelfTimes {
         })
     }
 
-    fn __len__(&self) -> usize {
-        self.accs.len()
-    }
-
     /// One completed trace: ``ids`` (bytes: per span its 8-byte id and parent id, zeroes for
     /// none) and ``nums`` (int64s: per span start, end, group index * 2 + error, weight in
     /// thousandths).  Returns the number of orphans.
@@ -367,6 +363,5 @@ fn pack_runs<'py>(
 fn prodloop_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<SelfTimes>()?;
     m.add_function(wrap_pyfunction!(pack_runs, m)?)?;
-    m.add("LAYOUT", "ids16-nums4")?;
     Ok(())
 }
