@@ -4,6 +4,14 @@ Kafka, the file readers and the receivers hand raw bytes to :class:`OtlpDecoder`
 else in prodloop parses OTLP into spans.  The protobuf fast path is here, over the lean messages
 of :mod:`collector.codec.proto`; OTLP/JSON is decoded by :mod:`collector.codec.otlp_json`.
 
+**The native twin.**  With ``native`` (the ``prodloop_native`` extension's ``ProtoDecoder``),
+``decode_proto`` runs in Rust: it reads the wire format by upb's rules and builds the same
+``Span`` tuples, and calls back into this module's functions for what is rare or worded here
+(a resource, an attribute value, a status, a probability, a span's exceptions, a rejection),
+each once per distinct bytes where it can be cached.  ``tests/support/twin.py`` runs both
+decoders on every record of the decoder tests, and ``tests/support/decoder_fuzz.py`` on
+fuzzed ones: the same spans and rejections, or both refuse the record.
+
 **Errors.**  A record that cannot be parsed at all raises :class:`DecodeError` naming where
 (also one nested deeper than :data:`~collector.codec.results.MAX_NESTING_DEPTH`).  A span that
 parses but is invalid is a :class:`~collector.codec.results.Rejection` value in the result.
@@ -14,8 +22,8 @@ parses but is invalid is a :class:`~collector.codec.results.Rejection` value in 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
@@ -44,6 +52,8 @@ from collector.codec.exceptions import (
 from collector.codec.otlp_json import decode_json
 from collector.codec.proto import (
     AnyValue,
+    LeanEventsSpan,
+    LeanSpan,
     LeanStatus,
     LeanTraceEvents,
     LeanTracesData,
@@ -70,11 +80,98 @@ def decode_any_value(raw: bytes | None, where: str, path: str = "") -> AttrValue
         ) from exc
 
 
+def status_of(raw: bytes, where: str) -> Any:
+    """A serialized span ``Status``, parsed."""
+    try:
+        return LeanStatus.FromString(raw)
+    except ProtobufDecodeError as exc:
+        raise DecodeError(f"a span status is not valid: {exc}", where=where) from exc
+
+
+def status_code_of(raw: bytes, where: str) -> int:
+    """A serialized span ``Status``'s code."""
+    code: int = status_of(raw, where).code
+    return code
+
+
+def resource_of(raw: bytes, ri: int, where: str) -> Resource:
+    """``resource_spans[ri].resource``'s bytes -> :class:`Resource`."""
+    try:
+        return resource_from_proto(raw)
+    except ProtobufDecodeError as exc:
+        raise DecodeError(
+            f"resource_spans[{ri}].resource is not valid (truncated, or nested deeper than "
+            f"{MAX_NESTING_DEPTH} levels): {exc}",
+            where=where,
+        ) from exc
+
+
+def exceptions_of(sp: Any, events: Any, where: str) -> tuple[ExceptionInfo, ...]:
+    """A span's exceptions: its ``exception`` events (``events``: the events-only view's span,
+    or None) and its ``code.stacktrace``."""
+    found: list[ExceptionInfo] = []
+    if events is not None:
+        for ev in events.events:
+            if ev.name != EXCEPTION_EVENT:
+                continue
+            get = ev.attributes.get
+            found.append(
+                exception_info(
+                    decode_any_value(get(EXCEPTION_TYPE), where),
+                    decode_any_value(get(EXCEPTION_MESSAGE), where),
+                    decode_any_value(get(EXCEPTION_STACKTRACE), where),
+                )
+            )
+            if len(found) == MAX_EXCEPTIONS_PER_SPAN:
+                break
+    status = status_of(sp.status, where)
+    code = status.code
+    if found:
+        if all(e.stacktrace for e in found):
+            return tuple(found)
+    elif code != STATUS_ERROR:
+        return NO_EXCEPTIONS
+    st = decode_any_value(sp.attributes.get(CODE_STACKTRACE), where)
+    return span_exceptions(found, st if isinstance(st, str) else "", code, status.message)
+
+
+def span_exceptions_of(raw: bytes, has_events: bool, where: str) -> tuple[ExceptionInfo, ...]:
+    """:func:`exceptions_of` for one span's bytes (the native decoder's call, for a span with
+    events or an error; the record's events were checked as the events-only view parses them)."""
+    return exceptions_of(
+        LeanSpan.FromString(raw), LeanEventsSpan.FromString(raw) if has_events else None, where
+    )
+
+
+def _corrupt(message: str, where: str, size: int) -> DecodeError:
+    return DecodeError(
+        f"not a valid OTLP protobuf TracesData/ExportTraceServiceRequest ({size} bytes): {message}",
+        where=where,
+    )
+
+
+def _span_path(ri: int, si: int, pi: int) -> str:
+    return f"resource_spans[{ri}].scope_spans[{si}].spans[{pi}]"
+
+
+class NativeProtoDecoder(Protocol):
+    """The native decoder (``prodloop_native.ProtoDecoder``): the twin of
+    :meth:`OtlpDecoder.decode_proto`, proven identical in ``tests/unit/test_native.py``."""
+
+    panic: type[BaseException]
+
+    def decode(
+        self, data: bytes, lo: int, hi: int, where: str
+    ) -> tuple[list[Span], list[tuple[int, int, int, bytes, bytes, bytes, int, int]]]: ...
+
+
 class OtlpDecoder:
     """Decodes OTLP trace payloads into spans, projecting span attributes to ``wanted``.
 
     ``sample_rate_attribute``: a span attribute holding "1 in N" (e.g. ``SampleRate``);
     otherwise the probability comes from the ``ot=th:`` tracestate threshold.
+    ``native``: the class of the native ``otlp_proto`` decoder
+    (:func:`collector.processing.native.proto_decoder`), or None for the Python path.
     """
 
     def __init__(
@@ -82,6 +179,7 @@ class OtlpDecoder:
         wanted_attributes: Iterable[str] = WANTED_ATTRIBUTES,
         sample_rate_attribute: str | None = None,
         time_bounds: TimeBounds = DEFAULT_TIME_BOUNDS,
+        native: Callable[..., NativeProtoDecoder] | None = None,
     ) -> None:
         self.time_bounds = time_bounds
         wanted = set(wanted_attributes)
@@ -93,21 +191,32 @@ class OtlpDecoder:
         self._resource_cache: dict[bytes, Resource] = {}
         self._value_cache: dict[bytes, object] = {}
         self._status_cache: dict[bytes, int] = {}
+        self._native = (
+            None
+            if native is None
+            else native(
+                list(self._wanted_order),
+                self.sample_rate_attribute,
+                Span,
+                NO_EXCEPTIONS,
+                STATUS_ERROR,
+                resource_of=resource_of,
+                value_of=decode_any_value,
+                status_of=status_code_of,
+                tracestate_probability=probability_from_tracestate,
+                rate_probability=probability_from_sample_rate,
+                exceptions_of=span_exceptions_of,
+                corrupt_error=_corrupt,
+            )
+        )
 
     def _decode_value(self, raw: bytes, where: str) -> AttrValue | None:
         val = decode_any_value(raw, where)
         self._value_cache[raw] = val
         return val
 
-    @staticmethod
-    def _status(raw: bytes, where: str) -> Any:
-        try:
-            return LeanStatus.FromString(raw)
-        except ProtobufDecodeError as exc:
-            raise DecodeError(f"a span status is not valid: {exc}", where=where) from exc
-
     def _status_code(self, raw: bytes, where: str) -> int:
-        code: int = self._status(raw, where).code
+        code = status_code_of(raw, where)
         if len(self._status_cache) > 10_000:
             self._status_cache.clear()
         self._status_cache[raw] = code
@@ -120,34 +229,6 @@ class OtlpDecoder:
         except ProtobufDecodeError as exc:
             raise DecodeError(f"a span event is not valid: {exc}", where=where) from exc
 
-    def _exceptions(self, sp: Any, events: Any, where: str) -> tuple[ExceptionInfo, ...]:
-        """A span's exceptions: its ``exception`` events (``events``: the events-only view's span,
-        or None) and its ``code.stacktrace``."""
-        found: list[ExceptionInfo] = []
-        if events is not None:
-            for ev in events.events:
-                if ev.name != EXCEPTION_EVENT:
-                    continue
-                get = ev.attributes.get
-                found.append(
-                    exception_info(
-                        decode_any_value(get(EXCEPTION_TYPE), where),
-                        decode_any_value(get(EXCEPTION_MESSAGE), where),
-                        decode_any_value(get(EXCEPTION_STACKTRACE), where),
-                    )
-                )
-                if len(found) == MAX_EXCEPTIONS_PER_SPAN:
-                    break
-        status = self._status(sp.status, where)
-        code = status.code
-        if found:
-            if all(e.stacktrace for e in found):
-                return tuple(found)
-        elif code != STATUS_ERROR:
-            return NO_EXCEPTIONS
-        st = decode_any_value(sp.attributes.get(CODE_STACKTRACE), where)
-        return span_exceptions(found, st if isinstance(st, str) else "", code, status.message)
-
     # -- protobuf ----------------------------------------------------------------------
 
     def decode_proto(
@@ -157,14 +238,36 @@ class OtlpDecoder:
 
         ``reference_unix_nano``: the record's timestamp or the request's arrival, for
         :class:`TimeBounds`."""
+        lo, hi = self.time_bounds.window(reference_unix_nano)
+        if self._native is not None:
+            # hi >= -1 keeps it an int64 and refuses the same spans (every end is >= 0)
+            try:
+                found, bad = self._native.decode(bytes(data), lo, max(hi, -1), where)
+            except self._native.panic as exc:  # a bug in the native decoder: this record is refused
+                raise DecodeError(
+                    f"the native otlp_proto decoder failed on this record ({len(data)} bytes): {exc} "
+                    "(a bug: please report it; aggregation.hot_path: python avoids it)",
+                    where=where,
+                ) from exc
+            rejects = [
+                reject(
+                    self.time_bounds,
+                    where,
+                    _span_path(ri, si, pi),
+                    tid,
+                    sid,
+                    pid,
+                    t0,
+                    t1,
+                    reference_unix_nano,
+                )
+                for ri, si, pi, tid, sid, pid, t0, t1 in bad
+            ]
+            return Decoded(found, rejects)
         try:
             msg = LeanTracesData.FromString(data)
         except ProtobufDecodeError as exc:
-            raise DecodeError(
-                f"not a valid OTLP protobuf TracesData/ExportTraceServiceRequest ({len(data)} bytes): {exc}",
-                where=where,
-            ) from exc
-        lo, hi = self.time_bounds.window(reference_unix_nano)
+            raise _corrupt(str(exc), where, len(data)) from exc
         spans: list[Span] = []
         rejected: list[Rejection] = []
         append = spans.append
@@ -183,14 +286,7 @@ class OtlpDecoder:
             raw_resource = rs.resource
             resource = resource_cache.get(raw_resource)
             if resource is None:
-                try:
-                    resource = resource_from_proto(raw_resource)
-                except ProtobufDecodeError as exc:
-                    raise DecodeError(
-                        f"resource_spans[{ri}].resource is not valid (truncated, or nested deeper than "
-                        f"{MAX_NESTING_DEPTH} levels): {exc}",
-                        where=where,
-                    ) from exc
+                resource = resource_of(raw_resource, ri, where)
                 if len(resource_cache) > 10_000:
                     resource_cache.clear()
                 resource_cache[raw_resource] = resource
@@ -225,7 +321,7 @@ class OtlpDecoder:
                             reject(
                                 self.time_bounds,
                                 where,
-                                f"resource_spans[{ri}].scope_spans[{si}].spans[{pi}]",
+                                _span_path(ri, si, pi),
                                 trace_id,
                                 span_id,
                                 parent,
@@ -251,11 +347,11 @@ class OtlpDecoder:
                     if sp.last_event:
                         if events_view is None:
                             events_view = self._events_view(data, where)
-                        exceptions = self._exceptions(
+                        exceptions = exceptions_of(
                             sp, events_view.resource_spans[ri].scope_spans[si].spans[pi], where
                         )
                     elif status_code == error:
-                        exceptions = self._exceptions(sp, None, where)
+                        exceptions = exceptions_of(sp, None, where)
                     append(
                         new_span(
                             Span,

@@ -44,7 +44,7 @@ def _num(message: Any, field: str) -> int:
     return int(message.DESCRIPTOR.fields_by_name[field].number)
 
 
-def _build_lean_classes() -> tuple[type[Any], type[Any], type[Any], type[Any]]:
+def _build_lean_classes() -> tuple[type[Any], ...]:
     fdp = descriptor_pb2.FileDescriptorProto(
         name="prodloop/lean_otlp_trace.proto", package="prodloop.lean", syntax="proto3"
     )
@@ -195,10 +195,19 @@ def _build_lean_classes() -> tuple[type[Any], type[Any], type[Any], type[Any]]:
         c: type[Any] = message_factory.GetMessageClass(pool.FindMessageTypeByName(f"prodloop.lean.{name}"))
         return c
 
-    return cls("TracesData"), cls("EventsTracesData"), cls("LogsData"), cls("Status")
+    return (
+        cls("TracesData"),
+        cls("EventsTracesData"),
+        cls("LogsData"),
+        cls("Status"),
+        cls("Span"),
+        cls("EventsSpan"),
+    )
 
 
-LeanTracesData, LeanTraceEvents, LeanLogsData, LeanStatus = _build_lean_classes()
+# LeanSpan and LeanEventsSpan parse one span's bytes: the native decoder hands a span with
+# events or an error to the Python path's exception logic (collector.codec.otlp.span_exceptions_of)
+LeanTracesData, LeanTraceEvents, LeanLogsData, LeanStatus, LeanSpan, LeanEventsSpan = _build_lean_classes()
 
 
 def any_value_proto(v: Any) -> AttrValue | None:

@@ -103,6 +103,7 @@ class BatchProcessor:
             wanted_attributes=wanted,
             sample_rate_attribute=cfg.sample_rate_attribute or None,
             time_bounds=cfg.time_bounds,
+            native=native.proto_decoder(cfg.native),
         )
 
     def new_aggregator(self, attributor: Attributor) -> Aggregator:

@@ -3,9 +3,11 @@ which path runs.
 
 The pure-Python code in :mod:`attribution` is the reference and the fallback; each native piece
 is a twin of one Python seam, and ``tests/unit/test_native.py`` proves both give identical
-results.  Today's pieces, the trace buffer's per-span work: packing a record's spans (the twin
-of :func:`attribution.tracebuffer.pack_runs`) and the completion math, self times, own errors
-and orphans (the twin of :class:`attribution.aggregate.SelfTimes`).
+results.  Today's pieces: the ``otlp_proto`` decoder (the twin of
+:meth:`collector.codec.otlp.OtlpDecoder.decode_proto`), and the trace buffer's per-span work:
+packing a record's spans (the twin of :func:`attribution.tracebuffer.pack_runs`) and the
+completion math, self times, own errors and orphans (the twin of
+:class:`attribution.aggregate.SelfTimes`).
 
 ``aggregation.hot_path``: ``auto`` runs the extension when it is installed (``make setup`` builds
 it where ``cargo`` exists), ``native`` refuses to start without it, ``python`` runs the Python path.
@@ -14,6 +16,7 @@ it where ``cargo`` exists), ``native`` refuses to start without it, ``python`` r
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from functools import partial
 from types import ModuleType
 from typing import Literal
@@ -22,11 +25,16 @@ from attribution.aggregate import MAX_WEIGHT_MILLI, PackedSelfTimes, SelfTimes
 from attribution.model import STATUS_ERROR
 from attribution.sketch import INV_LOG_GAMMA
 from attribution.tracebuffer import Packer, pack_runs
+from collector.codec.otlp import NativeProtoDecoder
 from collector.errors import ConfigError
 
 HotPath = Literal["auto", "native", "python"]
 
-_NEEDED = ("SelfTimes", "pack_runs")  # an extension built from an older native/ lacks some: not used
+_NEEDED = (
+    "ProtoDecoder",
+    "SelfTimes",
+    "pack_runs",
+)  # an extension built from an older native/ lacks some: not used
 
 
 def _load() -> ModuleType | None:
@@ -54,7 +62,10 @@ def resolve(hot_path: HotPath) -> bool:
 def describe(native: bool) -> str:
     """The start-up line that says which path runs, and why."""
     if native:
-        return "hot path: native (prodloop_native: the trace buffer's packing and self-time math)"
+        return (
+            "hot path: native (prodloop_native: the otlp_proto decoder, the trace buffer's packing "
+            "and self-time math)"
+        )
     if AVAILABLE:
         return "hot path: pure Python (aggregation.hot_path is python)"
     return (
@@ -81,3 +92,13 @@ def packer(native: bool) -> Packer:
         )
         return pack
     return pack_runs
+
+
+def proto_decoder(native: bool) -> Callable[..., NativeProtoDecoder] | None:
+    """The native ``otlp_proto`` decoder's class for :class:`~collector.codec.otlp.OtlpDecoder`,
+    or None for the Python path."""
+    if native:
+        assert EXTENSION is not None, "resolve() said the extension runs"
+        cls: Callable[..., NativeProtoDecoder] = EXTENSION.ProtoDecoder
+        return cls
+    return None

@@ -2,9 +2,13 @@
 //! function here has a Python twin, and `tests/unit/test_native.py` proves both give identical
 //! results.
 //!
-//! Today: the trace buffer's packing of a record's spans (`attribution.tracebuffer.pack_runs`)
-//! and its completion math (`attribution.selftime.trace_self_times` and
-//! `attribution.aggregate.SelfTimes`), over that packed span data.
+//! Today: the `otlp_proto` decoder (`otlp::ProtoDecoder`, the twin of
+//! `collector.codec.otlp.OtlpDecoder.decode_proto`), the trace buffer's packing of a record's
+//! spans (`attribution.tracebuffer.pack_runs`) and its completion math
+//! (`attribution.selftime.trace_self_times` and `attribution.aggregate.SelfTimes`), over that
+//! packed span data.
+
+mod otlp;
 
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyValueError;
@@ -358,9 +362,11 @@ fn pack_runs<'py>(
     Ok(out)
 }
 
-/// The trace buffer's packing and self-time math, by the packed layout of `attribution.tracebuffer`.
+/// The `otlp_proto` decoder; the trace buffer's packing and self-time math, by the packed
+/// layout of `attribution.tracebuffer`.
 #[pymodule]
 fn prodloop_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<otlp::ProtoDecoder>()?;
     m.add_class::<SelfTimes>()?;
     m.add_function(wrap_pyfunction!(pack_runs, m)?)?;
     Ok(())

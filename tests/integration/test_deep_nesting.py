@@ -17,7 +17,6 @@ import pytest
 from collector.app.attribution_files import load_attribution
 from collector.app.receivers import Receivers, start_receivers
 from collector.app.settings import Settings
-from collector.codec.otlp import OtlpDecoder
 from collector.codec.results import MAX_NESTING_DEPTH
 from collector.codec.transcode import otlp_json_to_proto
 from collector.errors import DecodeError
@@ -26,6 +25,7 @@ from collector.exporters.kafka.gateway import AckFuture, KafkaGateway
 from collector.pipelines.direct import DirectPipeline
 from collector.ports import ModulesQuery
 from tests.support.sdk_requests import Requests
+from tests.support.twin import TwinDecoder
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +103,7 @@ def _json_with_deep_attribute(depth: int, key: str) -> bytes:
 @pytest.mark.parametrize("depth", DEPTHS)
 @pytest.mark.parametrize("key", ["code.file.path", "some.other.attribute"])
 def test_the_decoders_refuse_deep_nesting_with_the_limit(depth: int, key: str) -> None:
-    dec = OtlpDecoder()
+    dec = TwinDecoder()
     with pytest.raises(DecodeError, match=f"{MAX_NESTING_DEPTH} levels") as exc_info:
         dec.decode_json(_json_with_deep_attribute(depth, key), "<request>")
     assert exc_info.value.reason == "too_deep"

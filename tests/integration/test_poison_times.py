@@ -28,7 +28,6 @@ from attribution.aggregate import AggregateRow
 from collector.app.attribution_files import load_attribution
 from collector.app.receivers import Receivers, start_receivers
 from collector.app.settings import Settings
-from collector.codec.otlp import OtlpDecoder
 from collector.errors import StoreRejectedError
 from collector.exporters.clickhouse.store import ClickHouseStore
 from collector.exporters.kafka.consumer import TraceConsumer
@@ -40,6 +39,7 @@ from collector.ports import ModulesQuery
 from collector.processing.batch import ProcessorConfig
 from tests.support.sdk_requests import Requests
 from tests.support.streaming import produce
+from tests.support.twin import TwinDecoder
 
 pytestmark = pytest.mark.integration
 
@@ -104,7 +104,7 @@ def test_the_decoder_rejects_times_the_store_cannot_hold(variant: str) -> None:
     now = time.time_ns()
     requests, _ = _requests(variant, now)
     encoding, poison = requests[1]
-    got = OtlpDecoder().decode(poison, encoding, "<request>", now)
+    got = TwinDecoder().decode(poison, encoding, "<request>", now)
     assert len(got.spans) == GOOD
     assert [r.reason for r in got.rejected] == ["time_out_of_range"]
     message = got.rejected[0].message
@@ -117,15 +117,15 @@ def test_the_plausibility_window_is_around_the_reference_time() -> None:
     day = 86_400 * 1_000_000_000
     times = [(now - 10 * day, now - 10 * day + 1), (now + 2 * day, now + 2 * day + 1), (now, now + 1)]
     payload = gen.proto(times)
-    default = OtlpDecoder().decode(payload, "otlp_proto", "r", now)
+    default = TwinDecoder().decode(payload, "otlp_proto", "r", now)
     assert len(default.spans) == 2  # more than 1 day in the future is rejected; the past is not
     assert "aggregation.max_future_seconds" in default.rejected[0].message
     settings = Settings(aggregation={"max_age_seconds": 86_400})
-    strict = OtlpDecoder(time_bounds=settings.time_bounds()).decode(payload, "otlp_proto", "r", now)
+    strict = TwinDecoder(time_bounds=settings.time_bounds()).decode(payload, "otlp_proto", "r", now)
     assert len(strict.spans) == 1 and [r.reason for r in strict.rejected] == ["time_out_of_range"] * 2
     assert any("aggregation.max_age_seconds" in r.message for r in strict.rejected)
     # files have no reference time: only the store's own range holds
-    assert len(OtlpDecoder().decode(payload, "otlp_proto", "r").spans) == 3
+    assert len(TwinDecoder().decode(payload, "otlp_proto", "r").spans) == 3
     # the retention is the default age limit when it is set
     ttl = Settings(store={"ttl_days": 7}).time_bounds()
     assert ttl.max_age_ns == 7 * day

@@ -43,6 +43,7 @@ from opentelemetry.trace import (
 from attribution.model import Span
 from collector.codec.otlp import OtlpDecoder
 from tests.support.sdk_requests import SeededIds
+from tests.support.twin import TwinDecoder
 
 
 class SdkBatch:
@@ -155,7 +156,7 @@ class Otel:
         decoder: OtlpDecoder | None = None,
     ) -> list[Span]:
         """SDK spans -> OTLP bytes -> ``attribution.model.Span`` (asserting nothing is rejected)."""
-        dec = decoder or OtlpDecoder()
+        dec = decoder or TwinDecoder()
         if encoding == "proto":
             out = dec.decode_proto(self.proto(spans))
         elif encoding == "json":

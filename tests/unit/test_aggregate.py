@@ -31,7 +31,7 @@ from attribution.model import Span
 from attribution.modules import ModuleConfig
 from attribution.repository import Repository
 from attribution.sketch import bucket_of
-from collector.codec.otlp import OtlpDecoder
+from tests.support.twin import TwinDecoder
 
 if TYPE_CHECKING:
     from conftest import Otel
@@ -63,7 +63,7 @@ SAMPLING: dict[str, tuple[dict[str, Any], str, float]] = {
     "th:c": ({}, "ot=th:c", 0.25),
     "rate-3": ({"SampleRate": 3}, "", 1 / 3),
 }
-DECODER = OtlpDecoder(sample_rate_attribute="SampleRate")
+DECODER = TwinDecoder(sample_rate_attribute="SampleRate")
 
 
 @dataclass

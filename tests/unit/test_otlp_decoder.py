@@ -26,8 +26,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 from attribution.model import WANTED_ATTRIBUTES, Span
 from collector.codec.exceptions import MAX_EXCEPTIONS_PER_SPAN, MAX_STACKTRACE_CHARS
 from collector.codec.framing import iter_json_lines, iter_length_prefixed, sniff_file_format
-from collector.codec.otlp import OtlpDecoder
 from collector.errors import DecodeError, PayloadError
+from tests.support.twin import TwinDecoder
 
 if TYPE_CHECKING:
     from conftest import Otel
@@ -202,7 +202,7 @@ def test_attribute_value_types_in_both_encodings(otel: Otel) -> None:
     }
     batch = otel.batch({"service.name": "s"})
     batch.add("op", T0, T0 + 1, attributes=values)
-    decoder = OtlpDecoder(wanted_attributes=list(values))
+    decoder = TwinDecoder(wanted_attributes=list(values))
     want = {k: v for k, v in values.items() if k not in ("raw", "list")}
     want["raw"] = b"\x00\x01\xfe".hex()
     for encoding in ("proto", "json"):
@@ -215,7 +215,7 @@ def test_attribute_value_types_in_both_encodings(otel: Otel) -> None:
 
 def test_only_wanted_attributes_are_projected(otel: Otel) -> None:
     sdk = rich_spans(otel)
-    decoder = OtlpDecoder(wanted_attributes=["http.route", "user.id"])
+    decoder = TwinDecoder(wanted_attributes=["http.route", "user.id"])
     for encoding in ("proto", "json"):
         got = [dict(s.attributes) for s in otel.decode(sdk, encoding, decoder)]
         assert got[0] == {"http.route": "/api/cart/{id}", "user.id": "u-1"}
@@ -291,7 +291,7 @@ def test_json_mapping_variants_decode_identically(
     reference = otel.decode(sdk, "proto")
     doc = _walk(otel.json_doc(sdk), transform)
     assert doc != otel.json_doc(sdk)  # the transform changed something
-    out = OtlpDecoder().decode_json(json.dumps(doc).encode())
+    out = TwinDecoder().decode_json(json.dumps(doc).encode())
     assert out.rejected == []
     assert out.spans == reference
 
@@ -301,7 +301,7 @@ def test_json_all_variants_at_once(otel: Otel) -> None:
     doc: Any = otel.json_doc(sdk)
     for t in (_unknown_fields, _enum_names, _int64_as_number, _snake):
         doc = _walk(doc, t)
-    assert OtlpDecoder().decode_json(json.dumps(doc)).spans == otel.decode(sdk, "proto")
+    assert TwinDecoder().decode_json(json.dumps(doc)).spans == otel.decode(sdk, "proto")
 
 
 def test_proto_ignores_unknown_fields(otel: Otel) -> None:
@@ -309,19 +309,19 @@ def test_proto_ignores_unknown_fields(otel: Otel) -> None:
     payload = otel.proto(sdk)
     # field 15 (varint 1) and field 14 (length-delimited "xyz") appended at the top level
     extended = payload + bytes([15 << 3 | 0, 1]) + bytes([14 << 3 | 2, 3]) + b"xyz"
-    assert OtlpDecoder().decode_proto(extended).spans == otel.decode(sdk, "proto")
+    assert TwinDecoder().decode_proto(extended).spans == otel.decode(sdk, "proto")
 
 
 def test_decode_dispatches_on_encoding(otel: Otel) -> None:
     sdk = rich_spans(otel)
-    d = OtlpDecoder()
+    d = TwinDecoder()
     assert d.decode(otel.proto(sdk), "otlp_proto").spans == d.decode(otel.json(sdk), "otlp_json").spans
     with pytest.raises(ValueError, match="otlp_avro"):
         d.decode(b"", "otlp_avro")
 
 
 def test_empty_payloads_decode_to_nothing(otel: Otel) -> None:
-    d = OtlpDecoder()
+    d = TwinDecoder()
     assert d.decode_proto(b"") == ([], [])
     assert d.decode_json(b"{}") == ([], [])
 
@@ -336,7 +336,7 @@ def test_every_truncation_of_a_protobuf_record_raises_decode_error_naming_where(
     where = "otlp_spans/3@1234"
     for cut in range(1, len(payload)):
         with pytest.raises(DecodeError) as info:
-            OtlpDecoder().decode_proto(payload[:cut], where=where)
+            TwinDecoder().decode_proto(payload[:cut], where=where)
         err = info.value
         assert err.where == where
         assert str(err).startswith(where + ": ")
@@ -346,7 +346,7 @@ def test_every_truncation_of_a_protobuf_record_raises_decode_error_naming_where(
 
 def test_garbage_protobuf_raises_decode_error() -> None:
     with pytest.raises(DecodeError, match="not a valid OTLP protobuf"):
-        OtlpDecoder().decode_proto(b"\xff\xff\xff\xff", where="x")
+        TwinDecoder().decode_proto(b"\xff\xff\xff\xff", where="x")
 
 
 @pytest.mark.parametrize(
@@ -364,7 +364,7 @@ def test_bad_json_raises_decode_error_naming_where(
 ) -> None:
     data = corrupt(otel.json(rich_spans(otel)))
     with pytest.raises(DecodeError, match=message) as info:
-        OtlpDecoder().decode_json(data, where="traces.jsonl:7")
+        TwinDecoder().decode_json(data, where="traces.jsonl:7")
     assert info.value.where == "traces.jsonl:7"
 
 
@@ -372,13 +372,13 @@ def test_json_wrong_shape_names_the_path(otel: Otel) -> None:
     doc = otel.json_doc(rich_spans(otel))
     doc["resourceSpans"][1]["scopeSpans"][0]["spans"][2]["status"] = "ERROR"
     with pytest.raises(DecodeError, match=r"resourceSpans\[1\]\.scopeSpans\[0\]\.spans\[2\]: status"):
-        OtlpDecoder().decode_json(json.dumps(doc))
+        TwinDecoder().decode_json(json.dumps(doc))
     doc = otel.json_doc(rich_spans(otel))
     doc["resourceSpans"][0]["scopeSpans"][0]["spans"][1]["startTimeUnixNano"] = "yesterday"
     with pytest.raises(
         DecodeError, match=r"resourceSpans\[0\]\.scopeSpans\[0\]\.spans\[1\]: startTimeUnixNano"
     ):
-        OtlpDecoder().decode_json(json.dumps(doc))
+        TwinDecoder().decode_json(json.dumps(doc))
 
 
 def _ids(spans: list[Span]) -> list[bytes]:
@@ -439,12 +439,12 @@ def test_invalid_span_is_rejected_and_the_rest_get_through(otel: Otel, encoding:
     if encoding == "proto":
         fn_p, reason = PROTO_CORRUPTIONS[case]
         data = _proto_corrupt(otel, sdk, ri, pi, fn_p)
-        out = OtlpDecoder().decode_proto(data, where="topic/0@99")
+        out = TwinDecoder().decode_proto(data, where="topic/0@99")
         path = f"resource_spans[{ri}].scope_spans[0].spans[{pi}]"
     else:
         fn_j, reason = JSON_CORRUPTIONS[case]
         data = _json_corrupt(otel, sdk, ri, pi, fn_j)
-        out = OtlpDecoder().decode_json(data, where="topic/0@99")
+        out = TwinDecoder().decode_json(data, where="topic/0@99")
         path = f"resourceSpans[{ri}].scopeSpans[0].spans[{pi}]"
     (rejection,) = out.rejected
     assert rejection.reason == reason
@@ -467,7 +467,7 @@ def test_several_rejections_in_one_record(otel: Otel) -> None:
     req.resource_spans[0].scope_spans[0].spans[0].span_id = b"\x01\x02"
     req.resource_spans[1].scope_spans[0].spans[2].trace_id = b"\x01" * 17
     _swap_times_proto(req.resource_spans[1].scope_spans[0].spans[0])
-    out = OtlpDecoder().decode_proto(req.SerializeToString())
+    out = TwinDecoder().decode_proto(req.SerializeToString())
     assert [r.reason for r in out.rejected] == ["bad_span_id", "end_before_start", "bad_trace_id"]
     assert [s.name for s in out.spans] == ["SELECT cart", "enqueue", "sampled", "consume"]
 
@@ -477,7 +477,7 @@ def test_json_non_hex_id_fails_the_record(otel: Otel) -> None:
     with pytest.raises(
         DecodeError, match=r"resourceSpans\[0\]\.scopeSpans\[0\]\.spans\[1\]: spanId is not hex"
     ):
-        OtlpDecoder().decode_json(data)
+        TwinDecoder().decode_json(data)
 
 
 # ---------------------------------------------------------------------------------- files
@@ -492,7 +492,7 @@ def test_iter_length_prefixed_yields_frames_with_offsets(otel: Otel, tmp_path: P
     offsets = [0, 4 + len(frames[0]), 8 + len(frames[0]) + len(frames[1])]
     assert [w for w, _ in got] == [f"{path}@offset {o}" for o in offsets]
     assert [data for _, data in got] == frames
-    decoded = [s for w, data in got for s in OtlpDecoder().decode_proto(data, w).spans]
+    decoded = [s for w, data in got for s in TwinDecoder().decode_proto(data, w).spans]
     assert decoded == otel.decode(sdk, "proto")
 
 
@@ -538,7 +538,7 @@ def test_iter_json_lines_names_file_and_line(otel: Otel, tmp_path: Path) -> None
     got = list(iter_json_lines(path))
     assert [w for w, _ in got] == [f"{path}:1", f"{path}:3", f"{path}:5"]
     assert [d for _, d in got] == lines
-    decoded = [s for w, d in got for s in OtlpDecoder().decode_json(d, w).spans]
+    decoded = [s for w, d in got for s in TwinDecoder().decode_json(d, w).spans]
     assert decoded == otel.decode(sdk, "proto")
 
 
@@ -550,7 +550,7 @@ def test_iter_json_lines_bad_line_is_named(otel: Otel, tmp_path: Path) -> None:
     results: list[tuple[str, int | str]] = []
     for where, data in iter_json_lines(path):
         try:
-            results.append((where, len(OtlpDecoder().decode_json(data, where).spans)))
+            results.append((where, len(TwinDecoder().decode_json(data, where).spans)))
         except DecodeError as exc:
             results.append((where, str(exc)))
     assert results[0] == (f"{path}:1", len(sdk))
@@ -571,7 +571,7 @@ def test_sniff_file_format(otel: Otel, tmp_path: Path) -> None:
 def test_decoding_does_not_modify_the_input(otel: Otel) -> None:
     doc = otel.json_doc(rich_spans(otel))
     before = copy.deepcopy(doc)
-    OtlpDecoder().decode_json(json.dumps(doc))
+    TwinDecoder().decode_json(json.dumps(doc))
     assert doc == before
 
 
@@ -723,7 +723,7 @@ def test_json_mapping_variants_keep_the_exceptions(
     reference = otel.decode(sdk, "proto")
     assert reference[0].exceptions
     doc = _walk(otel.json_doc(sdk), transform)
-    out = OtlpDecoder().decode_json(json.dumps(doc).encode())
+    out = TwinDecoder().decode_json(json.dumps(doc).encode())
     assert out.spans == reference
     assert [s.exceptions for s in out.spans] == [s.exceptions for s in reference]
 
@@ -747,7 +747,7 @@ def test_every_truncation_of_a_record_with_exceptions_raises_decode_error(otel: 
     payload = otel.proto(batch.spans)
     for cut in range(1, len(payload)):
         with pytest.raises(DecodeError) as info:
-            OtlpDecoder().decode_proto(payload[:cut], where="w")
+            TwinDecoder().decode_proto(payload[:cut], where="w")
         assert info.value.where == "w"
 
 
@@ -763,7 +763,7 @@ def test_a_corrupt_exception_value_raises_decode_error(otel: Otel) -> None:
     # same length, but the value's first tag has wire type 7, which does not exist
     corrupt = payload.replace(value, bytes([value[0] | 7]) + value[1:])
     with pytest.raises(DecodeError, match="not a valid AnyValue") as info:
-        OtlpDecoder().decode_proto(corrupt, where="kafka/0@9")
+        TwinDecoder().decode_proto(corrupt, where="kafka/0@9")
     assert info.value.where == "kafka/0@9"
 
 
@@ -772,8 +772,8 @@ def test_json_bad_events_name_the_path(otel: Otel) -> None:
     doc = otel.json_doc(sdk)
     doc["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["events"] = {"name": "exception"}
     with pytest.raises(DecodeError, match=r"resourceSpans\[0\]\.scopeSpans\[0\]\.spans\[0\]: events"):
-        OtlpDecoder().decode_json(json.dumps(doc))
+        TwinDecoder().decode_json(json.dumps(doc))
     doc = otel.json_doc(sdk)
     doc["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["events"][1]["attributes"] = "boom"
     with pytest.raises(DecodeError, match=r"spans\[0\]: attributes must be a list"):
-        OtlpDecoder().decode_json(json.dumps(doc))
+        TwinDecoder().decode_json(json.dumps(doc))

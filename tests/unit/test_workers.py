@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from attribution.events import parse_deploy_event
 from collector.app.attribution_files import load_attribution
 from collector.demo.shop import SAMPLE_RATE_ATTRIBUTE, Traffic, demo_dir, generate
 from collector.errors import WorkerDied
+from collector.processing import native
 from collector.processing.batch import BatchOutcome, ProcessorConfig
 from collector.processing.deploy_sets import DeployLog
 from collector.processing.partitions import Job
@@ -111,6 +113,23 @@ def test_repositories_survive_pickling_with_identical_attribution(
     spans = [s for r in traffic.requests[:50] for s in OtlpDecoder().decode_proto(r).spans]
     assert len(spans) > 500
     assert [a.attribute(s) for s in spans] == [b.attribute(s) for s in spans]
+
+
+def test_the_native_and_the_python_path_give_identical_outcomes(repositories: Any, traffic: Traffic) -> None:
+    """The whole hot path, decoder included, on the demo shop's traffic with history, a retried
+    record and an undecodable one: the same rows, stats, names, buffer state and counts; only
+    the wording of a refused record may differ (its offset and reason may not)."""
+    if not native.AVAILABLE:
+        pytest.fail("the prodloop_native extension is not installed: run make setup")
+    jobs = _jobs(traffic)
+    paths = [_run(InlineWorkers(replace(CFG, native=n), repositories), jobs) for n in (False, True)]
+    python, rust = ({t: replace(o, errors=[e[:2] for e in o.errors]) for t, o in p.items()} for p in paths)
+    for ticket in sorted(python):
+        for a, b in zip(python[ticket].rows, rust[ticket].rows, strict=True):
+            assert a == b, f"batch {ticket}: the first differing row:\n  python: {a}\n  native: {b}"
+        assert rust[ticket] == python[ticket], f"batch {ticket} differs"
+    assert sum(len(o.errors) for o in python.values()) == 2
+    assert sum(o.stats.spans for o in python.values()) > 1000
 
 
 def test_worker_processes_give_exactly_what_one_process_gives(repositories: Any, traffic: Traffic) -> None:
