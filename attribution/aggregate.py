@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from array import array
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -162,6 +162,39 @@ def weight_milli(p: float) -> int:
     if p >= 1.0 or not p > 0.0:
         return 1000
     return min(round(1000.0 / p), MAX_WEIGHT_MILLI)
+
+
+# The most CPU time one span counts: 2^62 ns (146 years); a larger value is a broken client.
+MAX_CPU_NS = 1 << 62
+
+
+def cpu_time_ns(value: object, unit_ns: int) -> int:
+    """A CPU-time attribute's nanoseconds: a positive finite number of ``unit_ns``, at most
+    :data:`MAX_CPU_NS`; anything else (a bool, a string, infinity) counts 0."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < math.inf:
+        return min(round(value * unit_ns), MAX_CPU_NS)
+    return 0
+
+
+class NativeWindows(Protocol):
+    """The native twin of the Aggregator's per-span work and fold (``prodloop_native.Windows``,
+    see ``collector.processing.native``): per window and group, the totals :meth:`Aggregator.fold`
+    computes, identical."""
+
+    def add(
+        self,
+        spans: Sequence[Span],
+        gids: list[int],
+        overflow: Callable[[int], int],
+        cpu_ns: Callable[[object], int],
+        thrown: Callable[[int, int, Span], None],
+    ) -> int: ...
+
+    def __len__(self) -> int: ...
+
+    def windows(self) -> list[int]: ...
+
+    def take(self, w: int) -> list[tuple[Any, ...]]: ...
 
 
 def bins_of(values: Sequence[int]) -> dict[int, int]:
@@ -322,6 +355,10 @@ class Aggregator:
     are counted by reason in :attr:`BatchStats.exceptions_unattributed`.  Unattributed spans
     are also counted by name (:class:`NameRow`, at most ``max_names_per_window`` names per
     window and service, the rest as ``(other)``).
+
+    ``native_windows``: a factory ``(window_ns, max_groups_per_window, cpu_time_attribute)`` of
+    the native twin of the per-span loop and the fold (:class:`NativeWindows`); it then holds
+    the windows, and ``fold_every`` does not apply.
     """
 
     def __init__(
@@ -336,6 +373,7 @@ class Aggregator:
         cpu_time_unit_ns: int = 1_000_000_000,
         max_exception_types: int = 10,
         max_names_per_window: int = 100,
+        native_windows: Callable[[int, int, str], NativeWindows] | None = None,
     ) -> None:
         if window_ns <= 0:
             raise ValueError("window_ns must be positive")
@@ -353,7 +391,7 @@ class Aggregator:
         # window -> gid -> [errors, adj_delta, err_adj_delta, dsum_adj_delta, cpu_ns, exception events]
         self._extra: dict[int, dict[int, list[int]]] = {}
         # window -> gid -> folded accumulator
-        self._folded: dict[int, dict[int, list[object]]] = {}
+        self._folded: dict[int, dict[int, list[Any]]] = {}
         # window -> the groups it holds (pending or folded), for the cardinality cap
         self._known: dict[int, set[int]] = {}
         # (window, throwing code's group) -> exception types -> count
@@ -364,8 +402,15 @@ class Aggregator:
         self.overflowed_spans = 0
         self.last_gids: list[int] = []
         self._stats = BatchStats()  # of the add in progress
+        self._native = (
+            None
+            if native_windows is None
+            else native_windows(window_ns, max_groups_per_window, cpu_time_attribute)
+        )
 
     def __len__(self) -> int:
+        if self._native is not None:
+            return len(self._native)
         keys: set[tuple[int, int]] = set()
         for d in (self._pending, self._folded):
             for w, groups in d.items():
@@ -376,6 +421,34 @@ class Aggregator:
         st = self._stats = stats if stats is not None else BatchStats()
         attributor = self.attributor
         gids = attributor.group_ids(spans)
+        if self._native is not None:
+            over = self._native.add(spans, gids, self._overflow, self._cpu_ns, self._account_thrown)
+            st.overflow += over
+            self.overflowed_spans += over
+        else:
+            self._add_pending(spans, gids)
+        n = len(spans)
+        st.spans += n
+        unattributed: set[int] = set()
+        for gid, count in Counter(gids).items():
+            if attributor.is_attributed(gid):
+                st.attributed += count
+            else:
+                reason = attributor.group(gid).unattributed_reason
+                st.unattributed_by_reason[reason] = st.unattributed_by_reason.get(reason, 0) + count
+                unattributed.add(gid)
+        if unattributed:
+            self._count_names(spans, gids, unattributed)
+        self._pending_count += n
+        self.last_gids = gids
+        if self._pending_count >= self.fold_every:
+            self.fold()
+        return st
+
+    def _add_pending(self, spans: Sequence[Span], gids: list[int]) -> None:
+        """The Python path's per-span loop: durations appended per (window, group), the rest
+        accounted as it comes (see :meth:`fold`)."""
+        st = self._stats
         window_ns = self.window_ns
         cap = self.max_groups_per_window
         pending = self._pending
@@ -397,7 +470,7 @@ class Aggregator:
                 if known is None:
                     known = self._known[w] = set()
                 if gid not in known and len(known) >= cap:
-                    gid = gids[i] = attributor.overflow_group(attributor.group(gid))
+                    gid = gids[i] = self._overflow(gid)
                     st.overflow += 1
                     self.overflowed_spans += 1
                     durations = win.get(gid)
@@ -413,23 +486,12 @@ class Aggregator:
                 or (cpu_attr and cpu_attr in span.attributes)
             ):
                 self._account_extra(w, gid, d, span)
-        n = len(spans)
-        st.spans += n
-        unattributed: set[int] = set()
-        for gid, count in Counter(gids).items():
-            if attributor.is_attributed(gid):
-                st.attributed += count
-            else:
-                reason = attributor.group(gid).unattributed_reason
-                st.unattributed_by_reason[reason] = st.unattributed_by_reason.get(reason, 0) + count
-                unattributed.add(gid)
-        if unattributed:
-            self._count_names(spans, gids, unattributed)
-        self._pending_count += n
-        self.last_gids = gids
-        if self._pending_count >= self.fold_every:
-            self.fold()
-        return st
+
+    def _overflow(self, gid: int) -> int:
+        return self.attributor.overflow_group(self.attributor.group(gid))
+
+    def _cpu_ns(self, value: object) -> int:
+        return cpu_time_ns(value, self.cpu_time_unit_ns)
 
     def _count_names(self, spans: Sequence[Span], gids: Sequence[int], unattributed: set[int]) -> None:
         group = self.attributor.group
@@ -462,9 +524,7 @@ class Aggregator:
         x[1] += wt - 1000
         x[3] += d * wt // 1000 - d
         if self.cpu_time_attribute:
-            cpu = span.attributes.get(self.cpu_time_attribute)
-            if isinstance(cpu, int | float) and not isinstance(cpu, bool) and 0 < cpu < math.inf:
-                x[4] += round(cpu * self.cpu_time_unit_ns)
+            x[4] += cpu_time_ns(span.attributes.get(self.cpu_time_attribute), self.cpu_time_unit_ns)
         if span.exceptions:
             x[5] += len(span.exceptions)
             self._account_thrown(w, gid, span)
@@ -520,7 +580,8 @@ class Aggregator:
         return st
 
     def fold(self) -> None:
-        """Fold pending durations into accumulators (bounded memory; same results)."""
+        """Fold pending durations into accumulators (bounded memory; same results).  The native
+        windows accumulate as spans come: nothing is pending."""
         for w, groups in self._pending.items():
             folded = self._folded.get(w)
             if folded is None:
@@ -550,45 +611,40 @@ class Aggregator:
                         exc_events,
                     ]
                 else:
-                    acc[_SPANS] += n  # type: ignore[operator]
-                    acc[_ADJ] += 1000 * n + adj_d  # type: ignore[operator]
-                    acc[_ERR] += errors  # type: ignore[operator]
-                    acc[_ERR_ADJ] += 1000 * errors + err_adj_d  # type: ignore[operator]
-                    acc[_DSUM] += dsum  # type: ignore[operator]
-                    acc[_DSUM_ADJ] += dsum + dsum_adj_d  # type: ignore[operator]
-                    acc[_DMIN] = min(acc[_DMIN], min(ds))  # type: ignore[call-overload]
-                    acc[_DMAX] = max(acc[_DMAX], max(ds))  # type: ignore[call-overload]
-                    b: dict[int, int] = acc[_BINS]  # type: ignore[assignment]
+                    acc[_SPANS] += n
+                    acc[_ADJ] += 1000 * n + adj_d
+                    acc[_ERR] += errors
+                    acc[_ERR_ADJ] += 1000 * errors + err_adj_d
+                    acc[_DSUM] += dsum
+                    acc[_DSUM_ADJ] += dsum + dsum_adj_d
+                    acc[_DMIN] = min(acc[_DMIN], min(ds))
+                    acc[_DMAX] = max(acc[_DMAX], max(ds))
+                    b: dict[int, int] = acc[_BINS]
                     for k, v in bins.items():
                         b[k] = b.get(k, 0) + v
-                    acc[_CPU] += cpu  # type: ignore[operator]
-                    acc[_EXC] += exc_events  # type: ignore[operator]
+                    acc[_CPU] += cpu
+                    acc[_EXC] += exc_events
         self._pending.clear()
         self._extra.clear()
         self._pending_count = 0
 
-    def _rows(self, w: int, groups: dict[int, list[object]]) -> list[AggregateRow]:
-        out = []
+    def _windows(self) -> Iterable[int]:
+        return self._folded if self._native is None else self._native.windows()
+
+    def _take_rows(self, w: int) -> list[AggregateRow]:
+        """Window ``w``'s rows, taken out of the accumulators (of either path)."""
+        accs: Iterable[tuple[int, Any]]
+        if self._native is None:
+            accs = self._folded.pop(w, {}).items()
+        else:
+            accs = ((t[0], t[1:]) for t in self._native.take(w))
         group = self.attributor.group
-        for gid, acc in groups.items():
-            k: GroupKey = group(gid)
-            out.append(
-                AggregateRow(
-                    w,
-                    *k,
-                    acc[_SPANS],  # type: ignore[arg-type]
-                    acc[_ADJ],  # type: ignore[arg-type]
-                    acc[_ERR],  # type: ignore[arg-type]
-                    acc[_ERR_ADJ],  # type: ignore[arg-type]
-                    acc[_DSUM],  # type: ignore[arg-type]
-                    acc[_DSUM_ADJ],  # type: ignore[arg-type]
-                    acc[_DMIN],  # type: ignore[arg-type]
-                    acc[_DMAX],  # type: ignore[arg-type]
-                    acc[_BINS],  # type: ignore[arg-type]
-                    cpu_time_sum_ns=acc[_CPU],  # type: ignore[arg-type]
-                    exception_events=acc[_EXC],  # type: ignore[arg-type]
-                )
-            )
+        # an accumulator: spans, adjusted, errors, adjusted errors, duration sum, adjusted sum,
+        # min, max, bins (AggregateRow's order), then CPU time and exception events
+        out = []
+        for gid, (n, adj, err, err_adj, dsum, dsum_adj, dmin, dmax, bins, cpu, exc) in accs:
+            row = AggregateRow(w, *group(gid), n, adj, err, err_adj, dsum, dsum_adj, dmin, dmax, bins)
+            out.append(row._replace(cpu_time_sum_ns=cpu, exception_events=exc) if cpu or exc else row)
         return out
 
     def _thrown_rows(self, windows: Iterable[int] | None) -> list[AggregateRow]:
@@ -613,10 +669,10 @@ class Aggregator:
         """Drain the windows that ended at least ``allowed_lateness_ns`` before ``now``."""
         self.fold()
         limit = now_unix_nano - self.allowed_lateness_ns - self.window_ns
-        done = {w for w in self._folded if w <= limit} | {w for w, _ in self._thrown if w <= limit}
+        done = {w for w in self._windows() if w <= limit} | {w for w, _ in self._thrown if w <= limit}
         out: list[AggregateRow] = []
         for w in sorted(done):
-            out.extend(self._rows(w, self._folded.pop(w, {})))
+            out.extend(self._take_rows(w))
             self._known.pop(w, None)
         return merge_sorted(out, self._thrown_rows(done))
 
@@ -624,9 +680,8 @@ class Aggregator:
         """Drain every window, in a deterministic order."""
         self.fold()
         out: list[AggregateRow] = []
-        for w in sorted(self._folded):
-            out.extend(self._rows(w, self._folded[w]))
-        self._folded.clear()
+        for w in sorted(self._windows()):
+            out.extend(self._take_rows(w))
         self._known.clear()
         return merge_sorted(out, self._thrown_rows(None))
 

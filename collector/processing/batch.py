@@ -115,6 +115,7 @@ class BatchProcessor:
             cpu_time_attribute=cfg.cpu_time_attribute,
             cpu_time_unit_ns=cfg.cpu_time_unit_ns,
             max_exception_types=cfg.max_exception_types,
+            native_windows=native.windows(cfg.native),
         )
 
     def new_buffer(self, exact: bool = False) -> TraceBuffer:

@@ -4,7 +4,8 @@ which path runs.
 The pure-Python code in :mod:`attribution` is the reference and the fallback; each native piece
 is a twin of one Python seam, and ``tests/unit/test_native.py`` proves both give identical
 results.  Today's pieces: the ``otlp_proto`` decoder (the twin of
-:meth:`collector.codec.otlp.OtlpDecoder.decode_proto`), and the trace buffer's per-span work:
+:meth:`collector.codec.otlp.OtlpDecoder.decode_proto`), the Aggregator's per-span loop and fold
+(the twin of :class:`attribution.aggregate.Aggregator`'s), and the trace buffer's per-span work:
 packing a record's spans (the twin of :func:`attribution.tracebuffer.pack_runs`) and the
 completion math, self times, own errors and orphans (the twin of
 :class:`attribution.aggregate.SelfTimes`).
@@ -21,7 +22,7 @@ from functools import partial
 from types import ModuleType
 from typing import Literal
 
-from attribution.aggregate import MAX_WEIGHT_MILLI, PackedSelfTimes, SelfTimes
+from attribution.aggregate import MAX_WEIGHT_MILLI, NativeWindows, PackedSelfTimes, SelfTimes
 from attribution.model import STATUS_ERROR
 from attribution.sketch import INV_LOG_GAMMA
 from attribution.tracebuffer import Packer, pack_runs
@@ -63,8 +64,8 @@ def describe(native: bool) -> str:
     """The start-up line that says which path runs, and why."""
     if native:
         return (
-            "hot path: native (prodloop_native: the otlp_proto decoder, the trace buffer's packing "
-            "and self-time math)"
+            "hot path: native (prodloop_native: the otlp_proto decoder, the aggregation loop, the "
+            "trace buffer's packing and self-time math)"
         )
     if AVAILABLE:
         return "hot path: pure Python (aggregation.hot_path is python)"
@@ -102,3 +103,25 @@ def proto_decoder(native: bool) -> Callable[..., NativeProtoDecoder] | None:
         cls: Callable[..., NativeProtoDecoder] = EXTENSION.ProtoDecoder
         return cls
     return None
+
+
+def windows(native: bool) -> Callable[[int, int, str], NativeWindows] | None:
+    """The native twin of the Aggregator's windows, as :class:`~attribution.aggregate.Aggregator`
+    takes it (``native_windows``), or None for the Python path."""
+    if not native:
+        return None
+    assert EXTENSION is not None, "resolve() said the extension runs"
+    ext = EXTENSION
+
+    def make(window_ns: int, max_groups_per_window: int, cpu_time_attribute: str) -> NativeWindows:
+        acc: NativeWindows = ext.Windows(
+            window_ns,
+            max_groups_per_window,
+            status_error=STATUS_ERROR,
+            max_weight_milli=MAX_WEIGHT_MILLI,
+            inv_log_gamma=INV_LOG_GAMMA,
+            cpu_time_attribute=cpu_time_attribute,
+        )
+        return acc
+
+    return make

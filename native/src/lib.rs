@@ -8,6 +8,7 @@
 //! (`attribution.selftime.trace_self_times` and `attribution.aggregate.SelfTimes`), over that
 //! packed span data.
 
+mod aggregate;
 mod otlp;
 
 use pyo3::buffer::PyBuffer;
@@ -145,7 +146,7 @@ struct SelfTimes {
 }
 
 /// A Python int of ``v``: through an int64 when it fits (the abi3 i128 conversion is slow).
-fn int(py: Python<'_>, v: i128) -> PyResult<Bound<'_, PyAny>> {
+pub(crate) fn int(py: Python<'_>, v: i128) -> PyResult<Bound<'_, PyAny>> {
     Ok(match i64::try_from(v) {
         Ok(small) => small.into_pyobject(py)?.into_any(),
         Err(_) => v.into_pyobject(py)?.into_any(),
@@ -280,7 +281,7 @@ impl SelfTimes {
 
 /// A span's weight in thousandths: `attribution.aggregate.weight_milli` (Python's `round` is
 /// half to even).
-fn weight_milli(p: f64, max_weight_milli: i64) -> i64 {
+pub(crate) fn weight_milli(p: f64, max_weight_milli: i64) -> i64 {
     if p >= 1.0 || !(p > 0.0) {
         return 1000;
     }
@@ -367,6 +368,7 @@ fn pack_runs<'py>(
 #[pymodule]
 fn prodloop_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<otlp::ProtoDecoder>()?;
+    m.add_class::<aggregate::Windows>()?;
     m.add_class::<SelfTimes>()?;
     m.add_function(wrap_pyfunction!(pack_runs, m)?)?;
     Ok(())

@@ -1,18 +1,24 @@
-"""Both ``otlp_proto`` decoders on every record: the Python reference and the native twin.
+"""Both paths on every input: the Python reference and its native twin, compared as they go.
 
-:class:`TwinDecoder` is an :class:`~collector.codec.otlp.OtlpDecoder` (the Python path, whose
-result it returns) that also decodes each protobuf record on the native path and fails the
-test at the first difference: a span, a rejection, or whether the record is refused at all.
-The decoder tests, the golden files and the unit tests' ``otel.decode`` use it, so each of
-their records is a differential test.  Without the extension (no cargo on the machine,
-``tests/unit/test_native.py`` says so) it is the Python decoder alone.
+* :class:`TwinDecoder` is an :class:`~collector.codec.otlp.OtlpDecoder` (the Python path, whose
+  result it returns) that also decodes each protobuf record on the native path and fails the
+  test at the first difference: a span, a rejection, or whether the record is refused at all.
+  The decoder tests, the golden files and the unit tests' ``otel.decode`` use it.
+* :class:`TwinAggregator` does the same for :class:`~attribution.aggregate.Aggregator` and its
+  native windows: the aggregation tests use it.
+
+So each of those tests' inputs is a differential test.  Without the extension (no cargo on the
+machine; ``tests/unit/test_native.py`` fails when cargo exists) they run the Python path alone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from attribution.aggregate import AggregateRow, Aggregator, BatchStats, NameRow
+from attribution.attribute import Attributor
+from attribution.model import LogException, Span
 from collector.codec.otlp import OtlpDecoder
 from collector.codec.results import Decoded
 from collector.errors import DecodeError
@@ -74,4 +80,54 @@ class TwinDecoder(OtlpDecoder):
             assert diff is None, f"the native decoder differs from the Python one on {where}: {diff}"
         if isinstance(want, DecodeError):
             raise want
+        return want
+
+
+class TwinAggregator(Aggregator):
+    """:class:`Aggregator` (the Python path, whose results it returns) fed in step with its
+    native twin (``native_windows``), asserting after each call that both agree: the stats,
+    the group ids, the overflow count, the rows drained or collected and the span names."""
+
+    def __init__(self, attributor: Attributor, **kwargs: Any) -> None:
+        super().__init__(attributor, **kwargs)
+        make = native.windows(native.AVAILABLE)
+        self.twin = None if make is None else Aggregator(attributor, **kwargs, native_windows=make)
+        self._twin_stats: dict[int, BatchStats] = {}
+
+    def add(self, spans: Sequence[Span], stats: BatchStats | None = None) -> BatchStats:
+        if self.twin is None:
+            return super().add(spans, stats)
+        mine = self._twin_stats.setdefault(id(stats), BatchStats()) if stats is not None else None
+        got = self.twin.add(spans, mine)
+        want = super().add(spans, stats)
+        assert got == want, f"stats differ:\n  python: {want}\n  native: {got}"
+        assert self.twin.last_gids == self.last_gids and self.twin.overflowed_spans == self.overflowed_spans
+        assert len(self.twin) == len(self)
+        return want
+
+    def add_log_exceptions(
+        self, items: Sequence[LogException], stats: BatchStats | None = None
+    ) -> BatchStats:
+        if self.twin is not None:
+            self.twin.add_log_exceptions(items)
+        return super().add_log_exceptions(items, stats)
+
+    def _same(self, want: list[AggregateRow], got: list[AggregateRow]) -> list[AggregateRow]:
+        for i, (a, b) in enumerate(zip(want, got, strict=False)):
+            assert a == b, f"row {i} differs:\n  python: {a}\n  native: {b}"
+        assert len(want) == len(got), f"python drained {len(want)} rows, native {len(got)}"
+        return want
+
+    def collect(self, now_unix_nano: int) -> list[AggregateRow]:
+        want = super().collect(now_unix_nano)
+        return want if self.twin is None else self._same(want, self.twin.collect(now_unix_nano))
+
+    def drain(self) -> list[AggregateRow]:
+        want = super().drain()
+        return want if self.twin is None else self._same(want, self.twin.drain())
+
+    def drain_names(self) -> list[NameRow]:
+        want = super().drain_names()
+        if self.twin is not None:
+            assert self.twin.drain_names() == want
         return want

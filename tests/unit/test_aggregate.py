@@ -20,7 +20,6 @@ from opentelemetry.trace import StatusCode
 
 from attribution.aggregate import (
     AggregateRow,
-    Aggregator,
     BatchStats,
     merge_all,
     merge_rows,
@@ -31,7 +30,7 @@ from attribution.model import Span
 from attribution.modules import ModuleConfig
 from attribution.repository import Repository
 from attribution.sketch import bucket_of
-from tests.support.twin import TwinDecoder
+from tests.support.twin import TwinAggregator, TwinDecoder
 
 if TYPE_CHECKING:
     from conftest import Otel
@@ -129,7 +128,7 @@ def workload(otel: Otel, seed: int, n: int) -> tuple[list[Span], dict[TruthKey, 
 
 def aggregate(spans: list[Span], rng: random.Random | None = None, **kw: Any) -> list[AggregateRow]:
     """One aggregator (and its own attributor), fed in random chunks."""
-    agg = Aggregator(Attributor([REPO]), **kw)
+    agg = TwinAggregator(Attributor([REPO]), **kw)
     i = 0
     while i < len(spans):
         size = rng.randrange(1, 200) if rng is not None else len(spans)
@@ -285,7 +284,7 @@ def test_windows_are_keyed_on_the_start_time(otel: Otel) -> None:
             (T0 - 1, T0 + MS, StatusCode.UNSET),  # starts in the previous window
         ],
     )
-    agg = Aggregator(Attributor([REPO]))
+    agg = TwinAggregator(Attributor([REPO]))
     agg.add(spans)
     got = {r.window_start_unix_nano: r.spans for r in agg.drain()}
     assert got == {T0 - WINDOW: 1, T0: 2, T0 + WINDOW: 1}
@@ -295,7 +294,7 @@ def test_custom_window_length(otel: Otel) -> None:
     spans = one_service_spans(
         otel, [(T0 + s * SECOND, T0 + s * SECOND + MS, StatusCode.UNSET) for s in range(0, 60, 7)]
     )
-    agg = Aggregator(Attributor([REPO]), window_ns=10 * SECOND)
+    agg = TwinAggregator(Attributor([REPO]), window_ns=10 * SECOND)
     agg.add(spans)
     got = {r.window_start_unix_nano: r.spans for r in agg.drain()}
     assert got == {T0 + w * SECOND: c for w, c in {0: 2, 10: 1, 20: 2, 30: 1, 40: 2, 50: 1}.items()}
@@ -303,7 +302,7 @@ def test_custom_window_length(otel: Otel) -> None:
 
 def test_window_must_be_positive() -> None:
     with pytest.raises(ValueError):
-        Aggregator(Attributor([REPO]), window_ns=0)
+        TwinAggregator(Attributor([REPO]), window_ns=0)
 
 
 def test_errors_are_counted_from_status_error_only(otel: Otel) -> None:
@@ -316,7 +315,7 @@ def test_errors_are_counted_from_status_error_only(otel: Otel) -> None:
             (T0, T0 + MS, StatusCode.ERROR),
         ],
     )
-    agg = Aggregator(Attributor([REPO]))
+    agg = TwinAggregator(Attributor([REPO]))
     agg.add(spans)
     (row,) = agg.drain()
     assert (row.spans, row.errors, row.errors_adjusted_milli) == (4, 2, 2000)
@@ -329,7 +328,7 @@ def test_sampled_spans_count_with_their_adjusted_weight(otel: Otel) -> None:
     batch.add("quarter", T0, T0 + 10, attributes=path, trace_state="ot=th:c")
     batch.add("one-in-3", T0, T0 + 7, attributes={**path, "SampleRate": 3})
     batch.add("all", T0, T0 + 100, attributes=path)
-    agg = Aggregator(Attributor([REPO]))
+    agg = TwinAggregator(Attributor([REPO]))
     agg.add(otel.decode(batch.spans, decoder=DECODER))
     (row,) = agg.drain()
     assert row.spans == 4
@@ -344,7 +343,7 @@ def test_zero_length_spans_go_to_bucket_zero(otel: Otel) -> None:
     spans = one_service_spans(
         otel, [(T0, T0, StatusCode.UNSET), (T0 + 5, T0 + 5, StatusCode.UNSET), (T0, T0 + 3, StatusCode.UNSET)]
     )
-    agg = Aggregator(Attributor([REPO]))
+    agg = TwinAggregator(Attributor([REPO]))
     agg.add(spans)
     (row,) = agg.drain()
     assert row.latency_bins[0] == 2
@@ -370,7 +369,7 @@ def many_modules(otel: Otel, n_modules: int, per_module: int, start: int = T0) -
 
 def test_cardinality_cap_sends_the_excess_to_overflow_and_drops_nothing(otel: Otel) -> None:
     spans = many_modules(otel, n_modules=8, per_module=5)
-    agg = Aggregator(Attributor([]), max_groups_per_window=3)
+    agg = TwinAggregator(Attributor([]), max_groups_per_window=3)
     stats = agg.add(spans)
     rows = agg.drain()
     normal = [r for r in rows if r.module != "(overflow)"]
@@ -391,7 +390,7 @@ def test_cardinality_cap_sends_the_excess_to_overflow_and_drops_nothing(otel: Ot
 
 def test_cardinality_cap_is_per_window(otel: Otel) -> None:
     spans = many_modules(otel, 4, 2, T0) + many_modules(otel, 4, 2, T0 + WINDOW)
-    agg = Aggregator(Attributor([]), max_groups_per_window=2)
+    agg = TwinAggregator(Attributor([]), max_groups_per_window=2)
     agg.add(spans)
     rows = agg.drain()
     for w in (T0, T0 + WINDOW):
@@ -404,7 +403,7 @@ def test_cardinality_cap_is_per_window(otel: Otel) -> None:
 def test_groups_admitted_before_the_cap_keep_their_rows(otel: Otel) -> None:
     first = many_modules(otel, 2, 3)
     later = many_modules(otel, 5, 1)
-    agg = Aggregator(Attributor([]), max_groups_per_window=2, fold_every=10**9)
+    agg = TwinAggregator(Attributor([]), max_groups_per_window=2, fold_every=10**9)
     agg.add(first)
     agg.add(later)
     got = {r.module: r.spans for r in agg.drain()}
@@ -416,7 +415,7 @@ def test_cardinality_cap_does_not_depend_on_folding(otel: Otel) -> None:
     a, b, c = spans
     results = []
     for fold_every in (1, 10**9):
-        agg = Aggregator(Attributor([]), max_groups_per_window=3, fold_every=fold_every)
+        agg = TwinAggregator(Attributor([]), max_groups_per_window=3, fold_every=fold_every)
         agg.add([a])
         agg.add([b])
         agg.add([a, c])  # three groups in all: within the cap
@@ -432,7 +431,7 @@ def test_collect_drains_only_closed_windows(otel: Otel) -> None:
     spans = one_service_spans(
         otel, [(T0 + w * WINDOW + SECOND, T0 + w * WINDOW + 2 * SECOND, StatusCode.UNSET) for w in range(3)]
     )
-    agg = Aggregator(Attributor([REPO]))
+    agg = TwinAggregator(Attributor([REPO]))
     agg.add(spans)
     assert agg.collect(now_unix_nano=T0) == []
     assert agg.collect(now_unix_nano=T0 + WINDOW - 1) == []  # the first window is still open
@@ -446,7 +445,7 @@ def test_collect_drains_only_closed_windows(otel: Otel) -> None:
 
 def test_collect_waits_for_allowed_lateness(otel: Otel) -> None:
     spans = one_service_spans(otel, [(T0 + SECOND, T0 + 2 * SECOND, StatusCode.UNSET)])
-    agg = Aggregator(Attributor([REPO]), allowed_lateness_ns=30 * SECOND)
+    agg = TwinAggregator(Attributor([REPO]), allowed_lateness_ns=30 * SECOND)
     agg.add(spans)
     assert agg.collect(now_unix_nano=T0 + WINDOW) == []
     assert agg.collect(now_unix_nano=T0 + WINDOW + 30 * SECOND - 1) == []
@@ -465,14 +464,14 @@ def test_late_spans_make_another_partial_row_that_merges_exactly(otel: Otel) -> 
             for s in range(10)
         ],
     )
-    agg = Aggregator(Attributor([REPO]))
+    agg = TwinAggregator(Attributor([REPO]))
     agg.add(spans[:6])
     first = agg.collect(now_unix_nano=T0 + 2 * WINDOW)
     agg.add(spans[6:])  # late: their window was already written
     late = agg.collect(now_unix_nano=T0 + 2 * WINDOW)
     assert len(first) == len(late) == 1
     combined = merge_rows(first[0], late[0])
-    reference = Aggregator(Attributor([REPO]))
+    reference = TwinAggregator(Attributor([REPO]))
     reference.add(spans)
     assert [combined] == reference.drain()
 
@@ -492,7 +491,7 @@ def test_drain_order_is_deterministic(otel: Otel) -> None:
 
 def test_drain_empties_the_aggregator(otel: Otel) -> None:
     spans, _ = workload(otel, 401, 100)
-    agg = Aggregator(Attributor([REPO]))
+    agg = TwinAggregator(Attributor([REPO]))
     agg.add(spans)
     assert len(agg) > 0
     assert sum(r.spans for r in agg.drain()) == 100
@@ -503,7 +502,7 @@ def test_drain_empties_the_aggregator(otel: Otel) -> None:
 
 def test_batch_stats(otel: Otel) -> None:
     spans, truth = workload(otel, 500, 300)
-    agg = Aggregator(Attributor([REPO]))
+    agg = TwinAggregator(Attributor([REPO]))
     stats = BatchStats()
     for i in range(0, len(spans), 64):
         agg.add(spans[i : i + 64], stats)
@@ -521,7 +520,7 @@ def test_rows_keep_each_services_spans_at_a_shared_path(otel: Otel) -> None:
         for i in range(n):
             batch.add("op", T0 + i, T0 + i + MS, attributes={"code.file.path": "lib/db/pool.py"})
         spans.extend(otel.decode(batch.spans))
-    agg = Aggregator(Attributor([]))
+    agg = TwinAggregator(Attributor([]))
     agg.add(spans)
     assert {r.service: r.spans for r in agg.drain()} == {"checkout": 3, "payments": 5}
 
@@ -553,7 +552,9 @@ def _python_trace(file: str, line: int) -> str:
 
 
 def test_cpu_time_is_summed_in_the_configured_unit() -> None:
-    agg = Aggregator(Attributor([REPO]), cpu_time_attribute="process.cpu.time", cpu_time_unit_ns=1_000_000)
+    agg = TwinAggregator(
+        Attributor([REPO]), cpu_time_attribute="process.cpu.time", cpu_time_unit_ns=1_000_000
+    )
     path = "services/checkout/api/x.py"
     agg.add(
         [_plain("a", path, attrs={"process.cpu.time": 2.5}), _plain("b", path, attrs={"process.cpu.time": 4})]
@@ -564,7 +565,7 @@ def test_cpu_time_is_summed_in_the_configured_unit() -> None:
 
 
 def test_exceptions_count_on_the_span_and_on_the_module_that_threw() -> None:
-    agg = Aggregator(Attributor([_ROOTED]), max_exception_types=2)
+    agg = TwinAggregator(Attributor([_ROOTED]), max_exception_types=2)
     thrower = "/srv/services/checkout/db/q.py"
     excs = tuple(ExceptionInfo(t, "m", _python_trace(thrower, 3)) for t in ("A", "B", "C", "A"))
     agg.add([_plain("a", "services/checkout/api/x.py", exceptions=excs)])
@@ -576,14 +577,14 @@ def test_exceptions_count_on_the_span_and_on_the_module_that_threw() -> None:
 
 
 def test_an_exception_without_a_usable_stack_trace_is_counted_by_reason() -> None:
-    agg = Aggregator(Attributor([REPO]))
+    agg = TwinAggregator(Attributor([REPO]))
     st = agg.add([_plain("a", "services/checkout/api/x.py", exceptions=(ExceptionInfo("E", "", ""),))])
     assert st.exceptions_unattributed == {"no_stacktrace": 1}
     assert all(r.exceptions == 0 for r in agg.drain())
 
 
 def test_log_record_exceptions_count_on_the_throwing_module() -> None:
-    agg = Aggregator(Attributor([_ROOTED]))
+    agg = TwinAggregator(Attributor([_ROOTED]))
     exc = ExceptionInfo("Boom", "", _python_trace("/srv/services/checkout/retry/r.py", 9))
     st = agg.add_log_exceptions(
         [LogException(_RES, T0 + SECOND, exc), LogException(_RES, T0 + 2 * SECOND, exc)]
@@ -599,7 +600,7 @@ def test_log_record_exceptions_count_on_the_throwing_module() -> None:
 
 
 def test_unattributed_span_names_are_counted_and_capped() -> None:
-    agg = Aggregator(Attributor([REPO]), max_names_per_window=2)
+    agg = TwinAggregator(Attributor([REPO]), max_names_per_window=2)
     agg.add([_plain(n, "") for n in ("GET /a", "GET /b", "GET /a", "GET /c", "GET /d")])
     agg.add([_plain("x", "services/checkout/api/x.py")])
     names = {(r.span_name, r.unattributed_reason): r.spans for r in agg.drain_names()}

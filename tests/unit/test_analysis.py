@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING
 import pytest
 from opentelemetry.trace import StatusCode
 
-from attribution.aggregate import AggregateRow, Aggregator
+from attribution.aggregate import AggregateRow
 from attribution.analysis import ModuleImpact, deploy_impact
 from attribution.attribute import Attributor
 from attribution.deploys import DeployTimeline
 from attribution.model import DeployEvent, Span
 from attribution.modules import ModuleConfig
 from attribution.repository import Repository
+from tests.support.twin import TwinAggregator
 
 if TYPE_CHECKING:
     from conftest import Otel
@@ -68,7 +69,7 @@ def spans_between(
 
 
 def rows_of(spans: list[Span], timeline: DeployTimeline) -> list[AggregateRow]:
-    agg = Aggregator(Attributor([REPO], timeline), window_ns=WINDOW)
+    agg = TwinAggregator(Attributor([REPO], timeline), window_ns=WINDOW)
     agg.add(spans)
     return agg.drain()
 
