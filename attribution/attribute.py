@@ -33,7 +33,7 @@ import hashlib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from attribution.deploys import DeployTimeline
 from attribution.model import (
@@ -100,6 +100,37 @@ class Explanation:
     reason: str = ""
 
 
+# the span attributes a code location is made of, in the order the native group lookup takes them
+LOCATION_KEYS: tuple[str, ...] = (
+    CODE_FILE_PATH,
+    CODE_FILEPATH_OLD,
+    CODE_NAMESPACE,
+    CODE_FUNCTION_NAME,
+    CODE_FUNCTION_OLD,
+    HTTP_ROUTE,
+    RPC_SERVICE,
+    RPC_METHOD,
+)
+
+
+class NativeGroupIds(Protocol):
+    """The native twin of :meth:`Attributor.group_ids`'s loop (``prodloop_native.group_ids``,
+    see ``collector.processing.native``): the same group ids over the attributor's own caches,
+    calling it back on a miss; returns them and the latest span start (None: no spans)."""
+
+    def __call__(
+        self,
+        spans: Sequence[Span],
+        state: Callable[[Resource], tuple[Any, ...]],
+        locate: Callable[..., int],
+        resolve_dep: Callable[[Resource, int], list[int]],
+        new_gid: Callable[[int, int, Resource], int],
+        keys: tuple[str, ...],
+        simple: bool,
+        needs_name: bool,
+    ) -> tuple[list[int], int | None]: ...
+
+
 class Attributor:
     """Attributes spans.  Holds caches; not thread-safe (one per pipeline)."""
 
@@ -110,7 +141,10 @@ class Attributor:
         *,
         cache_limit: int = 200_000,
         throw_cache_limit: int = 4096,
+        native_group_ids: NativeGroupIds | None = None,
     ) -> None:
+        """``native_group_ids``: the native twin of :meth:`group_ids`'s loop (see
+        :class:`NativeGroupIds`), or None for the Python loop."""
         if not repositories:
             repositories = [Repository(name="default")]
         self.repositories = tuple(repositories)
@@ -148,6 +182,7 @@ class Attributor:
         # the latest span start over them all
         self._seen_locs: dict[Resource, set[int]] = {}
         self._seen_latest = 0
+        self._native_group_ids = native_group_ids
 
     def repository_for(self, resource: Resource) -> Repository | None:
         """The repository of ``resource`` (see :class:`~attribution.repository.RepositoryIndex`)."""
@@ -369,23 +404,35 @@ class Attributor:
         if self._dep_version != self.timeline.version:
             self._dep_by_res.clear()
             self._dep_version = self.timeline.version
+        simple = not self._needs_other
+        if self._native_group_ids is not None:
+            gids_out, last = self._native_group_ids(
+                spans,
+                self._resource_state,
+                self._locate,
+                self._resolve_dep,
+                self._new_gid,
+                LOCATION_KEYS,
+                simple,
+                self._needs_name,
+            )
+            if last is not None and last > self._seen_latest:
+                self._seen_latest = last
+            return gids_out
         out: list[int] = []
         append = out.append
         last_res: Resource | None = None
         path_cache: dict[object, int] = {}
         dep: list[int] = [0, -1, 0]
         gids: dict[int, int] = {}
-        seen_locs = self._seen_locs
         seen_add: Callable[[int], None] = set[int]().add
         latest = self._seen_latest
-        simple = not self._needs_other
         for span in spans:
             res = span.resource
             if res is not last_res:
-                path_cache = self._path_caches.get(res) or self._new_path_cache(res)
-                dep = self._dep_by_res.get(res) or [0, -1, 0]
-                gids = self._gid_caches.get(res) or self._gid_caches.setdefault(res, {})
-                seen_add = (seen_locs.get(res) or seen_locs.setdefault(res, set())).add
+                path_cache, dep_of, gids, seen = self._resource_state(res)
+                dep = dep_of or [0, -1, 0]
+                seen_add = seen.add
                 last_res = res
             a = span.attributes
             f = a.get(CODE_FILE_PATH) or a.get(CODE_FILEPATH_OLD)
@@ -420,6 +467,18 @@ class Attributor:
             append(gid)
         self._seen_latest = latest
         return out
+
+    def _resource_state(
+        self, res: Resource
+    ) -> tuple[dict[object, int], list[int] | None, dict[int, int], set[int]]:
+        """``res``'s caches for :meth:`group_ids`: code location -> location slot, its deploy
+        interval ``[lo, hi, commit slot]`` (None: none yet), (location, commit) -> group id, and
+        the location slots seen."""
+        path_cache = self._path_caches.get(res) or self._new_path_cache(res)
+        dep = self._dep_by_res.get(res)
+        gids = self._gid_caches.get(res) or self._gid_caches.setdefault(res, {})
+        seen = self._seen_locs.get(res) or self._seen_locs.setdefault(res, set())
+        return path_cache, dep, gids, seen
 
     def _new_path_cache(self, res: Resource) -> dict[object, int]:
         if len(self._path_caches) > 10_000:

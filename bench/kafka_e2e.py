@@ -269,6 +269,13 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="extra settings for prodloop run, e.g. PRODLOOP_STREAM__BATCH_RECORDS=100 (repeatable)",
     )
+    ap.add_argument(
+        "--records",
+        choices=("traces", "batches"),
+        default="traces",
+        help="traces (the default): one record per trace, keyed by its id, as partition_traces_by_id "
+        "writes them; batches: one record per exporter batch of 200-300 spans (bench/peer_otelcol.py's)",
+    )
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp_s:
@@ -285,7 +292,12 @@ def main() -> None:
             create_topics(bootstrap, topics)
             if args.deploys:
                 produce_deploys(bootstrap, f"bench-deploys-{sfx}", _deploys(args.deploys, args.seed))
-            records, keys, n_spans, desc = _records(args.spans, args.seed, args.time_order)
+            by_trace = args.records == "traces"
+            records, keys, n_spans, desc = (
+                _records(args.spans, args.seed, args.time_order, by_trace=by_trace, batch_sizes=(200, 300))
+                if not by_trace
+                else _records(args.spans, args.seed, args.time_order)
+            )
             t0 = time.monotonic()
             _produce(bootstrap, f"bench-spans-{sfx}", records, keys, args.compression)
             size_mb = sum(len(r) for r in records) / 1e6

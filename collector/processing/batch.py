@@ -86,12 +86,16 @@ class BatchProcessor:
     ) -> None:
         self.cfg = cfg
         self.repositories = list(repositories)
-        self.attributor = Attributor(self.repositories, DeployTimeline(deploys))
+        self.attributor = self.new_attributor(DeployTimeline(deploys))
         self.decoder = self.new_decoder()
         self._open = self.new_aggregator(self.attributor)
         self._open_stats = BatchStats()
         self.traces = self.new_buffer()
         self._position = 0
+
+    def new_attributor(self, timeline: DeployTimeline) -> Attributor:
+        """An attributor of this config's repositories over ``timeline``."""
+        return Attributor(self.repositories, timeline, native_group_ids=native.group_ids(self.cfg.native))
 
     def new_decoder(self) -> OtlpDecoder:
         """A decoder of this config; one per thread (its caches are not shared)."""

@@ -4,7 +4,8 @@ which path runs.
 The pure-Python code in :mod:`attribution` is the reference and the fallback; each native piece
 is a twin of one Python seam, and ``tests/unit/test_native.py`` proves both give identical
 results.  Today's pieces: the ``otlp_proto`` decoder (the twin of
-:meth:`collector.codec.otlp.OtlpDecoder.decode_proto`), the Aggregator's per-span loop and fold
+:meth:`collector.codec.otlp.OtlpDecoder.decode_proto`), the group lookup (the twin of
+:meth:`attribution.attribute.Attributor.group_ids`'s loop), the Aggregator's per-span loop and fold
 (the twin of :class:`attribution.aggregate.Aggregator`'s), and the trace buffer's per-span work:
 packing a record's spans (the twin of :func:`attribution.tracebuffer.pack_runs`) and the
 completion math, self times, own errors and orphans (the twin of
@@ -23,6 +24,7 @@ from types import ModuleType
 from typing import Literal
 
 from attribution.aggregate import MAX_WEIGHT_MILLI, NativeWindows, PackedSelfTimes, SelfTimes
+from attribution.attribute import NativeGroupIds
 from attribution.model import STATUS_ERROR
 from attribution.sketch import INV_LOG_GAMMA
 from attribution.tracebuffer import Packer, pack_runs
@@ -64,8 +66,8 @@ def describe(native: bool) -> str:
     """The start-up line that says which path runs, and why."""
     if native:
         return (
-            "hot path: native (prodloop_native: the otlp_proto decoder, the aggregation loop, the "
-            "trace buffer's packing and self-time math)"
+            "hot path: native (prodloop_native: the otlp_proto decoder, the group lookup, the "
+            "aggregation loop, the trace buffer's packing and self-time math)"
         )
     if AVAILABLE:
         return "hot path: pure Python (aggregation.hot_path is python)"
@@ -125,3 +127,13 @@ def windows(native: bool) -> Callable[[int, int, str], NativeWindows] | None:
         return acc
 
     return make
+
+
+def group_ids(native: bool) -> NativeGroupIds | None:
+    """The native group lookup for :class:`~attribution.attribute.Attributor`
+    (``native_group_ids``), or None for the Python loop."""
+    if not native:
+        return None
+    assert EXTENSION is not None, "resolve() said the extension runs"
+    fn: NativeGroupIds = EXTENSION.group_ids
+    return fn

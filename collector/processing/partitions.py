@@ -67,7 +67,7 @@ class PartitionProcessor:
             events = self.deploys.events(selection)
             if len(self._attributors) >= _ATTRIBUTORS_KEPT:
                 self._attributors.pop(next(iter(self._attributors)))
-            att = Attributor(self.batches.repositories, DeployTimeline(events))
+            att = self.batches.new_attributor(DeployTimeline(events))
             self._attributors[selection] = att
         return att
 

@@ -9,6 +9,7 @@
 //! packed span data.
 
 mod aggregate;
+mod groups;
 mod otlp;
 
 use pyo3::buffer::PyBuffer;
@@ -369,6 +370,7 @@ fn pack_runs<'py>(
 fn prodloop_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<otlp::ProtoDecoder>()?;
     m.add_class::<aggregate::Windows>()?;
+    m.add_function(wrap_pyfunction!(groups::group_ids, m)?)?;
     m.add_class::<SelfTimes>()?;
     m.add_function(wrap_pyfunction!(pack_runs, m)?)?;
     Ok(())

@@ -85,13 +85,23 @@ class TwinDecoder(OtlpDecoder):
 
 class TwinAggregator(Aggregator):
     """:class:`Aggregator` (the Python path, whose results it returns) fed in step with its
-    native twin (``native_windows``), asserting after each call that both agree: the stats,
-    the group ids, the overflow count, the rows drained or collected and the span names."""
+    native twin (``native_windows``, over an attributor of the same repositories and timeline
+    with the native group lookup), asserting after each call that both agree: the stats, the
+    group ids, the overflow count, the rows drained or collected and the span names."""
 
     def __init__(self, attributor: Attributor, **kwargs: Any) -> None:
         super().__init__(attributor, **kwargs)
         make = native.windows(native.AVAILABLE)
-        self.twin = None if make is None else Aggregator(attributor, **kwargs, native_windows=make)
+        self.twin = None
+        if make is not None:
+            twin_attributor = Attributor(
+                attributor.repositories,
+                attributor.timeline,
+                cache_limit=attributor._cache_limit,
+                throw_cache_limit=attributor._throw_cache_limit,
+                native_group_ids=native.group_ids(True),
+            )
+            self.twin = Aggregator(twin_attributor, **kwargs, native_windows=make)
         self._twin_stats: dict[int, BatchStats] = {}
 
     def add(self, spans: Sequence[Span], stats: BatchStats | None = None) -> BatchStats:

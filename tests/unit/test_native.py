@@ -15,8 +15,11 @@ from typing import Any
 import pytest
 
 from attribution.aggregate import SelfTimes, merge_sorted
-from attribution.attribute import GroupKey
-from attribution.model import STATUS_ERROR, STATUS_UNSET, Resource, Span
+from attribution.attribute import Attributor, GroupKey
+from attribution.deploys import DeployTimeline
+from attribution.model import STATUS_ERROR, STATUS_UNSET, DeployEvent, Resource, Span
+from attribution.modules import ModuleConfig
+from attribution.repository import Repository
 from attribution.tracebuffer import TraceBuffer, pack_runs
 from collector.errors import ConfigError
 from collector.processing import native
@@ -200,3 +203,89 @@ def test_forcing_the_native_path_without_the_extension_is_a_config_error(
         native.resolve("native")
     assert native.resolve("auto") is False
     assert "not installed" in native.describe(False)
+
+
+_MODULES = ModuleConfig.from_mapping(
+    {
+        "source_roots": ["/srv/app"],
+        "modules": [
+            {"name": "cart/api", "paths": ["services/cart/api/**"]},
+            {"name": "cart/db", "namespaces": ["shop.cart.db"]},
+            {"name": "pay/rpc", "routes": ["/pay/*"]},
+            {"name": "jobs", "span_names": ["^job "]},
+            {"name": "cart/rest", "paths": ["services/cart/**"]},
+        ],
+    }
+)
+
+
+def _located_spans(rng: random.Random, n: int) -> list[Span]:
+    """Spans over a few resources (some equal but distinct objects), with every attribute a code
+    location is made of, missing, empty (falsy: the fallback key is read) or of other types."""
+    resources = [
+        Resource(svc, env, version)
+        for svc in ("cart", "pay", "jobs")
+        for env in ("prod", "")
+        for version in ("", "1.2")
+    ]
+    resources += [Resource("cart", "prod")]  # equal to one above, another object
+    values: dict[str, list[object]] = {
+        "code.file.path": ["services/cart/api/x.py", "/srv/app/services/cart/y.py", "", "vendor/z.py", 7],
+        "code.filepath": ["services/cart/api/old.py", "lib/q.py"],
+        "code.namespace": ["shop.cart.db", "shop.other", ""],
+        "code.function.name": ["shop.cart.db.load", "", "f"],
+        "code.function": ["shop.cart.db.legacy", "g"],
+        "http.route": ["/pay/{id}", "/cart", ""],
+        "rpc.service": ["shop.Payments", True],
+        "rpc.method": ["Charge", 1.5],
+    }
+    spans = []
+    for _ in range(n):
+        attrs = {k: rng.choice(v) for k, v in values.items() if rng.random() < 0.4}
+        start = rng.choice([0, 10**18, 2 * 10**18 + rng.randint(0, 10**15), rng.randint(0, 4 * 10**18)])
+        spans.append(
+            Span(
+                rng.choice(resources),
+                rng.randbytes(16),
+                rng.randbytes(8),
+                rng.choice(["job nightly", "GET /cart", ""]),
+                start,
+                start + 5,
+                attributes=attrs,
+            )
+        )
+    return spans
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_native_group_lookup_equals_the_python_loop(seed: int) -> None:
+    """Group ids, group keys and the files seen, on both paths, over rules of every kind, a deploy
+    timeline that grows between batches, and caches small enough to be cleared on the way."""
+    rng = random.Random(seed)
+    repo = Repository(name="shop", modules=_MODULES if seed % 2 else ModuleConfig(source_roots=("/srv/app",)))
+    deploys = [DeployEvent(f"d{i}", "cart", "prod", f"{i:040x}", i * 10**18) for i in range(1, 4)]
+    timelines = (DeployTimeline(deploys[:1]), DeployTimeline(deploys[:1]))
+    limit = rng.choice([3, 200_000])
+    paths = [
+        Attributor([repo], timeline, cache_limit=limit, native_group_ids=fn)
+        for timeline, fn in zip(timelines, (None, native.group_ids(True)), strict=True)
+    ]
+    modules: set[str] = set()
+    deployed = 0
+    for batch in range(6):
+        if batch == 3:
+            for t in timelines:
+                t.add_all(deploys[1:])
+        spans = _located_spans(rng, rng.randint(0, 300))
+        python, rust = (a.group_ids(spans) for a in paths)
+        assert rust == python, f"batch {batch}: the first difference at span {_first(python, rust)}"
+        assert [paths[1].group(g) for g in rust] == [paths[0].group(g) for g in python]
+        modules.update(paths[0].group(g).module for g in python)
+        deployed += sum(1 for g in python if paths[0].group(g).deploy_id)
+        if batch % 2:
+            assert paths[1].drain_files_seen() == paths[0].drain_files_seen()
+    assert len(modules) > 2 and deployed > 0  # what was exercised
+
+
+def _first(a: list[int], b: list[int]) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
