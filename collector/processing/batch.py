@@ -29,7 +29,7 @@ from collector.codec.otlp_logs import decode_logs
 from collector.codec.results import Decoded, rejection_message
 from collector.errors import DecodeError
 from collector.processing import native
-from collector.processing.dedup import DedupWindow
+from collector.processing.dedup import SpanWindow
 
 # (offset, timestamp ms, value) of one Kafka record; a timestamp < 0 means none
 RawRecord = tuple[int, int, bytes]
@@ -96,6 +96,10 @@ class BatchProcessor:
     def new_attributor(self, timeline: DeployTimeline) -> Attributor:
         """An attributor of this config's repositories over ``timeline``."""
         return Attributor(self.repositories, timeline, native_group_ids=native.group_ids(self.cfg.native))
+
+    def new_window(self) -> SpanWindow:
+        """A partition's dedup window of this config."""
+        return native.dedup_window(self.cfg.dedup_horizon, self.cfg.native)
 
     def new_decoder(self) -> OtlpDecoder:
         """A decoder of this config; one per thread (its caches are not shared)."""
@@ -202,7 +206,7 @@ class BatchProcessor:
         reference = timestamp_ms * 1_000_000 if timestamp_ms >= 0 else None
         return self.decoder.decode(value, enc, f"{source}@{offset}", reference)
 
-    def history(self, source: str, records: Sequence[RawRecord], window: DedupWindow) -> None:
+    def history(self, source: str, records: Sequence[RawRecord], window: SpanWindow) -> None:
         """Feed records before the committed offset to ``window`` only (logs have no window)."""
         if self.cfg.signal == "logs":
             return
@@ -212,13 +216,13 @@ class BatchProcessor:
                 spans = self._decode(source, offset, ts, value, detected).spans
             except DecodeError:
                 continue
-            window.observe(offset, [s.trace_id + s.span_id for s in spans])
+            window.observe_spans(offset, spans)
 
     def process(
         self,
         source: str,
         records: Sequence[RawRecord],
-        window: DedupWindow,
+        window: SpanWindow,
         attributor: Attributor,
         buffer: TraceBuffer | None = None,
         *,
@@ -242,7 +246,7 @@ class BatchProcessor:
                 decoded = self._decode(source, offset, ts, value, out.detected)
             except DecodeError as exc:
                 out.errors.append((offset, exc.reason, str(exc)))
-                window.observe(offset, [])
+                window.observe_spans(offset, ())
                 continue
             if decoded.rejected:
                 for rej in decoded.rejected:
@@ -257,7 +261,7 @@ class BatchProcessor:
                 )
             spans = decoded.spans
             out.spans_in += len(spans)
-            dup = window.observe(offset, [s.trace_id + s.span_id for s in spans])
+            dup = window.observe_spans(offset, spans)
             if True in dup:
                 out.duplicates += sum(dup)
                 spans = [s for s, d in zip(spans, dup, strict=True) if not d]

@@ -4,7 +4,8 @@ which path runs.
 The pure-Python code in :mod:`attribution` is the reference and the fallback; each native piece
 is a twin of one Python seam, and ``tests/unit/test_native.py`` proves both give identical
 results.  Today's pieces: the ``otlp_proto`` decoder (the twin of
-:meth:`collector.codec.otlp.OtlpDecoder.decode_proto`), the group lookup (the twin of
+:meth:`collector.codec.otlp.OtlpDecoder.decode_proto`), the dedup window (the twin of
+:class:`collector.processing.dedup.DedupWindow`), the group lookup (the twin of
 :meth:`attribution.attribute.Attributor.group_ids`'s loop), the Aggregator's per-span loop and fold
 (the twin of :class:`attribution.aggregate.Aggregator`'s), and the trace buffer's per-span work:
 packing a record's spans (the twin of :func:`attribution.tracebuffer.pack_runs`) and the
@@ -30,6 +31,7 @@ from attribution.sketch import INV_LOG_GAMMA
 from attribution.tracebuffer import Packer, pack_runs
 from collector.codec.otlp import NativeProtoDecoder
 from collector.errors import ConfigError
+from collector.processing.dedup import DedupWindow, SpanWindow
 
 HotPath = Literal["auto", "native", "python"]
 
@@ -66,8 +68,8 @@ def describe(native: bool) -> str:
     """The start-up line that says which path runs, and why."""
     if native:
         return (
-            "hot path: native (prodloop_native: the otlp_proto decoder, the group lookup, the "
-            "aggregation loop, the trace buffer's packing and self-time math)"
+            "hot path: native (prodloop_native: the otlp_proto decoder, the dedup window, the group "
+            "lookup, the aggregation loop, the trace buffer's packing and self-time math)"
         )
     if AVAILABLE:
         return "hot path: pure Python (aggregation.hot_path is python)"
@@ -137,3 +139,12 @@ def group_ids(native: bool) -> NativeGroupIds | None:
     assert EXTENSION is not None, "resolve() said the extension runs"
     fn: NativeGroupIds = EXTENSION.group_ids
     return fn
+
+
+def dedup_window(horizon: int, native: bool) -> SpanWindow:
+    """A partition's dedup window: the extension's (24-byte keys held inline), or the Python one."""
+    if native:
+        assert EXTENSION is not None, "resolve() said the extension runs"
+        window: SpanWindow = EXTENSION.DedupWindow(horizon)
+        return window
+    return DedupWindow(horizon)

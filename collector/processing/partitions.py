@@ -11,7 +11,7 @@ from attribution.model import DeployEvent
 from attribution.repository import Repository
 from attribution.tracebuffer import RebuildState, TraceBuffer
 from collector.processing.batch import BatchOutcome, BatchProcessor, ProcessorConfig, RawRecord
-from collector.processing.dedup import DedupWindow
+from collector.processing.dedup import SpanWindow
 from collector.processing.deploy_sets import DeployLog, Selection, TopicDeploy
 
 _ATTRIBUTORS_KEPT = 8
@@ -34,23 +34,23 @@ class PartitionProcessor:
     def __init__(self, cfg: ProcessorConfig, repositories: Sequence[Repository]) -> None:
         self.cfg = cfg
         self.batches = BatchProcessor(cfg, repositories)
-        self.windows: dict[int, DedupWindow] = {}
+        self.windows: dict[int, SpanWindow] = {}
         self.buffers: dict[int, TraceBuffer] = {}
         self.deploys = DeployLog()
         self._attributors: dict[Selection, Attributor] = {}  # of the log's current version
 
     def reset(self, partition: int) -> None:
-        self.windows[partition] = DedupWindow(self.cfg.dedup_horizon)
+        self.windows[partition] = self.batches.new_window()
         self.buffers[partition] = self.batches.new_buffer(exact=True)
 
     def drop(self, partition: int) -> None:
         self.windows.pop(partition, None)
         self.buffers.pop(partition, None)
 
-    def _window(self, partition: int) -> DedupWindow:
+    def _window(self, partition: int) -> SpanWindow:
         w = self.windows.get(partition)
         if w is None:
-            w = self.windows[partition] = DedupWindow(self.cfg.dedup_horizon)
+            w = self.windows[partition] = self.batches.new_window()
         return w
 
     def history(self, topic: str, partition: int, records: Sequence[RawRecord]) -> None:

@@ -18,9 +18,9 @@ use crate::{int, weight_milli};
 #[derive(Default)]
 struct Acc {
     n: i64,
-    adj: i128,      // sum of weights in thousandths
+    adj: i128, // sum of weights in thousandths
     errors: i64,
-    err_adj: i128,  // sum of the errors' weights
+    err_adj: i128, // sum of the errors' weights
     dsum: i128,
     dsum_adj: i128, // sum of d * weight // 1000
     min: i64,
@@ -70,7 +70,9 @@ impl Windows {
             status_error,
             max_weight_milli,
             inv_log_gamma,
-            cpu_attribute: cpu_time_attribute.filter(|s| s.len().unwrap_or(0) > 0).map(Bound::unbind),
+            cpu_attribute: cpu_time_attribute
+                .filter(|s| s.len().unwrap_or(0) > 0)
+                .map(Bound::unbind),
             windows: FxHashMap::default(),
         })
     }
@@ -88,7 +90,11 @@ impl Windows {
     ) -> PyResult<usize> {
         let n = spans.len()?;
         if gids.len() != n {
-            return Err(PyValueError::new_err(format!("{} spans but {} group ids", n, gids.len())));
+            return Err(PyValueError::new_err(format!(
+                "{} spans but {} group ids",
+                n,
+                gids.len()
+            )));
         }
         let py = spans.py();
         let mut overflowed = 0usize;
@@ -118,7 +124,14 @@ impl Windows {
                     match window.index.get(&gid) {
                         Some(&s) => s,
                         None => {
-                            window.accs.push((gid, Acc { min: i64::MAX, max: i64::MIN, ..Acc::default() }));
+                            window.accs.push((
+                                gid,
+                                Acc {
+                                    min: i64::MAX,
+                                    max: i64::MIN,
+                                    ..Acc::default()
+                                },
+                            ));
                             window.index.insert(gid, window.accs.len() - 1);
                             window.accs.len() - 1
                         }
@@ -133,7 +146,11 @@ impl Windows {
             a.dsum_adj += d as i128;
             a.min = a.min.min(d);
             a.max = a.max.max(d);
-            let bin = if d > 0 { ((d as f64).ln() * self.inv_log_gamma).ceil() as i64 + 1 } else { 0 };
+            let bin = if d > 0 {
+                ((d as f64).ln() * self.inv_log_gamma).ceil() as i64 + 1
+            } else {
+                0
+            };
             match a.bin_index.get(&bin) {
                 Some(&k) => a.bins[k].1 += 1,
                 None => {
@@ -190,7 +207,9 @@ impl Windows {
     /// events)``; empty when the window holds nothing.
     fn take<'py>(&mut self, py: Python<'py>, w: i64) -> PyResult<Bound<'py, PyList>> {
         let out = PyList::empty(py);
-        let Some(window) = self.windows.remove(&w) else { return Ok(out) };
+        let Some(window) = self.windows.remove(&w) else {
+            return Ok(out);
+        };
         for (gid, a) in window.accs {
             let bins = PyDict::new(py);
             for (b, c) in a.bins {

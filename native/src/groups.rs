@@ -22,11 +22,18 @@ fn interval(dep: &Bound<'_, PyAny>) -> PyResult<(i128, i128, i64)> {
     if dep.is_none() {
         return Ok((0, -1, 0));
     }
-    Ok((wide(&dep.get_item(0)?)?, wide(&dep.get_item(1)?)?, dep.get_item(2)?.extract()?))
+    Ok((
+        wide(&dep.get_item(0)?)?,
+        wide(&dep.get_item(1)?)?,
+        dep.get_item(2)?.extract()?,
+    ))
 }
 
 /// `mapping.get(key)` (a span's attributes: a dict, or the empty default mapping).
-fn get<'py>(mapping: &Bound<'py, PyAny>, key: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+fn get<'py>(
+    mapping: &Bound<'py, PyAny>,
+    key: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
     if let Ok(d) = mapping.downcast::<PyDict>() {
         return d.get_item(key);
     }
@@ -35,11 +42,14 @@ fn get<'py>(mapping: &Bound<'py, PyAny>, key: &Bound<'py, PyAny>) -> PyResult<Op
 }
 
 /// Python's `a or b` over two lookups (a missing key is None).
-fn either<'py>(a: Option<Bound<'py, PyAny>>, b: Option<Bound<'py, PyAny>>) -> PyResult<Option<Bound<'py, PyAny>>> {
-    if let Some(x) = &a {
-        if x.is_truthy()? {
-            return Ok(a);
-        }
+fn either<'py>(
+    a: Option<Bound<'py, PyAny>>,
+    b: Option<Bound<'py, PyAny>>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    if let Some(x) = &a
+        && x.is_truthy()?
+    {
+        return Ok(a);
     }
     Ok(b)
 }
@@ -64,7 +74,9 @@ pub fn group_ids<'py>(
 ) -> PyResult<(Bound<'py, PyList>, Option<i64>)> {
     let k: Vec<Bound<'py, PyAny>> = keys.iter().collect();
     if k.len() != 8 {
-        return Err(pyo3::exceptions::PyValueError::new_err("group_ids: 8 attribute keys expected"));
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "group_ids: 8 attribute keys expected",
+        ));
     }
     let out = PyList::empty(py);
     let mut latest: Option<i64> = None;
@@ -100,7 +112,11 @@ pub fn group_ids<'py>(
                     get(&a, &k[5])?.unwrap_or_else(|| none.clone()),
                     get(&a, &k[6])?.unwrap_or_else(|| none.clone()),
                     get(&a, &k[7])?.unwrap_or_else(|| none.clone()),
-                    if needs_name { t.get_item(3)? } else { none.clone() },
+                    if needs_name {
+                        t.get_item(3)?
+                    } else {
+                        none.clone()
+                    },
                 ],
             )?
             .into_any()
@@ -109,7 +125,11 @@ pub fn group_ids<'py>(
             Some(v) => v.extract()?,
             None => -1,
         };
-        let loc = if loc < 0 { locate.call1((&span, &paths, &f, simple))?.extract()? } else { loc };
+        let loc = if loc < 0 {
+            locate.call1((&span, &paths, &f, simple))?.extract()?
+        } else {
+            loc
+        };
         seen.add(loc)?;
         let start: i64 = t.get_item(4)?.extract()?;
         if latest.is_none_or(|l| start > l) {

@@ -2,13 +2,21 @@
 //! function here has a Python twin, and `tests/unit/test_native.py` proves both give identical
 //! results.
 //!
-//! Today: the `otlp_proto` decoder (`otlp::ProtoDecoder`, the twin of
-//! `collector.codec.otlp.OtlpDecoder.decode_proto`), the trace buffer's packing of a record's
-//! spans (`attribution.tracebuffer.pack_runs`) and its completion math
-//! (`attribution.selftime.trace_self_times` and `attribution.aggregate.SelfTimes`), over that
-//! packed span data.
+//! Today:
+//! - the `otlp_proto` decoder (`otlp::ProtoDecoder`, the twin of
+//!   `collector.codec.otlp.OtlpDecoder.decode_proto`);
+//! - the dedup window (`dedup::DedupWindow`, the twin of
+//!   `collector.processing.dedup.DedupWindow`);
+//! - the group lookup (`groups::group_ids`, the twin of the loop of
+//!   `attribution.attribute.Attributor.group_ids`);
+//! - the aggregation loop and fold (`aggregate::Windows`, the twin of
+//!   `attribution.aggregate.Aggregator`'s);
+//! - the trace buffer's packing of a record's spans (`attribution.tracebuffer.pack_runs`) and
+//!   its completion math (`attribution.selftime.trace_self_times` and
+//!   `attribution.aggregate.SelfTimes`), over that packed span data.
 
 mod aggregate;
+mod dedup;
 mod groups;
 mod otlp;
 
@@ -116,7 +124,12 @@ impl Scratch {
             }
         }
         self.own.clear();
-        self.own.extend(spans.iter().zip(&self.failed_under).map(|(sp, &f)| sp.flags & 1 == 1 && !f));
+        self.own.extend(
+            spans
+                .iter()
+                .zip(&self.failed_under)
+                .map(|(sp, &f)| sp.flags & 1 == 1 && !f),
+        );
         (orphans, true)
     }
 }
@@ -178,9 +191,16 @@ impl SelfTimes {
     /// One completed trace: ``ids`` (bytes: per span its 8-byte id and parent id, zeroes for
     /// none) and ``nums`` (int64s: per span start, end, group index * 2 + error, weight in
     /// thousandths).  Returns the number of orphans.
-    fn add_packed(&mut self, py: Python<'_>, ids: PyBuffer<u8>, nums: PyBuffer<i64>) -> PyResult<usize> {
+    fn add_packed(
+        &mut self,
+        py: Python<'_>,
+        ids: PyBuffer<u8>,
+        nums: PyBuffer<i64>,
+    ) -> PyResult<usize> {
         let (Some(raw_ids), Some(raw)) = (ids.as_slice(py), nums.as_slice(py)) else {
-            return Err(PyValueError::new_err("packed trace: the buffers must be contiguous"));
+            return Err(PyValueError::new_err(
+                "packed trace: the buffers must be contiguous",
+            ));
         };
         let n = raw.len() / 4;
         if raw.len() != 4 * n || raw_ids.len() != 16 * n {
@@ -214,7 +234,14 @@ impl SelfTimes {
             let slot = match self.keys.get(&key) {
                 Some(&s) => s,
                 None => {
-                    self.accs.push((key, Acc { min: i64::MAX, max: i64::MIN, ..Acc::default() }));
+                    self.accs.push((
+                        key,
+                        Acc {
+                            min: i64::MAX,
+                            max: i64::MIN,
+                            ..Acc::default()
+                        },
+                    ));
                     self.keys.insert(key, self.accs.len() - 1);
                     self.accs.len() - 1
                 }
@@ -226,7 +253,11 @@ impl SelfTimes {
             a.total += v as i128;
             a.min = a.min.min(v);
             a.max = a.max.max(v);
-            let bin = if v > 0 { ((v as f64).ln() * self.inv_log_gamma).ceil() as i64 + 1 } else { 0 };
+            let bin = if v > 0 {
+                ((v as f64).ln() * self.inv_log_gamma).ceil() as i64 + 1
+            } else {
+                0
+            };
             match self.bin_index.get(&(slot, bin)) {
                 Some(&k) => a.bins[k].1 += 1,
                 None => {
@@ -287,7 +318,11 @@ pub(crate) fn weight_milli(p: f64, max_weight_milli: i64) -> i64 {
         return 1000;
     }
     let w = (1000.0 / p).round_ties_even();
-    if w >= max_weight_milli as f64 { max_weight_milli } else { w as i64 }
+    if w >= max_weight_milli as f64 {
+        max_weight_milli
+    } else {
+        w as i64
+    }
 }
 
 /// One record's spans, packed per run of one trace: a port of `attribution.tracebuffer.pack_runs`
@@ -303,13 +338,21 @@ fn pack_runs<'py>(
     let out = PyList::empty(py);
     let n = spans.len()?;
     if gidx.len()? != n {
-        return Err(PyValueError::new_err(format!("{} spans but {} group indices", n, gidx.len()?)));
+        return Err(PyValueError::new_err(format!(
+            "{} spans but {} group indices",
+            n,
+            gidx.len()?
+        )));
     }
     let mut last: Option<Bound<'py, PyBytes>> = None;
     let mut ids: Vec<u8> = Vec::new();
     let mut nums: Vec<u8> = Vec::new();
     let mut count: usize = 0;
-    let flush = |tid: &Bound<'py, PyBytes>, ids: &mut Vec<u8>, nums: &mut Vec<u8>, count: usize| -> PyResult<()> {
+    let flush = |tid: &Bound<'py, PyBytes>,
+                 ids: &mut Vec<u8>,
+                 nums: &mut Vec<u8>,
+                 count: usize|
+     -> PyResult<()> {
         let run = PyTuple::new(
             py,
             [
@@ -352,7 +395,11 @@ fn pack_runs<'py>(
         let end: i64 = t.get_borrowed_item(5)?.extract()?;
         let status: i64 = t.get_borrowed_item(6)?.extract()?;
         let p: f64 = t.get_borrowed_item(10)?.extract()?;
-        let w = if p == 1.0 { 1000 } else { weight_milli(p, max_weight_milli) };
+        let w = if p == 1.0 {
+            1000
+        } else {
+            weight_milli(p, max_weight_milli)
+        };
         for v in [start, end, g * 2 + (status == status_error) as i64, w] {
             nums.extend_from_slice(&v.to_ne_bytes());
         }
@@ -364,12 +411,13 @@ fn pack_runs<'py>(
     Ok(out)
 }
 
-/// The `otlp_proto` decoder; the trace buffer's packing and self-time math, by the packed
-/// layout of `attribution.tracebuffer`.
+/// The decoder, the group lookup, the aggregation windows; the trace buffer's packing and
+/// self-time math, by the packed layout of `attribution.tracebuffer`.
 #[pymodule]
 fn prodloop_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<otlp::ProtoDecoder>()?;
     m.add_class::<aggregate::Windows>()?;
+    m.add_class::<dedup::DedupWindow>()?;
     m.add_function(wrap_pyfunction!(groups::group_ids, m)?)?;
     m.add_class::<SelfTimes>()?;
     m.add_function(wrap_pyfunction!(pack_runs, m)?)?;

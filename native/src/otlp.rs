@@ -48,7 +48,10 @@ impl From<std::convert::Infallible> for Fail {
 type R<T> = Result<T, Fail>;
 
 fn corrupt<T>(at: usize, what: impl Into<String>) -> R<T> {
-    Err(Fail::Corrupt(Corrupt { at, what: what.into() }))
+    Err(Fail::Corrupt(Corrupt {
+        at,
+        what: what.into(),
+    }))
 }
 
 /// A reader over `buf[pos..end]`; offsets are the record's.
@@ -115,7 +118,10 @@ impl<'a> Wire<'a> {
         }
         let (field, wt) = ((v >> 3) as u32, (v & 7) as u8);
         if wt == 6 || wt == 7 {
-            return corrupt(at, format!("field {field} has wire type {wt}, which does not exist"));
+            return corrupt(
+                at,
+                format!("field {field} has wire type {wt}, which does not exist"),
+            );
         }
         Ok((field, wt))
     }
@@ -124,7 +130,10 @@ impl<'a> Wire<'a> {
         let at = self.pos;
         let n = self.varint_of(5, "a length")? as usize;
         if n > self.end - self.pos {
-            return corrupt(at, format!("a length of {n} bytes runs past the end of its message"));
+            return corrupt(
+                at,
+                format!("a length of {n} bytes runs past the end of its message"),
+            );
         }
         let s = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -134,12 +143,22 @@ impl<'a> Wire<'a> {
     /// The reader of a length-delimited field's contents, `s` (a slice of `self.buf`).
     fn sub(&self, s: &[u8]) -> Wire<'a> {
         let pos = s.as_ptr() as usize - self.buf.as_ptr() as usize;
-        Wire { buf: self.buf, pos, end: pos + s.len() }
+        Wire {
+            buf: self.buf,
+            pos,
+            end: pos + s.len(),
+        }
     }
 
     fn fixed(&mut self, n: usize) -> R<u64> {
         if self.end - self.pos < n {
-            return corrupt(self.pos, format!("a {}-bit fixed field runs past the end of its message", 8 * n));
+            return corrupt(
+                self.pos,
+                format!(
+                    "a {}-bit fixed field runs past the end of its message",
+                    8 * n
+                ),
+            );
         }
         let mut b = [0u8; 8];
         b[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
@@ -165,7 +184,10 @@ impl<'a> Wire<'a> {
             3 => {
                 let at = self.pos;
                 if depth + 1 > MAX_DEPTH {
-                    return corrupt(at, format!("groups and messages nest deeper than {MAX_DEPTH} levels"));
+                    return corrupt(
+                        at,
+                        format!("groups and messages nest deeper than {MAX_DEPTH} levels"),
+                    );
                 }
                 loop {
                     if self.done() {
@@ -176,12 +198,20 @@ impl<'a> Wire<'a> {
                         if f == field {
                             return Ok(());
                         }
-                        return corrupt(self.pos, format!("group {field} is ended by the end tag of group {f}"));
+                        return corrupt(
+                            self.pos,
+                            format!("group {field} is ended by the end tag of group {f}"),
+                        );
                     }
                     self.skip(f, w, depth + 1)?;
                 }
             }
-            _ => return corrupt(self.pos, format!("an end-group tag (field {field}) outside its group")),
+            _ => {
+                return corrupt(
+                    self.pos,
+                    format!("an end-group tag (field {field}) outside its group"),
+                );
+            }
         }
         Ok(())
     }
@@ -198,7 +228,11 @@ impl<'a> Wire<'a> {
 
     /// A `map<string, bytes>` entry (depth: the entry's): `None` when upb drops it (it holds
     /// an unknown field).  `key` checks that the key is UTF-8 (and may know it already).
-    fn entry(&mut self, depth: u32, key_ok: &mut impl FnMut(&[u8]) -> bool) -> R<Option<(&'a [u8], &'a [u8])>> {
+    fn entry(
+        &mut self,
+        depth: u32,
+        key_ok: &mut impl FnMut(&[u8]) -> bool,
+    ) -> R<Option<(&'a [u8], &'a [u8])>> {
         let (mut key, mut value): (&[u8], &[u8]) = (b"", b"");
         let mut unknown = false;
         while !self.done() {
@@ -239,7 +273,10 @@ fn known_utf8(valid: &mut FxHashSet<Vec<u8>>, k: &[u8]) -> bool {
 /// Nests one level deeper, or refuses past upb's limit.
 fn deeper(at: usize, depth: u32) -> R<u32> {
     if depth + 1 > MAX_DEPTH {
-        return corrupt(at, format!("groups and messages nest deeper than {MAX_DEPTH} levels"));
+        return corrupt(
+            at,
+            format!("groups and messages nest deeper than {MAX_DEPTH} levels"),
+        );
     }
     Ok(depth + 1)
 }
@@ -317,7 +354,11 @@ fn cached<'py>(
 
 impl ProtoDecoder {
     fn traces(&mut self, out: &mut Out<'_, '_>) -> R<()> {
-        let mut w = Wire { buf: out.data, pos: 0, end: out.data.len() };
+        let mut w = Wire {
+            buf: out.data,
+            pos: 0,
+            end: out.data.len(),
+        };
         let mut ri = 0usize;
         while !w.done() {
             let at = w.pos;
@@ -333,7 +374,13 @@ impl ProtoDecoder {
         Ok(())
     }
 
-    fn resource_spans<'a>(&mut self, out: &mut Out<'_, 'a>, mut w: Wire<'a>, depth: u32, ri: usize) -> R<()> {
+    fn resource_spans<'a>(
+        &mut self,
+        out: &mut Out<'_, 'a>,
+        mut w: Wire<'a>,
+        depth: u32,
+        ri: usize,
+    ) -> R<()> {
         let mut resource: &[u8] = b"";
         let mut scopes: Vec<(usize, &'a [u8])> = Vec::new();
         while !w.done() {
@@ -346,7 +393,9 @@ impl ProtoDecoder {
         }
         let py = out.py;
         let res = cached(py, &mut self.resources, resource, || {
-            self.resource_of.bind(py).call1((PyBytes::new(py, resource), ri, out.location))
+            self.resource_of
+                .bind(py)
+                .call1((PyBytes::new(py, resource), ri, out.location))
         })?;
         for (si, (at, s)) in scopes.into_iter().enumerate() {
             let mut sw = w.sub(s);
@@ -412,10 +461,10 @@ impl ProtoDecoder {
                     let mut ew = w.sub(b);
                     let (wanted, keys) = (&self.wanted, &mut self.valid_keys);
                     let mut key_ok = |k: &[u8]| wanted.contains_key(k) || known_utf8(keys, k);
-                    if let Some((key, value)) = ew.entry(deeper(at, depth)?, &mut key_ok)? {
-                        if let Some(&slot) = self.wanted.get(key) {
-                            out.found[slot] = Some(value);
-                        }
+                    if let Some((key, value)) = ew.entry(deeper(at, depth)?, &mut key_ok)?
+                        && let Some(&slot) = self.wanted.get(key)
+                    {
+                        out.found[slot] = Some(value);
                     }
                 }
                 (11, 2) => sp.last_event = w.bytes()?,
@@ -430,7 +479,9 @@ impl ProtoDecoder {
             let Some(raw) = out.found[slot] else { continue };
             let value_of = &self.value_of;
             let val = cached(py, &mut self.values, raw, || {
-                value_of.bind(py).call1((PyBytes::new(py, raw), out.location))
+                value_of
+                    .bind(py)
+                    .call1((PyBytes::new(py, raw), out.location))
             })?;
             if !val.is_none() {
                 attrs.set_item(self.wanted_keys[slot].bind(py), &val)?;
@@ -472,7 +523,10 @@ impl ProtoDecoder {
             let ts = sp.trace_state;
             cached(py, &mut self.probabilities, ts, || {
                 // validated as UTF-8 when read
-                f.bind(py).call1((PyString::new(py, std::str::from_utf8(ts).unwrap_or_default()),))
+                f.bind(py).call1((PyString::new(
+                    py,
+                    std::str::from_utf8(ts).unwrap_or_default(),
+                ),))
             })?
         } else {
             self.one.bind(py).clone()
@@ -482,8 +536,11 @@ impl ProtoDecoder {
             status_code = match self.statuses.get(sp.status) {
                 Some(&c) => c,
                 None => {
-                    let c: i64 =
-                        self.status_of.bind(py).call1((PyBytes::new(py, sp.status), out.location))?.extract()?;
+                    let c: i64 = self
+                        .status_of
+                        .bind(py)
+                        .call1((PyBytes::new(py, sp.status), out.location))?
+                        .extract()?;
                     if self.statuses.len() >= CACHE_LIMIT {
                         self.statuses.clear();
                     }
@@ -499,7 +556,11 @@ impl ProtoDecoder {
             out.events_checked = true;
         }
         let exceptions = if has_events || status_code == self.status_error {
-            self.exceptions_of.bind(py).call1((PyBytes::new(py, sp.bytes), has_events, out.location))?
+            self.exceptions_of.bind(py).call1((
+                PyBytes::new(py, sp.bytes),
+                has_events,
+                out.location,
+            ))?
         } else {
             self.no_exceptions.bind(py).clone()
         };
@@ -525,7 +586,8 @@ impl ProtoDecoder {
             p,
             exceptions,
         ];
-        out.spans.append(new_tuple(py, self.span_type.bind(py), items)?)?;
+        out.spans
+            .append(new_tuple(py, self.span_type.bind(py), items)?)?;
         Ok(())
     }
 }
@@ -572,7 +634,11 @@ fn events_view(data: &[u8]) -> R<()> {
         }
         Ok(())
     }
-    let top = Wire { buf: data, pos: 0, end: data.len() };
+    let top = Wire {
+        buf: data,
+        pos: 0,
+        end: data.len(),
+    };
     each(top, 0, 1, |rs, d| {
         each(rs, d, 2, |ss, d| {
             each(ss, d, 2, |span, d| {
@@ -692,7 +758,10 @@ impl ProtoDecoder {
             Err(Fail::Py(e)) => Err(e),
             Err(Fail::Corrupt(c)) => {
                 let msg = format!("{} (at byte {})", c.what, c.at);
-                let err = self.corrupt_error.bind(py).call1((msg, location, data.len()))?;
+                let err = self
+                    .corrupt_error
+                    .bind(py)
+                    .call1((msg, location, data.len()))?;
                 Err(PyErr::from_value(err))
             }
         }

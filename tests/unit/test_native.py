@@ -23,6 +23,7 @@ from attribution.repository import Repository
 from attribution.tracebuffer import TraceBuffer, pack_runs
 from collector.errors import ConfigError
 from collector.processing import native
+from collector.processing.dedup import DedupWindow
 
 if importlib.util.find_spec("prodloop_native") is None:
     if shutil.which("cargo"):
@@ -289,3 +290,30 @@ def test_the_native_group_lookup_equals_the_python_loop(seed: int) -> None:
 
 def _first(a: list[int], b: list[int]) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_native_dedup_window_flags_what_the_python_one_flags(seed: int) -> None:
+    """Records at growing offsets (with gaps), resending earlier records whole or in part, with
+    spans repeated inside one record and ids that differ only in the trace or the span id."""
+    rng = random.Random(seed)
+    horizon = rng.choice([1, 5, 50])
+    python, rust = DedupWindow(horizon), native.dedup_window(horizon, True)
+    assert not isinstance(rust, DedupWindow)
+    sent: list[list[Span]] = []
+    offset, dups = 0, 0
+    for _ in range(400):
+        offset += rng.choice([1, 1, 1, 2, 7, horizon])
+        r = rng.random()
+        if sent and r < 0.3:
+            old = rng.choice(sent[-2 * horizon - 2 :])
+            record = old if r < 0.15 else rng.sample(old, len(old) // 2)
+        else:
+            ids = [(rng.randrange(4), rng.randrange(4)) for _ in range(rng.randint(0, 12))]
+            record = [_span(rng, t, s + 1, 0, offset) for t, s in ids]
+        sent.append(record)
+        want = python.observe_spans(offset, record)
+        assert rust.observe_spans(offset, record) == want, f"offset {offset}"
+        dups += sum(want)
+        assert len(rust) == len(python)  # type: ignore[arg-type]
+    assert dups > 0
