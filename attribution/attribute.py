@@ -385,17 +385,7 @@ class Attributor:
     @property
     def wanted_attributes(self) -> tuple[str, ...]:
         """The span attributes attribution reads, given the configured rules."""
-        keys = [CODE_FILE_PATH, CODE_FILEPATH_OLD]
-        if self._needs_other:
-            keys += [
-                CODE_NAMESPACE,
-                CODE_FUNCTION_NAME,
-                CODE_FUNCTION_OLD,
-                HTTP_ROUTE,
-                RPC_SERVICE,
-                RPC_METHOD,
-            ]
-        return tuple(keys)
+        return LOCATION_KEYS if self._needs_other else LOCATION_KEYS[:2]  # the file path alone
 
     def group_ids(self, spans: Sequence[Span]) -> list[int]:
         """The group id of each span (see :meth:`group`).  The hot path: per span, a few

@@ -156,7 +156,7 @@ def _span_path(ri: int, si: int, pi: int) -> str:
 
 class NativeProtoDecoder(Protocol):
     """The native decoder (``prodloop_native.ProtoDecoder``): the twin of
-    :meth:`OtlpDecoder.decode_proto`, proven identical in ``tests/unit/test_native.py``."""
+    :meth:`OtlpDecoder.decode_proto`, held to it by ``tests/support/twin.py`` and the fuzz target."""
 
     panic: type[BaseException]
 
