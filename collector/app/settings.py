@@ -163,7 +163,9 @@ class KafkaSettings(_Section):
 
 
 class StreamSettings(_Section):
-    batch_records: int = Field(200, ge=1, description="records per batch and partition (write + commit unit)")
+    batch_records: int = Field(
+        1000, ge=1, description="records per batch and partition (write + commit unit)"
+    )
     linger_ms: int = Field(1000, ge=0, description="write a partial batch after this long")
     max_buffered_records: int = Field(2000, ge=1, description="per partition; a full partition is paused")
     max_buffered_bytes: int = Field(

@@ -42,7 +42,8 @@ ConsumerFactory = Callable[[Callable[[list[int]], None], Callable[[list[int]], N
 class StreamConfig:
     group_id: str = "prodloop"
     processing: ProcessorConfig = field(default_factory=ProcessorConfig)  # decode .. aggregate, trace buffer
-    batch_records: int = 200
+    # at most: the byte budget (max_buffered_bytes) makes batches of large records smaller
+    batch_records: int = 1000
     linger_ms: int = 1000
     max_buffered_records: int = 2000  # per partition; a full partition is paused
     max_buffered_bytes: int = 64 * 1024 * 1024  # all partitions; past it every partition is paused
