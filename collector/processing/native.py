@@ -35,11 +35,14 @@ from collector.processing.dedup import DedupWindow, SpanWindow
 
 HotPath = Literal["auto", "native", "python"]
 
-_NEEDED = (
-    "ProtoDecoder",
-    "SelfTimes",
-    "pack_runs",
-)  # an extension built from an older native/ lacks some: not used
+# every piece the factories below take: an extension built from an older native/ lacks some,
+# and is not used at all
+NEEDED = ("DedupWindow", "ProtoDecoder", "SelfTimes", "Windows", "group_ids", "pack_runs")
+
+
+def usable(ext: ModuleType) -> bool:
+    """Whether ``ext`` has every native piece this checkout runs."""
+    return all(hasattr(ext, name) for name in NEEDED)
 
 
 def _load() -> ModuleType | None:
@@ -47,11 +50,17 @@ def _load() -> ModuleType | None:
         ext = importlib.import_module("prodloop_native")
     except ImportError:
         return None
-    return ext if all(hasattr(ext, name) for name in _NEEDED) else None
+    return ext if usable(ext) else None
 
 
 EXTENSION = _load()
 AVAILABLE = EXTENSION is not None
+
+
+def _extension() -> ModuleType:
+    """The extension, for a factory asked for the native path (after :func:`resolve`)."""
+    assert EXTENSION is not None, "resolve() said the extension runs"
+    return EXTENSION
 
 
 def resolve(hot_path: HotPath) -> bool:
@@ -82,8 +91,7 @@ def describe(native: bool) -> str:
 def self_times(window_ns: int, native: bool) -> PackedSelfTimes:
     """The trace buffer's self-time accumulator: the extension's, or the Python reference."""
     if native:
-        assert EXTENSION is not None, "resolve() said the extension runs"
-        acc: PackedSelfTimes = EXTENSION.SelfTimes(window_ns, INV_LOG_GAMMA)
+        acc: PackedSelfTimes = _extension().SelfTimes(window_ns, INV_LOG_GAMMA)
         return acc
     return SelfTimes(window_ns)
 
@@ -91,9 +99,8 @@ def self_times(window_ns: int, native: bool) -> PackedSelfTimes:
 def packer(native: bool) -> Packer:
     """How the trace buffer packs a record's spans: the extension's, or the Python reference."""
     if native:
-        assert EXTENSION is not None, "resolve() said the extension runs"
         pack: Packer = partial(
-            EXTENSION.pack_runs, status_error=STATUS_ERROR, max_weight_milli=MAX_WEIGHT_MILLI
+            _extension().pack_runs, status_error=STATUS_ERROR, max_weight_milli=MAX_WEIGHT_MILLI
         )
         return pack
     return pack_runs
@@ -103,8 +110,7 @@ def proto_decoder(native: bool) -> Callable[..., NativeProtoDecoder] | None:
     """The native ``otlp_proto`` decoder's class for :class:`~collector.codec.otlp.OtlpDecoder`,
     or None for the Python path."""
     if native:
-        assert EXTENSION is not None, "resolve() said the extension runs"
-        cls: Callable[..., NativeProtoDecoder] = EXTENSION.ProtoDecoder
+        cls: Callable[..., NativeProtoDecoder] = _extension().ProtoDecoder
         return cls
     return None
 
@@ -114,8 +120,7 @@ def windows(native: bool) -> Callable[[int, int, str], NativeWindows] | None:
     takes it (``native_windows``), or None for the Python path."""
     if not native:
         return None
-    assert EXTENSION is not None, "resolve() said the extension runs"
-    ext = EXTENSION
+    ext = _extension()
 
     def make(window_ns: int, max_groups_per_window: int, cpu_time_attribute: str) -> NativeWindows:
         acc: NativeWindows = ext.Windows(
@@ -136,15 +141,13 @@ def group_ids(native: bool) -> NativeGroupIds | None:
     (``native_group_ids``), or None for the Python loop."""
     if not native:
         return None
-    assert EXTENSION is not None, "resolve() said the extension runs"
-    fn: NativeGroupIds = EXTENSION.group_ids
+    fn: NativeGroupIds = _extension().group_ids
     return fn
 
 
 def dedup_window(horizon: int, native: bool) -> SpanWindow:
     """A partition's dedup window: the extension's (24-byte keys held inline), or the Python one."""
     if native:
-        assert EXTENSION is not None, "resolve() said the extension runs"
-        window: SpanWindow = EXTENSION.DedupWindow(horizon)
+        window: SpanWindow = _extension().DedupWindow(horizon)
         return window
     return DedupWindow(horizon)

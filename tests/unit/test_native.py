@@ -9,6 +9,7 @@ import importlib.util
 import math
 import random
 import shutil
+import types
 from array import array
 from typing import Any
 
@@ -317,3 +318,18 @@ def test_the_native_dedup_window_flags_what_the_python_one_flags(seed: int) -> N
         dups += sum(want)
         assert len(rust) == len(python)  # type: ignore[arg-type]
     assert dups > 0
+
+
+def test_an_extension_without_one_of_the_pieces_is_not_used() -> None:
+    """An extension built from an older native/ lacks pieces this checkout runs: prodloop must
+    not use it at all (a factory would fail mid-stream), whichever piece is missing."""
+    assert native.EXTENSION is not None and native.usable(native.EXTENSION)
+    for missing in native.NEEDED:
+        partial_ext = types.ModuleType("prodloop_native")
+        for name in native.NEEDED:
+            if name != missing:
+                setattr(partial_ext, name, getattr(native.EXTENSION, name))
+        assert not native.usable(partial_ext), missing
+    # every factory takes only what NEEDED lists
+    pieces = {n for n in dir(native.EXTENSION) if not n.startswith("_") and n != "prodloop_native"}
+    assert set(native.NEEDED) == pieces
