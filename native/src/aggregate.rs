@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use rustc_hash::FxHashMap;
 
-use crate::{int, weight_milli};
+use crate::{Bins, int, weight_milli};
 
 #[derive(Default)]
 struct Acc {
@@ -25,8 +25,7 @@ struct Acc {
     dsum_adj: i128, // sum of d * weight // 1000
     min: i64,
     max: i64,
-    bins: Vec<(i64, i64)>,
-    bin_index: FxHashMap<i64, usize>,
+    bins: Bins,
     cpu: i128,
     exceptions: i64,
 }
@@ -146,18 +145,7 @@ impl Windows {
             a.dsum_adj += d as i128;
             a.min = a.min.min(d);
             a.max = a.max.max(d);
-            let bin = if d > 0 {
-                ((d as f64).ln() * self.inv_log_gamma).ceil() as i64 + 1
-            } else {
-                0
-            };
-            match a.bin_index.get(&bin) {
-                Some(&k) => a.bins[k].1 += 1,
-                None => {
-                    a.bin_index.insert(bin, a.bins.len());
-                    a.bins.push((bin, 1));
-                }
-            }
+            a.bins.add(d, self.inv_log_gamma);
             let status: i64 = t.get_borrowed_item(6)?.extract()?;
             let p: f64 = t.get_borrowed_item(10)?.extract()?;
             let exc = t.get_borrowed_item(11)?;
@@ -211,10 +199,6 @@ impl Windows {
             return Ok(out);
         };
         for (gid, a) in window.accs {
-            let bins = PyDict::new(py);
-            for (b, c) in a.bins {
-                bins.set_item(b, c)?;
-            }
             let row = PyTuple::new(
                 py,
                 [
@@ -227,7 +211,7 @@ impl Windows {
                     int(py, a.dsum_adj)?,
                     int(py, a.min as i128)?,
                     int(py, a.max as i128)?,
-                    bins.into_any(),
+                    a.bins.into_dict(py)?.into_any(),
                     int(py, a.cpu)?,
                     int(py, a.exceptions as i128)?,
                 ],

@@ -142,9 +142,43 @@ struct Acc {
     sum_adj: i128, // sum of (v * weight // 1000 - v)
     min: i64,
     max: i64,
-    bins: Vec<(i64, i64)>, // (bin, count) in the order first seen, as Python's Counter
+    bins: Bins,
     own: i64,
     own_adj: i128,
+}
+
+/// The sketch bins of some values (`attribution.aggregate.bins_of`, `attribution.sketch`):
+/// bucket -> count, in the order first seen, as Python's Counter.
+#[derive(Default)]
+pub(crate) struct Bins {
+    counts: Vec<(i64, i64)>,
+    index: FxHashMap<i64, usize>, // bucket -> its place in `counts`
+}
+
+impl Bins {
+    /// Counts `v` (ns) in its bucket: `ceil(log(v) * inv_log_gamma) + 1`, 0 for `v <= 0`.
+    pub(crate) fn add(&mut self, v: i64, inv_log_gamma: f64) {
+        let bin = if v > 0 {
+            ((v as f64).ln() * inv_log_gamma).ceil() as i64 + 1
+        } else {
+            0
+        };
+        match self.index.get(&bin) {
+            Some(&k) => self.counts[k].1 += 1,
+            None => {
+                self.index.insert(bin, self.counts.len());
+                self.counts.push((bin, 1));
+            }
+        }
+    }
+
+    pub(crate) fn into_dict(self, py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+        let d = PyDict::new(py);
+        for (b, c) in self.counts {
+            d.set_item(b, c)?;
+        }
+        Ok(d)
+    }
 }
 
 /// `attribution.aggregate.SelfTimes`, fed with a completed trace's packed data as the trace
@@ -155,7 +189,6 @@ struct SelfTimes {
     inv_log_gamma: f64,
     keys: FxHashMap<(i64, i64), usize>,
     accs: Vec<((i64, i64), Acc)>,
-    bin_index: FxHashMap<(usize, i64), usize>, // (accumulator, bin) -> its place in the bins
     scratch: Scratch,
 }
 
@@ -183,7 +216,6 @@ impl SelfTimes {
             inv_log_gamma,
             keys: FxHashMap::default(),
             accs: Vec::new(),
-            bin_index: FxHashMap::default(),
             scratch: Scratch::default(),
         })
     }
@@ -253,18 +285,7 @@ impl SelfTimes {
             a.total += v as i128;
             a.min = a.min.min(v);
             a.max = a.max.max(v);
-            let bin = if v > 0 {
-                ((v as f64).ln() * self.inv_log_gamma).ceil() as i64 + 1
-            } else {
-                0
-            };
-            match self.bin_index.get(&(slot, bin)) {
-                Some(&k) => a.bins[k].1 += 1,
-                None => {
-                    self.bin_index.insert((slot, bin), a.bins.len());
-                    a.bins.push((bin, 1));
-                }
-            }
+            a.bins.add(v, self.inv_log_gamma);
             if w != 1000 {
                 a.adj += (w - 1000) as i128;
                 a.sum_adj += floor_div(v as i128 * w as i128, 1000) - v as i128;
@@ -283,10 +304,6 @@ impl SelfTimes {
     fn drain<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let out = PyList::empty(py);
         for ((w, g), a) in self.accs.drain(..) {
-            let bins = PyDict::new(py);
-            for (b, c) in a.bins {
-                bins.set_item(b, c)?;
-            }
             let row = PyTuple::new(
                 py,
                 [
@@ -298,7 +315,7 @@ impl SelfTimes {
                     int(py, a.total + a.sum_adj)?,
                     int(py, a.min as i128)?,
                     int(py, a.max as i128)?,
-                    bins.into_any(),
+                    a.bins.into_dict(py)?.into_any(),
                     int(py, a.own as i128)?,
                     int(py, a.own_adj)?,
                 ],
@@ -306,7 +323,6 @@ impl SelfTimes {
             out.append(row)?;
         }
         self.keys.clear();
-        self.bin_index.clear();
         Ok(out)
     }
 }

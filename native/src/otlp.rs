@@ -438,6 +438,7 @@ impl ProtoDecoder {
             status: b"",
             last_event: b"",
         };
+        let mut name: Option<Bound<'_, PyAny>> = None;
         out.found.clear();
         out.found.resize(self.wanted_keys.len(), None);
         while !w.done() {
@@ -448,8 +449,10 @@ impl ProtoDecoder {
                 (3, 2) => sp.trace_state = w.string("a span's trace_state")?,
                 (4, 2) => sp.parent = w.bytes()?,
                 (5, 2) => {
+                    // a cached name is known UTF-8; the lookup is kept for building the span
                     sp.name = w.bytes()?;
-                    if !self.names.contains_key(sp.name) && std::str::from_utf8(sp.name).is_err() {
+                    name = self.names.get(sp.name).map(|n| n.bind(py).clone());
+                    if name.is_none() && std::str::from_utf8(sp.name).is_err() {
                         return corrupt(at, "a span's name is not valid UTF-8");
                     }
                 }
@@ -564,9 +567,12 @@ impl ProtoDecoder {
         } else {
             self.no_exceptions.bind(py).clone()
         };
-        let name = cached(py, &mut self.names, sp.name, || {
-            Ok(PyString::new(py, std::str::from_utf8(sp.name).unwrap_or_default()).into_any())
-        })?;
+        let name = match name {
+            Some(n) => n,
+            None => cached(py, &mut self.names, sp.name, || {
+                Ok(PyString::new(py, std::str::from_utf8(sp.name).unwrap_or_default()).into_any())
+            })?,
+        };
         let parent = if sp.parent.is_empty() {
             self.empty.bind(py).clone()
         } else {
