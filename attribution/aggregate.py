@@ -224,17 +224,8 @@ _ONE = 1
 
 # what a self-time accumulator drains, per (window, group index): (window start, group index,
 # spans, adjusted spans in thousandths, self time sum, adjusted sum, min, max, bins, own errors,
-# adjusted own errors in thousandths); the native accumulator drains the same
+# adjusted own errors in thousandths); the native trace core drains the same
 SelfTimeTotals = tuple[int, int, int, int, int, int, int, int, dict[int, int], int, int]
-
-
-class PackedSelfTimes(Protocol):
-    """What the trace buffer feeds a completed trace to: :class:`SelfTimes`, or the native
-    extension's twin (``collector.processing.native``), which must give identical totals."""
-
-    def add_packed(self, ids: bytes | bytearray, nums: array[int]) -> int: ...
-
-    def drain(self) -> list[SelfTimeTotals]: ...
 
 
 class SelfTimes:

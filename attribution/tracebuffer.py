@@ -21,8 +21,14 @@ buffered, so a replay that starts from the oldest buffered record decides the sa
 without its parent there, it keeps its whole duration as self time (counted as late).  An idle
 stream is completed by :meth:`TraceBuffer.complete_all` (the caller records that decision).
 
+**Two parts.**  :class:`TraceBuffer` maps the caller's group ids to its own group indices and
+turns what completes into rows and rebuild states; its *core* does the per-record work above:
+:class:`TraceCore` here (the reference), or ``prodloop_native.TraceCore``, its twin
+(``tests/unit/test_native.py`` proves both decide the same).
+
 **Memory.**  Per buffered span: 16 bytes of ids in a ``bytearray`` and four int64 (start, end,
-group index and error flag, sampling weight) in an ``array``; per trace a small list.
+group index and error flag, sampling weight) in an ``array``; per trace a small list (the
+native core: the same 48 bytes per span in a packed struct, about 150 bytes per trace).
 """
 
 from __future__ import annotations
@@ -32,9 +38,9 @@ from array import array
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeAlias
+from typing import Any, NamedTuple, Protocol, TypeAlias
 
-from attribution.aggregate import AggregateRow, PackedSelfTimes, SelfTimes, self_time_rows, weight_milli
+from attribution.aggregate import AggregateRow, SelfTimes, SelfTimeTotals, self_time_rows, weight_milli
 from attribution.attribute import GroupKey
 from attribution.model import STATUS_ERROR, Span
 
@@ -95,13 +101,12 @@ class BufferStats:
 # one run of a record's spans of one trace: (trace id, per span its id and parent id, per span
 # start, end, group index * 2 + error and weight as native int64s, the number of spans)
 PackedRun: TypeAlias = tuple[bytes, bytes | bytearray, bytes, int]
-Packer: TypeAlias = "Callable[[Sequence[Span], Sequence[int]], Iterable[PackedRun]]"
 
 
 def pack_runs(spans: Sequence[Span], gidx: Sequence[int]) -> list[PackedRun]:
     """What the buffer keeps of a record's spans (``gidx``: each span's group index), per run
     of consecutive spans of one trace: a trace's spans mostly come in runs, so its entry is
-    looked up once per run.  ``prodloop_native.pack_runs`` is the native twin."""
+    looked up once per run."""
     out: list[PackedRun] = []
     last_tid: bytes | None = None
     ids = bytearray()
@@ -138,30 +143,19 @@ class _GroupCache(dict[int, int]):
         return gi
 
 
-class TraceBuffer:
-    """Holds the spans of incomplete traces; see the module docstring for the rules."""
+class TraceCore:
+    """The per-record work of a :class:`TraceBuffer` (see the module docstring for the rules):
+    the reference of ``prodloop_native.TraceCore``, method for method (:class:`Core`)."""
 
-    def __init__(
-        self,
-        *,
-        window_ns: int,
-        wait_ms: int,
-        max_spans: int,
-        exact: bool = False,
-        selfs: PackedSelfTimes | None = None,
-        pack: Packer = pack_runs,
-    ) -> None:
+    def __init__(self, window_ns: int, wait_ms: int, max_spans: int, exact: bool) -> None:
         """``exact``: keep what :meth:`rebuild_state` needs (the stream; it calls that after
-        every batch, which also bounds what is kept).  ``selfs``: what completed traces are
-        fed to (a :class:`SelfTimes` of ``window_ns`` unless given: the native twin); ``pack``:
-        how a record's spans are packed (:func:`pack_runs`, or its native twin)."""
+        every batch, which also bounds what is kept)."""
         if wait_ms < 0 or max_spans < 1:
             raise ValueError("trace_wait must be >= 0 and max_buffered_spans >= 1")
         self.exact = exact
         self.wait_ms = wait_ms
         self.max_spans = max_spans
-        self.selfs: PackedSelfTimes = SelfTimes(window_ns) if selfs is None else selfs
-        self.pack = pack
+        self.selfs = SelfTimes(window_ns)
         self.stats = BufferStats()
         self.watermark: int | None = None  # ms
         self.buffered = 0  # spans held now
@@ -174,35 +168,12 @@ class TraceBuffer:
         # (trace id, first offset, last offset, deadline, count at first record)
         self._completed: list[tuple[bytes, int, int, int, int]] = []
         self._recent: OrderedDict[bytes, None] = OrderedDict()
-        # group keys by index (entries hold indices); the caller's group ids map to them
-        self.groups: list[GroupKey] = []
-        self._gindex: dict[GroupKey, int] = {}
-        self._gcache: _GroupCache | None = None
-        self._gcache_owner: object = None
 
     def __len__(self) -> int:
         """The number of traces buffered."""
         return len(self._entries)
 
-    def group_indices(
-        self, gids: Sequence[int], group: Callable[[int], GroupKey], owner: object
-    ) -> list[int]:
-        """This buffer's indices of the caller's group ids (``group`` resolves one; ``owner``
-        is what the ids belong to, e.g. the attributor)."""
-        cache = self._gcache
-        if cache is None or owner is not self._gcache_owner:
-            cache = self._gcache = _GroupCache(self._group_index, group)
-            self._gcache_owner = owner
-        return list(map(cache.__getitem__, gids))
-
-    def _group_index(self, k: GroupKey) -> int:
-        gi = self._gindex.get(k)
-        if gi is None:
-            gi = self._gindex[k] = len(self.groups)
-            self.groups.append(k)
-        return gi
-
-    def add_record(
+    def add(
         self, offset: int, timestamp_ms: int, spans: Sequence[Span], gidx: Sequence[int], emit: bool = True
     ) -> None:
         """Buffer one record's spans (``gidx``: each span's group index), then complete what is due.
@@ -215,7 +186,7 @@ class TraceBuffer:
         c_rec = self._count
         base = timestamp_ms if timestamp_ms >= 0 else (w_before if w_before is not None else 0)
         deadline = base + self.wait_ms
-        for tid, ids, nums, k in self.pack(spans, gidx):
+        for tid, ids, nums, k in pack_runs(spans, gidx):
             e = entries.get(tid)
             if e is None:
                 self._seq += 1
@@ -306,55 +277,184 @@ class TraceBuffer:
 
     # -- exactly once ----------------------------------------------------------------------
 
-    def rebuild_state(self, end_offset: int) -> RebuildState:
-        """The state to rebuild this buffer from, as of the record before ``end_offset``: its
-        oldest buffered record (``end_offset`` when none), the watermark before that record, and
-        the traces alive across it whose first record came before it (ghosts)."""
+    def rebuild_state(self, end_offset: int) -> tuple[int, int | None, list[tuple[bytes, int, int]]]:
+        """:meth:`TraceBuffer.rebuild_state`'s fields, the ghosts as tuples."""
         low, wm, counted = end_offset, self.watermark, self._count
         for e in self._entries.values():
             if e[_GHOST] < 0 and e[_FIRST] < low:
                 low, wm, counted = e[_FIRST], e[_WBEFORE], e[_CREC]
         # entries completed before ``low`` whose last record lies before it can never matter again
         self._completed = kept = [c for c in self._completed if c[2] >= low]
-        ghosts = tuple(Ghost(tid, dl, c - counted) for tid, first, _, dl, c in kept if first < low)
-        return RebuildState(low, wm, ghosts)
+        return low, wm, [(tid, dl, c - counted) for tid, first, _, dl, c in kept if first < low]
 
-    def restore(self, state: RebuildState) -> None:
-        """Start a rebuild from ``state`` (an empty buffer); then feed the records from
-        ``state.low_offset`` with ``emit=False`` up to the committed end."""
+    def restore(self, watermark_ms: int | None, ghosts: Iterable[tuple[bytes, int, int]]) -> None:
+        """Start a rebuild (an empty buffer) at ``watermark_ms`` with ``ghosts``
+        ``(trace id, deadline, counted from)``, in the order given."""
         if self._entries:
             raise ValueError("restore needs an empty buffer")
-        self.watermark = state.watermark_ms
+        self.watermark = watermark_ms
         self._count = 0
         self._completed = []
-        for g in sorted(state.ghosts, key=lambda g: g.counted_from):
+        for trace_id, deadline_ms, counted_from in ghosts:
             self._seq += 1
-            self._entries[g.trace_id] = [
+            self._entries[trace_id] = [
                 None,
                 None,
                 -1,
-                g.deadline_ms,
-                g.counted_from,
+                deadline_ms,
+                counted_from,
                 None,
                 -1,
                 self._seq,
                 0,
                 False,
             ]
-            heapq.heappush(self._deadlines, (g.deadline_ms, self._seq, g.trace_id))
-            self._order.append((g.counted_from, self._seq, g.trace_id))
+            heapq.heappush(self._deadlines, (deadline_ms, self._seq, trace_id))
+            self._order.append((counted_from, self._seq, trace_id))
 
-    def take_rows(self) -> list[AggregateRow]:
-        """The self-time rows of the traces completed since the last call."""
-        return self_time_rows(self.selfs.drain(), self.groups)
-
-    def take_stats(self) -> BufferStats:
+    def take_counts(self) -> tuple[int, int, int, int, int, int, int, int]:
+        """The counts since the last call, as :class:`BufferStats`'s fields in order."""
         st, self.stats = self.stats, BufferStats(peak_spans=self.buffered)
-        st.buffered = self.buffered
-        return st
+        return st.traces, st.spans, st.orphans, st.late, st.early, st.idle, st.peak_spans, self.buffered
+
+    def drain(self) -> list[SelfTimeTotals]:
+        """The self-time totals of the traces completed since the last call."""
+        return self.selfs.drain()
 
     def nbytes(self) -> int:
         """The bytes of span data held (ids and numbers), for the memory figures."""
         return sum(
             len(e[_IDS]) + e[_NUMS].itemsize * len(e[_NUMS]) for e in self._entries.values() if e[_GHOST] < 0
         )
+
+
+class Core(Protocol):
+    """What :class:`TraceBuffer` asks of its core: :class:`TraceCore` or its native twin."""
+
+    @property
+    def buffered(self) -> int: ...
+
+    @property
+    def watermark(self) -> int | None: ...
+
+    def __len__(self) -> int: ...
+
+    def add(
+        self, offset: int, timestamp_ms: int, spans: Sequence[Span], gidx: Sequence[int], emit: bool = True
+    ) -> None: ...
+
+    def advance(self, watermark_ms: int) -> None: ...
+
+    def complete_all(self, emit: bool = True) -> int: ...
+
+    def rebuild_state(self, end_offset: int) -> tuple[int, int | None, list[tuple[bytes, int, int]]]: ...
+
+    def restore(self, watermark_ms: int | None, ghosts: Iterable[tuple[bytes, int, int]]) -> None: ...
+
+    def take_counts(self) -> tuple[int, int, int, int, int, int, int, int]: ...
+
+    def drain(self) -> list[SelfTimeTotals]: ...
+
+    def nbytes(self) -> int: ...
+
+
+# how a core is made: (window_ns, wait_ms, max_spans, exact) -> core
+CoreFactory: TypeAlias = Callable[[int, int, int, bool], Core]
+
+
+class TraceBuffer:
+    """Holds the spans of incomplete traces (see the module docstring for the rules) in its
+    core, and keeps the group keys its rows name."""
+
+    def __init__(
+        self,
+        *,
+        window_ns: int,
+        wait_ms: int,
+        max_spans: int,
+        exact: bool = False,
+        core: CoreFactory = TraceCore,
+    ) -> None:
+        """``exact``: keep what :meth:`rebuild_state` needs (the stream); ``core``: what makes
+        the core (:class:`TraceCore`, or ``prodloop_native.TraceCore``: see
+        :func:`collector.processing.native.trace_core`)."""
+        self.core = core(window_ns, wait_ms, max_spans, exact)
+        # group keys by index (the core holds indices); the caller's group ids map to them
+        self.groups: list[GroupKey] = []
+        self._gindex: dict[GroupKey, int] = {}
+        self._gcache: _GroupCache | None = None
+        self._gcache_owner: object = None
+
+    def __len__(self) -> int:
+        """The number of traces buffered."""
+        return len(self.core)
+
+    @property
+    def buffered(self) -> int:
+        """The spans held now."""
+        return self.core.buffered
+
+    @property
+    def watermark(self) -> int | None:
+        """The highest record timestamp seen (ms), or the arrival clock (direct mode)."""
+        return self.core.watermark
+
+    def group_indices(
+        self, gids: Sequence[int], group: Callable[[int], GroupKey], owner: object
+    ) -> list[int]:
+        """This buffer's indices of the caller's group ids (``group`` resolves one; ``owner``
+        is what the ids belong to, e.g. the attributor)."""
+        cache = self._gcache
+        if cache is None or owner is not self._gcache_owner:
+            cache = self._gcache = _GroupCache(self._group_index, group)
+            self._gcache_owner = owner
+        return list(map(cache.__getitem__, gids))
+
+    def _group_index(self, k: GroupKey) -> int:
+        gi = self._gindex.get(k)
+        if gi is None:
+            gi = self._gindex[k] = len(self.groups)
+            self.groups.append(k)
+        return gi
+
+    def add_record(
+        self, offset: int, timestamp_ms: int, spans: Sequence[Span], gidx: Sequence[int], emit: bool = True
+    ) -> None:
+        """Buffer one record's spans (``gidx``: each span's group index, from
+        :meth:`group_indices`), then complete what is due.  ``emit=False`` (a rebuild)
+        completes without counting: it was counted before."""
+        self.core.add(offset, timestamp_ms, spans, gidx, emit)
+
+    def advance(self, watermark_ms: int) -> None:
+        """Move the watermark to ``watermark_ms`` (direct mode: the arrival clock) and complete
+        what is due."""
+        self.core.advance(watermark_ms)
+
+    def complete_all(self, emit: bool = True) -> int:
+        """Complete every buffered trace now (an idle stream, the end of a file); returns how many."""
+        return self.core.complete_all(emit)
+
+    def rebuild_state(self, end_offset: int) -> RebuildState:
+        """The state to rebuild this buffer from, as of the record before ``end_offset``: its
+        oldest buffered record (``end_offset`` when none), the watermark before that record, and
+        the traces alive across it whose first record came before it (ghosts)."""
+        low, wm, ghosts = self.core.rebuild_state(end_offset)
+        return RebuildState(low, wm, tuple(Ghost(*g) for g in ghosts))
+
+    def restore(self, state: RebuildState) -> None:
+        """Start a rebuild from ``state`` (an empty buffer); then feed the records from
+        ``state.low_offset`` with ``emit=False`` up to the committed end."""
+        ghosts: list[Ghost] = sorted(state.ghosts, key=lambda g: g.counted_from)
+        self.core.restore(state.watermark_ms, ghosts)
+
+    def take_rows(self) -> list[AggregateRow]:
+        """The self-time rows of the traces completed since the last call."""
+        return self_time_rows(self.core.drain(), self.groups)
+
+    def take_stats(self) -> BufferStats:
+        """The counts since the last call, and the spans buffered now."""
+        return BufferStats(*self.core.take_counts())
+
+    def nbytes(self) -> int:
+        """The bytes of span data held (ids and numbers), for the memory figures."""
+        return self.core.nbytes()

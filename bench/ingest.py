@@ -318,7 +318,7 @@ def buffer_memory(templates: Templates, rate: int, seconds: int, wait_ms: int, m
         if i % 500 == 0:
             proc.drain()  # the open batch's rows would be flushed to the store
     elapsed = time.perf_counter() - t
-    st = buf.stats
+    st = buf.take_stats()
     print(
         f"buffer memory: {n:,} spans over {n * 1000 // rate / 1000:.0f} s of record time at {rate:,} spans/s "
         f"(fed in {elapsed:.0f} s), trace_wait {wait_ms} ms, max_buffered_spans {max_buffered:,}"
@@ -342,26 +342,35 @@ def buffer_memory(templates: Templates, rate: int, seconds: int, wait_ms: int, m
         k += len(spans)
         if k >= target:
             break
-    probe = proc.new_buffer()
-    probe.wait_ms = probe.max_spans = 10**12
+    from attribution.tracebuffer import TraceBuffer  # this tree's: the buffer's core is chosen
+    from collector.processing import native
+
+    cfg = proc.cfg
+    on = hot_path() == "native"
+    probe = TraceBuffer(
+        window_ns=cfg.window_ns, wait_ms=10**12, max_spans=10**12, core=native.trace_core(on)
+    )  # nothing completes
     gidx = [[0] * len(s) for s in decoded]
     gc.collect()
+    # the native core's memory is not Python's: its cost shows in the RSS (glibc returns large
+    # freed blocks, so the delta is what it holds); the Python core's in tracemalloc
+    meter = "VmRSS" if on else "tracemalloc"
     tracemalloc.start()
-    m0 = tracemalloc.get_traced_memory()[0]
+    m0 = _vm_rss_kb() * 1024 if on else tracemalloc.get_traced_memory()[0]
     for j, spans in enumerate(decoded):
         probe.add_record(j, ms0 + j, spans, gidx[j])
-    m1 = tracemalloc.get_traced_memory()[0]
+    m1 = _vm_rss_kb() * 1024 if on else tracemalloc.get_traced_memory()[0]
     traces = len(probe)
-    # trace ids: the buffer keeps the decoder's bytes objects alive after their spans go
-    tid = sys.getsizeof(decoded[0][0].trace_id)
+    # trace ids: the Python core keeps the decoder's bytes objects alive after their spans go
+    tid = 0 if on else sys.getsizeof(decoded[0][0].trace_id)
     full = (m1 - m0 + traces * tid) / probe.buffered
     nb = probe.nbytes() / probe.buffered
     probe.complete_all()
-    m2 = tracemalloc.get_traced_memory()[0]
+    m2 = _vm_rss_kb() * 1024 if on else tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     recent = (m2 - m0) / max(traces, 1)
     print(
-        f"  tracemalloc, {probe.buffered if probe.buffered else k:,} spans of {traces:,} traces buffered: "
+        f"  {meter}, {probe.buffered if probe.buffered else k:,} spans of {traces:,} traces buffered: "
         f"{full:.0f} B/span with every per-trace cost ({nb:.0f} B/span of span data, "
         f"{(full - nb) * k / traces:.0f} B/trace besides); after completion {recent:.0f} B/trace stay "
         "(recent ids, up to 100,000 traces, and the self-time accumulators)"

@@ -133,8 +133,7 @@ class BatchProcessor:
             wait_ms=cfg.trace_wait_ms,
             max_spans=cfg.max_buffered_spans,
             exact=exact,
-            selfs=native.self_times(cfg.window_ns, cfg.native),
-            pack=native.packer(cfg.native),
+            core=native.trace_core(cfg.native),
         )
 
     @staticmethod

@@ -7,10 +7,9 @@ results.  Today's pieces: the ``otlp_proto`` decoder (the twin of
 :meth:`collector.codec.otlp.OtlpDecoder.decode_proto`), the dedup window (the twin of
 :class:`collector.processing.dedup.DedupWindow`), the group lookup (the twin of
 :meth:`attribution.attribute.Attributor.group_ids`'s loop), the Aggregator's per-span loop and fold
-(the twin of :class:`attribution.aggregate.Aggregator`'s), and the trace buffer's per-span work:
-packing a record's spans (the twin of :func:`attribution.tracebuffer.pack_runs`) and the
-completion math, self times, own errors and orphans (the twin of
-:class:`attribution.aggregate.SelfTimes`).
+(the twin of :class:`attribution.aggregate.Aggregator`'s), and the trace buffer's core: its
+entries, completion rules, rebuild state, self times, own errors and orphans (the twin of
+:class:`attribution.tracebuffer.TraceCore`).
 
 ``aggregation.hot_path``: ``auto`` runs the extension when it is installed (``make setup`` builds
 it where ``cargo`` exists), ``native`` refuses to start without it, ``python`` runs the Python path.
@@ -20,15 +19,14 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from functools import partial
 from types import ModuleType
 from typing import Literal
 
-from attribution.aggregate import MAX_WEIGHT_MILLI, NativeWindows, PackedSelfTimes, SelfTimes
+from attribution.aggregate import MAX_WEIGHT_MILLI, NativeWindows
 from attribution.attribute import NativeGroupIds
 from attribution.model import STATUS_ERROR
 from attribution.sketch import INV_LOG_GAMMA
-from attribution.tracebuffer import Packer, pack_runs
+from attribution.tracebuffer import Core, CoreFactory, TraceCore
 from collector.codec.otlp import NativeProtoDecoder
 from collector.errors import ConfigError
 from collector.processing.dedup import DedupWindow, SpanWindow
@@ -37,7 +35,7 @@ HotPath = Literal["auto", "native", "python"]
 
 # every piece the factories below take: an extension built from an older native/ lacks some,
 # and is not used at all
-NEEDED = ("DedupWindow", "ProtoDecoder", "SelfTimes", "Windows", "group_ids", "pack_runs")
+NEEDED = ("DedupWindow", "ProtoDecoder", "TraceCore", "Windows", "group_ids")
 
 
 def usable(ext: ModuleType) -> bool:
@@ -78,7 +76,7 @@ def describe(native: bool) -> str:
     if native:
         return (
             "hot path: native (prodloop_native: the otlp_proto decoder, the dedup window, the group "
-            "lookup, the aggregation loop, the trace buffer's packing and self-time math)"
+            "lookup, the aggregation loop, the trace buffer)"
         )
     if AVAILABLE:
         return "hot path: pure Python (aggregation.hot_path is python)"
@@ -88,22 +86,25 @@ def describe(native: bool) -> str:
     )
 
 
-def self_times(window_ns: int, native: bool) -> PackedSelfTimes:
-    """The trace buffer's self-time accumulator: the extension's, or the Python reference."""
-    if native:
-        acc: PackedSelfTimes = _extension().SelfTimes(window_ns, INV_LOG_GAMMA)
-        return acc
-    return SelfTimes(window_ns)
+def trace_core(native: bool) -> CoreFactory:
+    """What makes a trace buffer's core: the extension's, or the Python reference."""
+    if not native:
+        return TraceCore
+    cls = _extension().TraceCore
 
-
-def packer(native: bool) -> Packer:
-    """How the trace buffer packs a record's spans: the extension's, or the Python reference."""
-    if native:
-        pack: Packer = partial(
-            _extension().pack_runs, status_error=STATUS_ERROR, max_weight_milli=MAX_WEIGHT_MILLI
+    def make(window_ns: int, wait_ms: int, max_spans: int, exact: bool) -> Core:
+        core: Core = cls(
+            window_ns,
+            wait_ms,
+            max_spans,
+            exact,
+            inv_log_gamma=INV_LOG_GAMMA,
+            status_error=STATUS_ERROR,
+            max_weight_milli=MAX_WEIGHT_MILLI,
         )
-        return pack
-    return pack_runs
+        return core
+
+    return make
 
 
 def proto_decoder(native: bool) -> Callable[..., NativeProtoDecoder] | None:

@@ -11,30 +11,30 @@
 //!   `attribution.attribute.Attributor.group_ids`);
 //! - the aggregation loop and fold (`aggregate::Windows`, the twin of
 //!   `attribution.aggregate.Aggregator`'s);
-//! - the trace buffer's packing of a record's spans (`attribution.tracebuffer.pack_runs`) and
-//!   its completion math (`attribution.selftime.trace_self_times` and
-//!   `attribution.aggregate.SelfTimes`), over that packed span data.
+//! - the trace buffer's core (`tracebuffer::TraceCore`, the twin of
+//!   `attribution.tracebuffer.TraceCore`), with its completion math (`SelfAcc`, the twin of
+//!   `attribution.selftime.trace_self_times` and `attribution.aggregate.SelfTimes`).
 
 mod aggregate;
 mod dedup;
 mod groups;
 mod otlp;
+mod tracebuffer;
 
-use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyDict, PyList, PyTuple};
 use rustc_hash::FxHashMap;
 
 /// One buffered span, as the trace buffer packs it.
 #[derive(Clone, Copy)]
-struct Packed {
-    sid: u64,
-    pid: u64,
-    start: i64,
-    end: i64,
-    flags: i64, // group index * 2 + error
-    weight: i64,
+pub(crate) struct Packed {
+    pub(crate) sid: u64,
+    pub(crate) pid: u64,
+    pub(crate) start: i64,
+    pub(crate) end: i64,
+    pub(crate) flags: i64, // group index * 2 + error
+    pub(crate) weight: i64,
 }
 
 /// What one trace's math needs, kept between traces so that a trace allocates nothing.
@@ -181,10 +181,9 @@ impl Bins {
     }
 }
 
-/// `attribution.aggregate.SelfTimes`, fed with a completed trace's packed data as the trace
-/// buffer holds it (:meth:`add_packed`); :meth:`drain` gives the accumulated values.
-#[pyclass(module = "prodloop_native")]
-struct SelfTimes {
+/// The twin of `attribution.aggregate.SelfTimes`: completed traces' self times and own errors,
+/// accumulated per (window, group index) in the order first seen.
+pub(crate) struct SelfAcc {
     window_ns: i64,
     inv_log_gamma: f64,
     keys: FxHashMap<(i64, i64), usize>,
@@ -204,14 +203,12 @@ fn floor_div(a: i128, b: i128) -> i128 {
     a.div_euclid(b) // b > 0: Python's //
 }
 
-#[pymethods]
-impl SelfTimes {
-    #[new]
-    fn new(window_ns: i64, inv_log_gamma: f64) -> PyResult<Self> {
+impl SelfAcc {
+    pub(crate) fn new(window_ns: i64, inv_log_gamma: f64) -> PyResult<Self> {
         if window_ns <= 0 {
             return Err(PyValueError::new_err("window_ns must be positive"));
         }
-        Ok(SelfTimes {
+        Ok(SelfAcc {
             window_ns,
             inv_log_gamma,
             keys: FxHashMap::default(),
@@ -220,45 +217,12 @@ impl SelfTimes {
         })
     }
 
-    /// One completed trace: ``ids`` (bytes: per span its 8-byte id and parent id, zeroes for
-    /// none) and ``nums`` (int64s: per span start, end, group index * 2 + error, weight in
-    /// thousandths).  Returns the number of orphans.
-    fn add_packed(
-        &mut self,
-        py: Python<'_>,
-        ids: PyBuffer<u8>,
-        nums: PyBuffer<i64>,
-    ) -> PyResult<usize> {
-        let (Some(raw_ids), Some(raw)) = (ids.as_slice(py), nums.as_slice(py)) else {
-            return Err(PyValueError::new_err(
-                "packed trace: the buffers must be contiguous",
-            ));
-        };
-        let n = raw.len() / 4;
-        if raw.len() != 4 * n || raw_ids.len() != 16 * n {
-            return Err(PyValueError::new_err(format!(
-                "packed trace: {} id bytes and {} numbers do not describe whole spans",
-                raw_ids.len(),
-                raw.len()
-            )));
-        }
-        let word = |k: usize| {
-            let mut b = [0u8; 8];
-            for (j, cell) in raw_ids[8 * k..8 * k + 8].iter().enumerate() {
-                b[j] = cell.get();
-            }
-            u64::from_ne_bytes(b)
-        };
+    /// One completed trace's spans (taken: ``spans`` is left empty); returns the number of
+    /// orphans.
+    pub(crate) fn add(&mut self, spans: &mut Vec<Packed>) -> usize {
         let scratch = &mut self.scratch;
-        scratch.spans.clear();
-        scratch.spans.extend((0..n).map(|i| Packed {
-            sid: word(2 * i),
-            pid: word(2 * i + 1),
-            start: raw[4 * i].get(),
-            end: raw[4 * i + 1].get(),
-            flags: raw[4 * i + 2].get(),
-            weight: raw[4 * i + 3].get(),
-        }));
+        std::mem::swap(&mut scratch.spans, spans);
+        spans.clear();
         let (orphans, any_error) = scratch.trace_self_times();
         let window = self.window_ns as i128;
         for (i, sp) in scratch.spans.iter().enumerate() {
@@ -295,13 +259,13 @@ impl SelfTimes {
                 a.own_adj += w as i128;
             }
         }
-        Ok(orphans)
+        orphans
     }
 
     /// Drain: per (window, group index), in the order first seen, ``(window start, group index,
     /// spans, adjusted spans in thousandths, self time sum, adjusted sum, min, max, bins, own
-    /// errors, adjusted own errors in thousandths)``.
-    fn drain<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+    /// errors, adjusted own errors in thousandths)``: `SelfTimes.drain`'s tuples.
+    pub(crate) fn drain<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let out = PyList::empty(py);
         for ((w, g), a) in self.accs.drain(..) {
             let row = PyTuple::new(
@@ -341,101 +305,13 @@ pub(crate) fn weight_milli(p: f64, max_weight_milli: i64) -> i64 {
     }
 }
 
-/// One record's spans, packed per run of one trace: a port of `attribution.tracebuffer.pack_runs`
-/// (``spans``: `attribution.model.Span` tuples; ``gidx``: each span's group index).
-#[pyfunction]
-fn pack_runs<'py>(
-    py: Python<'py>,
-    spans: &Bound<'py, PyAny>,
-    gidx: &Bound<'py, PyAny>,
-    status_error: i64,
-    max_weight_milli: i64,
-) -> PyResult<Bound<'py, PyList>> {
-    let out = PyList::empty(py);
-    let n = spans.len()?;
-    if gidx.len()? != n {
-        return Err(PyValueError::new_err(format!(
-            "{} spans but {} group indices",
-            n,
-            gidx.len()?
-        )));
-    }
-    let mut last: Option<Bound<'py, PyBytes>> = None;
-    let mut ids: Vec<u8> = Vec::new();
-    let mut nums: Vec<u8> = Vec::new();
-    let mut count: usize = 0;
-    let flush = |tid: &Bound<'py, PyBytes>,
-                 ids: &mut Vec<u8>,
-                 nums: &mut Vec<u8>,
-                 count: usize|
-     -> PyResult<()> {
-        let run = PyTuple::new(
-            py,
-            [
-                tid.clone().into_any(),
-                PyBytes::new(py, ids).into_any(),
-                PyBytes::new(py, nums).into_any(),
-                count.into_pyobject(py)?.into_any(),
-            ],
-        )?;
-        ids.clear();
-        nums.clear();
-        out.append(run)
-    };
-    for (span, g) in spans.try_iter()?.zip(gidx.try_iter()?) {
-        let span = span?;
-        let g: i64 = g?.extract()?;
-        let t = span.downcast::<PyTuple>()?;
-        let tid = t.get_borrowed_item(1)?;
-        let tid = tid.downcast::<PyBytes>()?;
-        let same = match &last {
-            Some(l) => l.as_bytes() == tid.as_bytes(),
-            None => false,
-        };
-        if !same {
-            if let Some(l) = &last {
-                flush(l, &mut ids, &mut nums, count)?;
-            }
-            last = Some(tid.to_owned());
-            count = 0;
-        }
-        ids.extend_from_slice(t.get_borrowed_item(2)?.downcast::<PyBytes>()?.as_bytes());
-        let pid = t.get_borrowed_item(9)?;
-        let pid = pid.downcast::<PyBytes>()?.as_bytes();
-        if pid.is_empty() {
-            ids.extend_from_slice(&[0u8; 8]);
-        } else {
-            ids.extend_from_slice(pid);
-        }
-        let start: i64 = t.get_borrowed_item(4)?.extract()?;
-        let end: i64 = t.get_borrowed_item(5)?.extract()?;
-        let status: i64 = t.get_borrowed_item(6)?.extract()?;
-        let p: f64 = t.get_borrowed_item(10)?.extract()?;
-        let w = if p == 1.0 {
-            1000
-        } else {
-            weight_milli(p, max_weight_milli)
-        };
-        for v in [start, end, g * 2 + (status == status_error) as i64, w] {
-            nums.extend_from_slice(&v.to_ne_bytes());
-        }
-        count += 1;
-    }
-    if let Some(l) = &last {
-        flush(l, &mut ids, &mut nums, count)?;
-    }
-    Ok(out)
-}
-
-/// The decoder, the group lookup, the aggregation windows; the trace buffer's packing and
-/// self-time math, by the packed layout of `attribution.tracebuffer`.
+/// The decoder, the dedup window, the group lookup, the aggregation windows, the trace buffer.
 #[pymodule]
 fn prodloop_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<otlp::ProtoDecoder>()?;
     m.add_class::<aggregate::Windows>()?;
     m.add_class::<dedup::DedupWindow>()?;
     m.add_function(wrap_pyfunction!(groups::group_ids, m)?)?;
-    m.add_class::<SelfTimes>()?;
-    m.add_function(wrap_pyfunction!(pack_runs, m)?)?;
+    m.add_class::<tracebuffer::TraceCore>()?;
     Ok(())
 }

@@ -10,18 +10,17 @@ import math
 import random
 import shutil
 import types
-from array import array
 from typing import Any
 
 import pytest
 
-from attribution.aggregate import SelfTimes, merge_sorted
+from attribution.aggregate import merge_sorted
 from attribution.attribute import Attributor, GroupKey
 from attribution.deploys import DeployTimeline
 from attribution.model import STATUS_ERROR, STATUS_UNSET, DeployEvent, Resource, Span
 from attribution.modules import ModuleConfig
 from attribution.repository import Repository
-from attribution.tracebuffer import TraceBuffer, pack_runs
+from attribution.tracebuffer import RebuildState, TraceBuffer, TraceCore
 from collector.errors import ConfigError
 from collector.processing import native
 from collector.processing.dedup import DedupWindow
@@ -36,41 +35,66 @@ if importlib.util.find_spec("prodloop_native") is None:
 WINDOW_NS = 60 * 10**9
 
 
-def _pack(spans: list[tuple[int, int, int, int, int, bool, int]]) -> tuple[bytearray, array[int]]:
-    """(span id, parent id, start, end, group, error, weight) -> the trace buffer's packing."""
-    ids = bytearray()
-    nums = array("q")
-    for sid, pid, start, end, group, error, weight in spans:
-        ids += sid.to_bytes(8, "little") + pid.to_bytes(8, "little")
-        nums.extend((start, end, group * 2 + error, weight))
-    return ids, nums
+R = Resource("svc")
+GROUPS = [GroupKey("svc", "", "repo", f"m{g}", (), "", "", "") for g in range(3)]
+# every sampling weight's rounding and its cap, and what is no probability at all
+PROBABILITIES = [
+    1.0,
+    1.0,
+    1.0,
+    0.5,
+    1 / 3,
+    0.001,
+    2.0 / 3,
+    1 / 2**56,
+    1e-300,
+    0.0,
+    -1.0,
+    math.nan,
+    math.inf,
+    0.4,
+]
 
 
-def _random_trace(rng: random.Random) -> list[tuple[int, int, int, int, int, bool, int]]:
-    """One trace with what the math must get right: overlapping, clipped, empty and outliving
-    children, missing parents, duplicate ids, a span naming itself, errors, sampling weights,
-    spans over window edges and several groups."""
+def _random_trace(rng: random.Random, trace: int) -> tuple[list[Span], list[int]]:
+    """One trace's spans and group indices, with what the math must get right: overlapping,
+    clipped, empty and outliving children, missing parents, duplicate ids, a span naming
+    itself, roots with no parent id or a zero one, errors, sampling weights, spans over window
+    edges and several groups."""
     n = rng.choice([1, 1, 2, 3, rng.randint(4, 40)])
     ids = [rng.randint(1, 2**64 - 1) for _ in range(n)]
     if n > 2 and rng.random() < 0.1:
         ids[-1] = ids[0]  # a duplicate beyond the dedup horizon
     base = rng.choice([0, WINDOW_NS - 500, rng.randint(0, 2**62)])
-    out = []
+    spans, gidx = [], []
     for i in range(n):
         r = rng.random()
         if i == 0 or r < 0.05:
-            pid = 0
+            pid = b"" if rng.random() < 0.8 else bytes(8)
         elif r < 0.1:
-            pid = rng.randint(1, 2**64 - 1)  # a parent never received: an orphan
+            pid = rng.randint(1, 2**64 - 1).to_bytes(8, "big")  # a parent never received: an orphan
         elif r < 0.12:
-            pid = ids[i]  # itself
+            pid = ids[i].to_bytes(8, "big")  # itself
         else:
-            pid = ids[rng.randrange(i)]
+            pid = ids[rng.randrange(i)].to_bytes(8, "big")
         start = base + rng.randint(0, 1000)
         end = start + rng.choice([0, 1, rng.randint(0, 2000), rng.randint(0, 10**12)])
-        weight = rng.choice([1000, 1000, 1000, 2000, 3, 10**9])
-        out.append((ids[i], pid, start, end, rng.randrange(3), rng.random() < 0.15, weight))
-    return out
+        status = rng.choice([STATUS_UNSET] * 5 + [STATUS_ERROR, 1])
+        spans.append(
+            Span(
+                R,
+                trace.to_bytes(16, "big"),
+                ids[i].to_bytes(8, "big"),
+                "op",
+                start,
+                end,
+                status,
+                parent_span_id=pid,
+                sample_probability=rng.choice(PROBABILITIES),
+            )
+        )
+        gidx.append(rng.randrange(3))
+    return spans, gidx
 
 
 def _totals(drained: list[Any]) -> list[tuple[Any, ...]]:
@@ -79,27 +103,36 @@ def _totals(drained: list[Any]) -> list[tuple[Any, ...]]:
 
 
 @pytest.mark.parametrize("seed", range(20))
-def test_native_self_times_equal_the_python_reference(seed: int) -> None:
+def test_the_native_self_time_math_equals_the_python_reference(seed: int) -> None:
+    """Whole traces through both cores: the same totals (self times, weights, own errors, bins
+    in their order) and the same orphan counts."""
     rng = random.Random(seed)
-    py, rs = SelfTimes(WINDOW_NS), native.self_times(WINDOW_NS, True)
-    assert not isinstance(rs, SelfTimes)
+    py = TraceCore(WINDOW_NS, 10**9, 10**9, False)
+    rs = native.trace_core(True)(WINDOW_NS, 10**9, 10**9, False)
+    assert not isinstance(rs, TraceCore)
     for k in range(300):
-        ids, nums = _pack(_random_trace(rng))
-        assert rs.add_packed(ids, nums) == py.add_packed(bytes(ids), nums), f"orphans of trace {k}"
+        spans, gidx = _random_trace(rng, k + 1)
+        for core in (py, rs):
+            core.add(k, -1, spans, gidx)
+        if k % 7 == 0:
+            assert rs.complete_all() == py.complete_all(), f"traces completed after trace {k}"
         if k % 97 == 0:
             assert _totals(rs.drain()) == _totals(py.drain()), f"totals after trace {k}"
+    rs.complete_all()
+    py.complete_all()
     assert _totals(rs.drain()) == _totals(py.drain())
+    assert rs.take_counts() == py.take_counts()
 
 
-def test_native_self_times_refuse_a_torn_packing() -> None:
-    rs = native.self_times(WINDOW_NS, True)
-    ids, nums = _pack([(1, 0, 0, 10, 0, False, 1000)])
-    with pytest.raises(ValueError, match="do not describe whole spans"):
-        rs.add_packed(ids[:15], nums)
-
-
-R = Resource("svc")
-GROUPS = [GroupKey("svc", "", "repo", f"m{g}", (), "", "", "") for g in range(3)]
+def test_the_native_core_refuses_what_it_cannot_hold() -> None:
+    core = native.trace_core(True)(WINDOW_NS, 100, 100, False)
+    spans, _ = _random_trace(random.Random(1), 1)
+    with pytest.raises(ValueError, match="1 spans but 2 group indices"):
+        core.add(0, 0, spans[:1], [0, 0])
+    with pytest.raises(ValueError, match="a trace id of 3 bytes, not 16"):
+        core.add(0, 0, [spans[0]._replace(trace_id=b"abc")], [0])
+    with pytest.raises(ValueError, match="trace_wait must be >= 0"):
+        native.trace_core(True)(WINDOW_NS, -1, 100, False)
 
 
 def _span(rng: random.Random, trace: int, sid: int, parent: int, start: int) -> Span:
@@ -116,14 +149,15 @@ def _span(rng: random.Random, trace: int, sid: int, parent: int, start: int) -> 
     )
 
 
-@pytest.mark.parametrize("seed", range(8))
-def test_a_trace_buffer_gives_the_same_rows_and_counts_on_both_paths(seed: int) -> None:
-    """Records of traces split over several records, late and capped: both buffers see the
-    same records and must emit the same rows, in the same order, and the same counts."""
-    rng = random.Random(seed)
-    log: list[tuple[int, list[tuple[Span, int]]]] = []
+Log = list[tuple[int, list[tuple[Span, int]]]]  # per record: its timestamp, its spans and their group ids
+
+
+def _split_log(rng: random.Random, n_records: int = 120) -> Log:
+    """Records of traces split over several records, some spans after their trace completed."""
+    log: Log = []
+    late: dict[int, list[tuple[Span, int]]] = {}
     trace = 0
-    for offset in range(120):
+    for offset in range(n_records):
         record: list[tuple[Span, int]] = []
         for _ in range(rng.randint(0, 3)):
             trace += 1
@@ -131,69 +165,102 @@ def test_a_trace_buffer_gives_the_same_rows_and_counts_on_both_paths(seed: int) 
             for sid in range(1, rng.randint(2, 12)):
                 parent = 0 if sid == 1 else rng.randint(1, sid - 1)
                 record.append((_span(rng, trace, sid, parent, t0 + rng.randint(0, 400)), rng.randrange(3)))
-        if (
-            log and rng.random() < 0.3
-        ):  # some spans arrive in a later record, some after their trace completed
+        if log and rng.random() < 0.3:  # some spans arrive in the record before
             rng.shuffle(record)
             keep = len(record) // 2
             log[-1][1].extend(record[keep:])
             record = record[:keep]
-        log.append((offset * 100 + rng.randint(-150, 150), record))
+        if record and rng.random() < 0.1:  # one arrives 8 records later: after its trace completed
+            late.setdefault(offset + 8, []).append(record.pop(rng.randrange(len(record))))
+        log.append((offset * 100 + rng.randint(-150, 150), record + late.pop(offset, [])))
+    return log
+
+
+def _feed(buf: TraceBuffer, log: Log, lo: int, hi: int, emit: bool = True, clock: bool = False) -> None:
+    """Records ``lo`` to ``hi`` into ``buf``; ``clock``: now and then a move of the watermark
+    (direct mode's arrival clock; the stream, which rebuilds, has none)."""
+    for offset in range(lo, hi):
+        ts, record = log[offset]
+        gidx = buf.group_indices([g for _, g in record], GROUPS.__getitem__, "owner")
+        buf.add_record(offset, ts, [s for s, _ in record], gidx, emit)
+        if clock and offset % 17 == 16:
+            buf.advance(ts + 50)
+
+
+def _buffer_on(on: bool) -> TraceBuffer:
+    return TraceBuffer(window_ns=WINDOW_NS, wait_ms=300, max_spans=60, exact=True, core=native.trace_core(on))
+
+
+BATCH = 4  # records per batch of the buffer tests
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_trace_buffer_gives_the_same_rows_counts_and_states_on_both_paths(seed: int) -> None:
+    """Both buffers see the same records, late and capped, and must emit the same rows in the
+    same order, the same counts and the same rebuild states, batch by batch."""
+    log = _split_log(random.Random(seed))
     results = []
     for on in (False, True):
-        selfs, pack = native.self_times(WINDOW_NS, on), native.packer(on)
-        buf = TraceBuffer(window_ns=WINDOW_NS, wait_ms=300, max_spans=60, exact=True, selfs=selfs, pack=pack)
-        rows = []
-        for offset, (ts, record) in enumerate(log):
-            spans = [s for s, _ in record]
-            gidx = buf.group_indices([g for _, g in record], GROUPS.__getitem__, "owner")
-            buf.add_record(offset, ts, spans, gidx)
-            if offset % 10 == 0:
-                rows.extend(buf.take_rows())
+        buf = _buffer_on(on)
+        rows, batches = [], []
+        for lo in range(0, len(log), BATCH):
+            _feed(buf, log, lo, lo + BATCH, clock=seed % 2 == 1)
+            rows.extend(buf.take_rows())
+            batches.append(
+                (buf.rebuild_state(lo + BATCH), buf.take_stats(), len(buf), buf.buffered, buf.nbytes())
+            )
         buf.complete_all()
         rows.extend(buf.take_rows())
-        results.append((rows, buf.take_stats()))
-    (py_rows, py_stats), (rs_rows, rs_stats) = results
-    assert py_stats == rs_stats
-    assert py_stats.traces > 100 and py_stats.late + py_stats.early > 0  # the cases were exercised
+        batches.append((buf.rebuild_state(len(log)), buf.take_stats(), len(buf), buf.buffered, buf.nbytes()))
+        results.append((rows, batches))
+    (py_rows, py_batches), (rs_rows, rs_batches) = results
+    first = next((i for i, (a, b) in enumerate(zip(py_batches, rs_batches, strict=True)) if a != b), None)
+    assert first is None, f"batch {first}:\n python {py_batches[first]}\n native {rs_batches[first]}"
+    # the cases were exercised: traces completed by the wait and the cap, late spans, ghosts
+    assert sum(b[1].traces for b in py_batches) > 100
+    assert sum(b[1].early for b in py_batches) > 0 and sum(b[1].late for b in py_batches) > 0
+    assert any(b[0].ghosts for b in py_batches)
     first = next((i for i, (a, b) in enumerate(zip(py_rows, rs_rows, strict=True)) if a != b), None)
     assert first is None, f"first differing row #{first}:\n python {py_rows[first]}\n native {rs_rows[first]}"
-    assert merge_sorted(py_rows) == merge_sorted(rs_rows)
 
 
-@pytest.mark.parametrize("seed", range(10))
-def test_native_packing_equals_the_python_reference(seed: int) -> None:
-    """Runs of one trace, roots (no parent id), errors, every sampling weight's rounding and cap."""
-    rng = random.Random(seed)
-    probabilities = [1.0, 0.5, 1 / 3, 0.001, 2.0 / 3, 1 / 2**56, 1e-300, 0.0, -1.0, math.nan, math.inf, 0.4]
-    spans = []
-    for i in range(400):
-        trace = rng.choice([1, 2, 3]) if rng.random() < 0.3 else i // 7 + 10
-        spans.append(
-            Span(
-                R,
-                trace.to_bytes(16, "big"),
-                rng.randint(1, 2**64 - 1).to_bytes(8, "big"),
-                "op",
-                start := rng.randint(0, 2**62),
-                start + rng.randint(0, 10**12),
-                rng.choice([STATUS_UNSET, STATUS_ERROR, 1]),
-                parent_span_id=b"" if rng.random() < 0.2 else rng.randint(1, 2**64 - 1).to_bytes(8, "big"),
-                sample_probability=rng.choice(probabilities),
-            )
-        )
-    gidx = [rng.randrange(10**6) for _ in spans]
-    expected = [(tid, bytes(ids), nums, k) for tid, ids, nums, k in pack_runs(spans, gidx)]
-    assert list(native.packer(True)(spans, gidx)) == expected
-    assert native.packer(True)([], []) == []
-    with pytest.raises(ValueError, match="3 spans but 2 group indices"):
-        native.packer(True)(spans[:3], gidx[:2])
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("written_by", [True, False], ids=["native-then-python", "python-then-native"])
+def test_a_rebuild_on_the_other_path_decides_as_the_original(seed: int, written_by: bool) -> None:
+    """A crash after any batch written by one path, replayed by the other from the committed
+    rebuild state (through its JSON, as the commit stores it): the rows after it are the
+    original's, nothing is counted twice and nothing is lost."""
+    log = _split_log(random.Random(seed))
+    original = _buffer_on(written_by)
+    rows: list[list[Any]] = []
+    states: list[RebuildState] = []
+    for lo in range(0, len(log), BATCH):
+        _feed(original, log, lo, lo + BATCH)
+        rows.append(original.take_rows())
+        states.append(original.rebuild_state(lo + BATCH))
+    original.complete_all()
+    rows.append(original.take_rows())
+    for b, state in enumerate(states[:-1]):
+        again = _buffer_on(not written_by)
+        again.restore(RebuildState.from_json(state.to_json()))
+        end = (b + 1) * BATCH
+        _feed(again, log, state.low_offset, end, emit=False)
+        assert again.take_rows() == [] and again.rebuild_state(end) == state
+        after = []
+        for lo in range(end, len(log), BATCH):
+            _feed(again, log, lo, lo + BATCH)
+            after.append(again.take_rows())
+        again.complete_all()
+        after.append(again.take_rows())
+        assert merge_sorted(*after) == merge_sorted(*rows[b + 1 :]), f"after a crash after batch {b}"
+    spans_in = sum(len(r) for _, r in log)
+    assert sum(r.self_spans for r in merge_sorted(*rows)) == spans_in
 
 
 def test_the_hot_path_setting() -> None:
     assert native.resolve("auto") is True and native.resolve("native") is True
     assert native.resolve("python") is False
-    assert isinstance(native.self_times(WINDOW_NS, False), SelfTimes)
+    assert native.trace_core(False) is TraceCore
     assert "native" in native.describe(True) and "pure Python" in native.describe(False)
 
 

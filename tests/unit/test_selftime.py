@@ -11,7 +11,8 @@ from attribution.aggregate import AggregateRow, merge_sorted
 from attribution.attribute import GroupKey
 from attribution.model import STATUS_ERROR, STATUS_UNSET, Resource, Span
 from attribution.selftime import covered, self_time, trace_self_times
-from attribution.tracebuffer import RebuildState, TraceBuffer
+from attribution.tracebuffer import CoreFactory, RebuildState, TraceBuffer
+from collector.processing import native
 
 R = Resource("svc")
 
@@ -126,8 +127,17 @@ def _span(trace: int, sid: int, parent: int, start: int, end: int, error: bool =
 GROUP = GroupKey("svc", "", "repo", "m", (), "", "", "")
 
 
-def _buffer(wait_ms: int = 1000, max_spans: int = 1000) -> TraceBuffer:
-    return TraceBuffer(window_ns=60 * 10**9, wait_ms=wait_ms, max_spans=max_spans, exact=True)
+# the buffer's rules hold on both of its cores: the Python reference and the native twin
+CORES = [False, True] if native.AVAILABLE else [False]
+
+
+@pytest.fixture(params=CORES, ids=lambda on: "native" if on else "python")
+def core(request: pytest.FixtureRequest) -> CoreFactory:
+    return native.trace_core(request.param)
+
+
+def _buffer(core: CoreFactory, wait_ms: int = 1000, max_spans: int = 1000) -> TraceBuffer:
+    return TraceBuffer(window_ns=60 * 10**9, wait_ms=wait_ms, max_spans=max_spans, exact=True, core=core)
 
 
 def _add(buf: TraceBuffer, offset: int, ts: int, spans: list[Span], emit: bool = True) -> None:
@@ -135,8 +145,8 @@ def _add(buf: TraceBuffer, offset: int, ts: int, spans: list[Span], emit: bool =
     buf.add_record(offset, ts, spans, gidx, emit)
 
 
-def test_a_trace_split_over_records_completes_after_its_wait() -> None:
-    buf = _buffer(wait_ms=1000)
+def test_a_trace_split_over_records_completes_after_its_wait(core: CoreFactory) -> None:
+    buf = _buffer(core, wait_ms=1000)
     _add(buf, 0, 10_000, [_span(1, 2, 1, 10, 20)])  # the child first
     _add(buf, 1, 10_500, [_span(1, 1, 0, 0, 100)])
     assert buf.take_rows() == [] and len(buf) == 1
@@ -146,8 +156,8 @@ def test_a_trace_split_over_records_completes_after_its_wait() -> None:
     assert buf.take_stats().orphans == 0
 
 
-def test_a_span_after_its_trace_completed_is_late_and_keeps_its_duration() -> None:
-    buf = _buffer(wait_ms=1000)
+def test_a_span_after_its_trace_completed_is_late_and_keeps_its_duration(core: CoreFactory) -> None:
+    buf = _buffer(core, wait_ms=1000)
     _add(buf, 0, 0, [_span(1, 1, 0, 0, 100)])
     _add(buf, 1, 5_000, [_span(1, 2, 1, 10, 20)])
     _add(buf, 2, 9_000, [])
@@ -157,10 +167,10 @@ def test_a_span_after_its_trace_completed_is_late_and_keeps_its_duration() -> No
     assert (st.late, st.orphans) == (1, 0)
 
 
-def test_a_one_span_trace_that_fails_has_an_own_error() -> None:
+def test_a_one_span_trace_that_fails_has_an_own_error(core: CoreFactory) -> None:
     # a trace of one span (a late span, a cron job's trace) takes the one-span shortcut: the
     # same answer as trace_self_times, which nothing errored under it says is an own error
-    buf = _buffer(wait_ms=1000)
+    buf = _buffer(core, wait_ms=1000)
     _add(buf, 0, 0, [_span(1, 1, 0, 0, 100, error=True)])
     _add(buf, 1, 5_000, [_span(1, 2, 1, 10, 20, error=True)])  # late: a one-span entry of its own
     _add(buf, 2, 9_000, [])
@@ -169,8 +179,8 @@ def test_a_one_span_trace_that_fails_has_an_own_error() -> None:
     assert trace_self_times([1], [0], [0], [100], [1], root=0) == ([100], [True], 0)
 
 
-def test_the_span_cap_completes_the_oldest_traces_early() -> None:
-    buf = _buffer(wait_ms=10**9, max_spans=4)
+def test_the_span_cap_completes_the_oldest_traces_early(core: CoreFactory) -> None:
+    buf = _buffer(core, wait_ms=10**9, max_spans=4)
     for i in range(6):
         _add(buf, i, i, [_span(i + 1, 1, 0, 0, 10), _span(i + 1, 2, 1, 0, 5)])
         assert buf.buffered <= 4 + 2
@@ -207,12 +217,12 @@ def _run(
 
 
 @pytest.mark.parametrize("seed", range(25))
-def test_a_rebuild_from_the_commit_decides_exactly_as_the_original(seed: int) -> None:
+def test_a_rebuild_from_the_commit_decides_exactly_as_the_original(seed: int, core: CoreFactory) -> None:
     rng = random.Random(seed)
     log = _random_log(rng, 80)
     wait, cap = rng.choice([300, 700, 2000]), rng.choice([5, 20, 1000])
     cuts = [*sorted(rng.sample(range(1, 80), 6)), 80]
-    original = _buffer(wait, cap)
+    original = _buffer(core, wait, cap)
     rows: list[list[AggregateRow]] = []
     states: list[RebuildState] = []
     at = 0
@@ -223,7 +233,7 @@ def test_a_rebuild_from_the_commit_decides_exactly_as_the_original(seed: int) ->
     for i, cut in enumerate(cuts[:-1]):  # a crash after each batch: rebuild, then go on
         state = RebuildState.from_json(states[i].to_json())
         assert state.low_offset <= cut
-        again = _buffer(wait, cap)
+        again = _buffer(core, wait, cap)
         again.restore(state)
         assert _run(again, log, state.low_offset, cut, emit=False) == []
         assert again.rebuild_state(cut) == states[i]
