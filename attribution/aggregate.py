@@ -420,15 +420,17 @@ class Aggregator:
             self._add_pending(spans, gids)
         n = len(spans)
         st.spans += n
-        unattributed: set[int] = set()
-        for gid, count in Counter(gids).items():
-            if attributor.is_attributed(gid):
-                st.attributed += count
-            else:
-                reason = attributor.group(gid).unattributed_reason
-                st.unattributed_by_reason[reason] = st.unattributed_by_reason.get(reason, 0) + count
-                unattributed.add(gid)
-        if unattributed:
+        if attributor.unattributed.isdisjoint(gids):  # the common case: one pass in C
+            st.attributed += n
+        else:
+            unattributed: set[int] = set()
+            for gid, count in Counter(gids).items():
+                if attributor.is_attributed(gid):
+                    st.attributed += count
+                else:
+                    reason = attributor.group(gid).unattributed_reason
+                    st.unattributed_by_reason[reason] = st.unattributed_by_reason.get(reason, 0) + count
+                    unattributed.add(gid)
             self._count_names(spans, gids, unattributed)
         self._pending_count += n
         self.last_gids = gids

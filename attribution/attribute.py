@@ -159,6 +159,7 @@ class Attributor:
         self._deploy_cache_version = self.timeline.version
         self._groups: list[GroupKey] = []
         self._group_ids: dict[object, int] = {}
+        self.unattributed: set[int] = set()  # the ids of groups with an unattributed reason
         # hot-path caches (see group_ids)
         self._needs_other = any(
             r.modules.rules and any(x.has_other for x in r.modules.rules) for r in self.repositories
@@ -577,10 +578,13 @@ class Attributor:
                 attribution.reason,
             )
         gid = self._group_ids.get(key)
-        if gid is None:
-            gid = len(self._groups)
-            self._groups.append(key)
-            self._group_ids[key] = gid
+        return self._add_group(key) if gid is None else gid
+
+    def _add_group(self, key: GroupKey) -> int:
+        gid = self._group_ids[key] = len(self._groups)
+        self._groups.append(key)
+        if key.unattributed_reason:
+            self.unattributed.add(gid)
         return gid
 
     def group_of(self, span: Span) -> int:
@@ -598,13 +602,7 @@ class Attributor:
 
         gkey = GroupKey(key.service, key.environment, "", OVERFLOW_MODULE, (), "", "", "overflow")
         gid = self._group_ids.get(gkey)
-        if gid is None:
-            gid = len(self._groups)
-            self._groups.append(
-                GroupKey(key.service, key.environment, "", OVERFLOW_MODULE, (), "", "", "overflow")
-            )
-            self._group_ids[gkey] = gid
-        return gid
+        return self._add_group(gkey) if gid is None else gid
 
     # -- explain -------------------------------------------------------------------------
 

@@ -333,6 +333,8 @@ struct Out<'py, 'a> {
     rejected: Bound<'py, PyList>,
     events_checked: bool,
     found: Vec<Option<&'a [u8]>>,
+    // the last span's trace id: a trace's spans mostly come in runs, and share one bytes object
+    last_trace: Option<(&'a [u8], Bound<'py, PyAny>)>,
 }
 
 fn cached<'py>(
@@ -578,9 +580,17 @@ impl ProtoDecoder {
         } else {
             PyBytes::new(py, sp.parent).into_any()
         };
+        let trace_id = match &out.last_trace {
+            Some((raw, obj)) if *raw == sp.trace_id => obj.clone(),
+            _ => {
+                let obj = PyBytes::new(py, sp.trace_id).into_any();
+                out.last_trace = Some((sp.trace_id, obj.clone()));
+                obj
+            }
+        };
         let items = [
             resource.clone(),
-            PyBytes::new(py, sp.trace_id).into_any(),
+            trace_id,
             PyBytes::new(py, sp.span_id).into_any(),
             name,
             sp.start.into_pyobject(py)?.into_any(),
@@ -757,6 +767,7 @@ impl ProtoDecoder {
             spans: PyList::empty(py),
             rejected: PyList::empty(py),
             events_checked: false,
+            last_trace: None,
             found: Vec::with_capacity(self.wanted_keys.len()),
         };
         match self.traces(&mut out) {
