@@ -28,6 +28,9 @@ lint: setup
 	$(VENV)/bin/ruff check attribution collector tests bench scripts
 	$(VENV)/bin/ruff format --check attribution collector tests bench scripts
 	$(VENV)/bin/lint-imports --no-cache
+	@if command -v cargo >/dev/null 2>&1; then \
+	  cargo fmt --manifest-path native/Cargo.toml --check && \
+	  cargo clippy --quiet --release --manifest-path native/Cargo.toml -- -D warnings; fi
 
 typecheck: setup
 	$(VENV)/bin/mypy

@@ -294,7 +294,7 @@ impl SelfAcc {
 /// A span's weight in thousandths: `attribution.aggregate.weight_milli` (Python's `round` is
 /// half to even).
 pub(crate) fn weight_milli(p: f64, max_weight_milli: i64) -> i64 {
-    if p >= 1.0 || !(p > 0.0) {
+    if p >= 1.0 || p <= 0.0 || p.is_nan() {
         return 1000;
     }
     let w = (1000.0 / p).round_ties_even();
