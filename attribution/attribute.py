@@ -14,7 +14,8 @@ commit, deploy, unattributed reason).  ``Attributor.group(i)`` turns it back int
 :class:`GroupKey`.  Dictionary-encoding keeps per-span hashing to one int.
 
 ``Attributor.drain_files_seen()`` returns the code files attributed spans came from since the
-last call (:class:`FileSeen`, for the ``file_last_seen`` table and dead-code candidates).
+last call (:class:`FileSeen`, for the ``file_last_seen`` table and dead-code candidates); with a
+:class:`FileSightings`, the stream's, only the files that are news to this process.
 
 Commit, first source that applies:
 
@@ -31,9 +32,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeAlias
 
 from attribution.deploys import DeployTimeline
 from attribution.model import (
@@ -77,14 +78,45 @@ class GroupKey(NamedTuple):
 
 class FileSeen(NamedTuple):
     """A code file of a repository that an attributed span of (service, environment) came
-    from, and the latest span start of the batch that saw it (exact to within that batch; see
-    :meth:`Attributor.drain_files_seen`)."""
+    from, and the latest span start of the batch that saw it (exact to within that batch, or
+    floored to its window: see :meth:`Attributor.drain_files_seen`)."""
 
     service: str
     environment: str
     repository: str
     path: str
     last_seen_unix_nano: int
+
+
+FileKey: TypeAlias = tuple[str, str, str, str]  # service, environment, repository, path
+
+
+class FileSightings:
+    """What one stream process has reported to ``file_last_seen``: per file, the latest
+    window start.  A batch sees most files of a busy service, so reporting each file per batch
+    wrote thousands of rows a second that the table's max then merged away; reporting a file
+    once per window loses nothing at that precision.
+
+    A row held back is never missing: it repeats one that a batch of this process reported,
+    and that batch is written, or its records are processed again wherever its partition goes
+    (exactly once), and report the file again.  A new process knows nothing and reports
+    everything: a superset, which max makes harmless, as it does the re-sent row of a replay."""
+
+    def __init__(self, window_ns: int, max_files: int = 200_000) -> None:
+        self.window_ns = window_ns
+        self.max_files = max_files  # past it, it starts over (reports everything once more)
+        self._reported: dict[FileKey, int] = {}
+
+    def news(self, keys: Iterable[FileKey], latest_unix_nano: int) -> tuple[list[FileKey], int]:
+        """The files of ``keys``, seen at ``latest_unix_nano``, not yet reported at its window
+        start or later, and that window start; they count as reported from now on."""
+        w = latest_unix_nano - latest_unix_nano % self.window_ns
+        reported = self._reported
+        new = [k for k in keys if reported.get(k, -1) < w]
+        if len(reported) + len(new) > self.max_files:
+            reported.clear()
+        reported.update(dict.fromkeys(new, w))
+        return new, w
 
 
 @dataclass(frozen=True, slots=True)
@@ -511,7 +543,7 @@ class Attributor:
         cache[key] = slot
         return slot
 
-    def drain_files_seen(self) -> list[FileSeen]:
+    def drain_files_seen(self, sightings: FileSightings | None = None) -> list[FileSeen]:
         """The code files attributed spans came from since the last call, one row per
         (service, environment, repository, path), sorted.
 
@@ -519,7 +551,10 @@ class Attributor:
         latest span start (two cheap operations per span); the rows carry that latest start.
         So ``last_seen_unix_nano`` is exact to within the time the drained spans cover (one
         batch): enough for dead-code candidates, judged over days.  The rows are a function
-        of the drained spans alone, so a replayed batch yields the same rows."""
+        of the drained spans alone, so a replayed batch yields the same rows.
+
+        With ``sightings`` (the stream's), the time is floored to its window start and only
+        the files that are news to them are returned (see :class:`FileSightings`)."""
         seen, latest = self._seen_locs, self._seen_latest
         self._seen_locs, self._seen_latest = {}, 0
         files = self._loc_files
@@ -529,6 +564,9 @@ class Attributor:
             for slot in slots
             if (file := files[slot]) is not None
         }
+        if sightings is not None and keys:
+            news, latest = sightings.news(keys, latest)
+            return [FileSeen(*key, latest) for key in sorted(news)]
         return [FileSeen(*key, latest) for key in sorted(keys)]
 
     def _resolve_dep(self, res: Resource, t: int) -> list[int]:

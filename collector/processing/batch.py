@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from attribution.aggregate import AggregateRow, Aggregator, BatchStats, NameRow, merge_sorted
-from attribution.attribute import Attributor, FileSeen
+from attribution.attribute import Attributor, FileSeen, FileSightings
 from attribution.deploys import DeployTimeline
 from attribution.model import DEFAULT_TIME_BOUNDS, DeployEvent, LogException, Span, TimeBounds
 from attribution.repository import Repository
@@ -228,6 +228,7 @@ class BatchProcessor:
         rebuild: bool = False,
         tick: bool = False,
         end_offset: int = -1,
+        sightings: FileSightings | None = None,
     ) -> BatchOutcome:
         """One batch of ``source``'s records (``topic[partition]``), deduplicated in ``window``,
         through the partition's trace ``buffer``.
@@ -235,9 +236,11 @@ class BatchProcessor:
         ``rebuild``: records already written (between the committed offset and the batch end
         of the commit): they only rebuild the dedup window and the buffer, and nothing is
         counted.  ``tick``: no records; every buffered trace completes (an idle partition), and
-        ``end_offset`` is where the partition stands.  Logs: see :meth:`process_logs`."""
+        ``end_offset`` is where the partition stands.  ``sightings``: the partition's files
+        reported so far (see :class:`~attribution.attribute.FileSightings`).  Logs: see
+        :meth:`process_logs`."""
         if self.cfg.signal == "logs":
-            return self.process_logs(source, records, attributor)
+            return self.process_logs(source, records, attributor, sightings)
         aggregator = self.new_aggregator(attributor)
         out = BatchOutcome(rows=[], stats=BatchStats())
         for offset, ts, value in records:
@@ -279,10 +282,16 @@ class BatchProcessor:
             out.buffer = buffer.take_stats()
             out.rebuild = buffer.rebuild_state(records[-1][0] + 1 if records else end_offset)
         out.names = aggregator.drain_names()
-        out.files_seen = attributor.drain_files_seen()
+        out.files_seen = attributor.drain_files_seen(sightings)
         return out
 
-    def process_logs(self, source: str, records: Sequence[RawRecord], attributor: Attributor) -> BatchOutcome:
+    def process_logs(
+        self,
+        source: str,
+        records: Sequence[RawRecord],
+        attributor: Attributor,
+        sightings: FileSightings | None = None,
+    ) -> BatchOutcome:
         """One batch of ``source``'s records of OTLP logs: the exceptions they carry, aggregated.
         A record that cannot be decoded is an error of the outcome (dead-lettered)."""
         aggregator = self.new_aggregator(attributor)
@@ -296,5 +305,5 @@ class BatchProcessor:
             aggregator.add_log_exceptions(items, out.stats)
         out.rows = aggregator.drain()
         out.names = aggregator.drain_names()
-        out.files_seen = attributor.drain_files_seen()
+        out.files_seen = attributor.drain_files_seen(sightings)
         return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from attribution.attribute import Attributor
+from attribution.attribute import Attributor, FileSightings
 from attribution.deploys import DeployTimeline
 from attribution.model import DeployEvent
 from attribution.repository import Repository
@@ -28,24 +28,28 @@ class Job(NamedTuple):
 
 
 class PartitionProcessor:
-    """The :class:`BatchProcessor` of one worker, with each partition's dedup window and the
-    attributors of the deploy selections its batches are tagged with."""
+    """The :class:`BatchProcessor` of one worker, with each partition's dedup window, trace
+    buffer and files reported (so the outcomes do not depend on which process a partition is
+    in), and the attributors of the deploy selections its batches are tagged with."""
 
     def __init__(self, cfg: ProcessorConfig, repositories: Sequence[Repository]) -> None:
         self.cfg = cfg
         self.batches = BatchProcessor(cfg, repositories)
         self.windows: dict[int, SpanWindow] = {}
         self.buffers: dict[int, TraceBuffer] = {}
+        self.sightings: dict[int, FileSightings] = {}
         self.deploys = DeployLog()
         self._attributors: dict[Selection, Attributor] = {}  # of the log's current version
 
     def reset(self, partition: int) -> None:
         self.windows[partition] = self.batches.new_window()
         self.buffers[partition] = self.batches.new_buffer(exact=True)
+        self.sightings.pop(partition, None)
 
     def drop(self, partition: int) -> None:
         self.windows.pop(partition, None)
         self.buffers.pop(partition, None)
+        self.sightings.pop(partition, None)
 
     def _window(self, partition: int) -> SpanWindow:
         w = self.windows.get(partition)
@@ -86,4 +90,6 @@ class PartitionProcessor:
             rebuild=job.rebuild,
             tick=job.tick,
             end_offset=job.end_offset,
+            sightings=self.sightings.get(partition)
+            or self.sightings.setdefault(partition, FileSightings(self.cfg.window_ns)),
         )

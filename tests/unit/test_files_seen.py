@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from attribution.attribute import Attributor, FileSeen
+from attribution.attribute import Attributor, FileSeen, FileSightings
 from attribution.model import Span
 from attribution.modules import ModuleConfig
 from attribution.repository import Repository
@@ -127,27 +127,57 @@ def test_batch_processor_open_batch_and_closed_batches(otel: Otel) -> None:
     ]
     assert proc.drain_files_seen() == []
 
-    # the stream: each closed batch carries its files, with the batch's own attributor
+    # the stream: each closed batch carries the files that are news to its partition in their
+    # window (T0 starts one), with the batch's own attributor
+    assert T0 % ProcessorConfig().window_ns == 0
     att = Attributor([REPO])
     window = DedupWindow(100)
+    seen = FileSightings(ProcessorConfig().window_ns)
     first = otel.proto(_sdk(otel, PAYMENTS, [(2, RETRY), (3, LEDGER)]))
-    second = otel.proto(_sdk(otel, PAYMENTS, [(12, RETRY)]))
-    out1 = proc.process("traces[0]", [(0, -1, first)], window, att)
+    second = otel.proto(_sdk(otel, PAYMENTS, [(12, RETRY), (13, CART)]))
+    out1 = proc.process("traces[0]", [(0, -1, first)], window, att, sightings=seen)
     assert out1.files_seen == [
-        FileSeen("payments", "prod", URL, "services/payments/ledger.py", T0 + 3 * SECOND),
-        FileSeen("payments", "prod", URL, "services/payments/retry.py", T0 + 3 * SECOND),
+        FileSeen("payments", "prod", URL, "services/payments/ledger.py", T0),
+        FileSeen("payments", "prod", URL, "services/payments/retry.py", T0),
     ]
-    out2 = proc.process("traces[0]", [(1, -1, second)], window, att)
-    assert out2.files_seen == [
-        FileSeen("payments", "prod", URL, "services/payments/retry.py", T0 + 12 * SECOND)
-    ]
+    # retry.py was reported in this window: only the new file
+    out2 = proc.process("traces[0]", [(1, -1, second)], window, att, sightings=seen)
+    assert out2.files_seen == [FileSeen("payments", "prod", URL, "services/checkout/cart.py", T0)]
     # records rebuilt (already written) report nothing, and do not hide the next batch's files
-    third = otel.proto(_sdk(otel, PAYMENTS, [(20, RETRY)]))
-    assert proc.process("traces[0]", [(2, -1, third)], window, att, rebuild=True).files_seen == []
-    fourth = otel.proto(_sdk(otel, PAYMENTS, [(30, RETRY)]))
-    assert proc.process("traces[0]", [(3, -1, fourth)], window, att).files_seen == [
-        FileSeen("payments", "prod", URL, "services/payments/retry.py", T0 + 30 * SECOND)
+    third = otel.proto(_sdk(otel, PAYMENTS, [(70, RETRY)]))
+    assert (
+        proc.process("traces[0]", [(2, -1, third)], window, att, rebuild=True, sightings=seen).files_seen
+        == []
+    )
+    fourth = otel.proto(_sdk(otel, PAYMENTS, [(75, RETRY)]))
+    assert proc.process("traces[0]", [(3, -1, fourth)], window, att, sightings=seen).files_seen == [
+        FileSeen("payments", "prod", URL, "services/payments/retry.py", T0 + 60 * SECOND)
     ]
+    # a new process (a restart, a replay elsewhere) reports everything again: max makes it harmless
+    again = BatchProcessor(ProcessorConfig(), [REPO]).process(
+        "traces[0]",
+        [(1, -1, second)],
+        DedupWindow(100),
+        Attributor([REPO]),
+        sightings=FileSightings(60 * SECOND),
+    )
+    assert again.files_seen == [
+        FileSeen("payments", "prod", URL, "services/checkout/cart.py", T0),
+        FileSeen("payments", "prod", URL, "services/payments/retry.py", T0),
+    ]
+
+
+def test_file_sightings_report_a_file_once_per_window_and_start_over_past_their_cap() -> None:
+    s = FileSightings(60 * SECOND, max_files=3)
+    a, b, c, d = (("svc", "prod", URL, p) for p in "abcd")
+    assert s.news([a, b], T0 + 5 * SECOND) == ([a, b], T0)
+    assert s.news([a, b, c], T0 + 59 * SECOND) == ([c], T0)
+    assert s.news([a], T0 - SECOND) == ([], T0 - 60 * SECOND)  # an older window: nothing new
+    # a new window; holding a and c again would pass the cap: the rest is forgotten
+    assert s.news([a, c], T0 + 61 * SECOND) == ([a, c], T0 + 60 * SECOND)
+    assert s.news([b], T0 + 62 * SECOND) == ([b], T0 + 60 * SECOND)  # b again: forgotten
+    assert s.news([a, b, c], T0 + 63 * SECOND) == ([], T0 + 60 * SECOND)
+    assert s.news([d], T0 + 64 * SECOND) == ([d], T0 + 60 * SECOND)
 
 
 def _sdk(otel: Otel, resource: dict[str, Any], specs: list[tuple[int, str]]) -> Any:
