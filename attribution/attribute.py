@@ -15,7 +15,7 @@ commit, deploy, unattributed reason).  ``Attributor.group(i)`` turns it back int
 
 ``Attributor.drain_files_seen()`` returns the code files attributed spans came from since the
 last call (:class:`FileSeen`, for the ``file_last_seen`` table and dead-code candidates); with a
-:class:`FileSightings`, the stream's, only the files that are news to this process.
+:class:`FileSightings`, a stream partition's, only the files that are news to it.
 
 Commit, first source that applies:
 
@@ -92,15 +92,16 @@ FileKey: TypeAlias = tuple[str, str, str, str]  # service, environment, reposito
 
 
 class FileSightings:
-    """What one stream process has reported to ``file_last_seen``: per file, the latest
-    window start.  A batch sees most files of a busy service, so reporting each file per batch
+    """What one partition of the stream has reported to ``file_last_seen`` in this process:
+    per file, the latest window start.  A batch sees most files of a busy service, so reporting each file per batch
     wrote thousands of rows a second that the table's max then merged away; reporting a file
     once per window loses nothing at that precision.
 
-    A row held back is never missing: it repeats one that a batch of this process reported,
-    and that batch is written, or its records are processed again wherever its partition goes
-    (exactly once), and report the file again.  A new process knows nothing and reports
-    everything: a superset, which max makes harmless, as it does the re-sent row of a replay."""
+    A row held back is never missing: it repeats one that an earlier batch of the partition
+    reported, and that batch is written, or its records are processed again wherever the
+    partition goes (exactly once), and report the file again.  A new process, or a partition
+    reset, knows nothing and reports everything: a superset, which max makes harmless, as it
+    does the re-sent row of a replay."""
 
     def __init__(self, window_ns: int, max_files: int = 200_000) -> None:
         self.window_ns = window_ns
