@@ -153,6 +153,37 @@ impl TraceCore {
         }
     }
 
+    /// A new entry (``ghost``: -1, or 0 for a ghost of a rebuild), with its deadline and its
+    /// place in the order of the span cap.
+    #[allow(clippy::too_many_arguments)]
+    fn open(
+        &mut self,
+        tid: Tid,
+        first: i64,
+        deadline: i64,
+        crec: i64,
+        wbefore: Option<i64>,
+        ghost: i64,
+        late: bool,
+    ) {
+        self.seq += 1;
+        let seq = self.seq;
+        let e = Entry {
+            spans: Vec::new(),
+            first,
+            deadline,
+            crec,
+            wbefore,
+            last: first,
+            seq,
+            ghost,
+            late,
+        };
+        self.entries.insert(tid, e);
+        self.deadlines.push(Reverse((deadline, seq, tid)));
+        self.order.push_back((crec, seq, tid));
+    }
+
     /// The run of one trace's spans in ``self.run``, into its entry (a new one when none).
     fn flush_run(
         &mut self,
@@ -163,24 +194,8 @@ impl TraceCore {
         w_before: Option<i64>,
     ) {
         if !self.entries.contains_key(&tid) {
-            self.seq += 1;
-            let seq = self.seq;
-            self.entries.insert(
-                tid,
-                Entry {
-                    spans: Vec::new(),
-                    first: offset,
-                    deadline,
-                    crec: c_rec,
-                    wbefore: w_before,
-                    last: offset,
-                    seq,
-                    ghost: -1,
-                    late: self.recent.contains(&tid),
-                },
-            );
-            self.deadlines.push(Reverse((deadline, seq, tid)));
-            self.order.push_back((c_rec, seq, tid));
+            let late = self.recent.contains(&tid);
+            self.open(tid, offset, deadline, c_rec, w_before, -1, late);
         }
         let e = self.entries.get_mut(&tid).expect("inserted above");
         e.last = offset;
@@ -373,25 +388,7 @@ impl TraceCore {
         self.completed.clear();
         for g in ghosts.try_iter()? {
             let (tid, deadline, counted_from): (Bound<'_, PyAny>, i64, i64) = g?.extract()?;
-            let tid = tid_of(&tid)?;
-            self.seq += 1;
-            let seq = self.seq;
-            self.entries.insert(
-                tid,
-                Entry {
-                    spans: Vec::new(),
-                    first: -1,
-                    deadline,
-                    crec: counted_from,
-                    wbefore: None,
-                    last: -1,
-                    seq,
-                    ghost: 0,
-                    late: false,
-                },
-            );
-            self.deadlines.push(Reverse((deadline, seq, tid)));
-            self.order.push_back((counted_from, seq, tid));
+            self.open(tid_of(&tid)?, -1, deadline, counted_from, None, 0, false);
         }
         Ok(())
     }
