@@ -15,6 +15,7 @@ from attribution.modules import ModuleConfig
 from attribution.repository import Repository
 from collector.processing.batch import BatchProcessor, ProcessorConfig
 from collector.processing.dedup import DedupWindow
+from collector.processing.partitions import Job, PartitionProcessor
 
 if TYPE_CHECKING:
     from conftest import Otel
@@ -185,3 +186,17 @@ def _sdk(otel: Otel, resource: dict[str, Any], specs: list[tuple[int, str]]) -> 
     for s, p in specs:
         batch.add("op", T0 + s * SECOND, T0 + s * SECOND + MS, attributes=path(p))
     return batch.spans
+
+
+def test_each_partition_reports_its_files_and_a_reset_starts_over(otel: Otel) -> None:
+    """Sightings are kept per partition (a partition's outcomes do not depend on which worker
+    process holds it) and forgotten when it is assigned again."""
+    pp = PartitionProcessor(ProcessorConfig(), [REPO])
+    job = Job(selection=(0, 0, ()), end_offset=1)
+    record = otel.proto(_sdk(otel, PAYMENTS, [(2, RETRY)]))
+    retry = [FileSeen("payments", "prod", URL, "services/payments/retry.py", T0)]
+    assert pp.process("traces", 0, [(0, -1, record)], job).files_seen == retry
+    assert pp.process("traces", 1, [(0, -1, record)], job).files_seen == retry  # its own
+    assert pp.process("traces", 0, [(1, -1, record)], job).files_seen == []
+    pp.reset(0)
+    assert pp.process("traces", 0, [(1, -1, record)], job).files_seen == retry
