@@ -93,9 +93,9 @@ FileKey: TypeAlias = tuple[str, str, str, str]  # service, environment, reposito
 
 class FileSightings:
     """What one partition of the stream has reported to ``file_last_seen`` in this process:
-    per file, the latest window start.  A batch sees most files of a busy service, so reporting each file per batch
-    wrote thousands of rows a second that the table's max then merged away; reporting a file
-    once per window loses nothing at that precision.
+    per file, the latest window start.  A batch sees most files of a busy service, so
+    reporting each file per batch wrote thousands of rows a second that the table's max then
+    merged away; reporting a file once per window loses nothing at that precision.
 
     A row held back is never missing: it repeats one that an earlier batch of the partition
     reported, and that batch is written, or its records are processed again wherever the

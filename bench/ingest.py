@@ -353,9 +353,11 @@ def buffer_memory(templates: Templates, rate: int, seconds: int, wait_ms: int, m
     gidx = [[0] * len(s) for s in decoded]
     gc.collect()
     # the native core's memory is not Python's: its cost shows in the RSS (glibc returns large
-    # freed blocks, so the delta is what it holds); the Python core's in tracemalloc
+    # freed blocks, so the delta is what it holds); the Python core's in tracemalloc, which is
+    # not started for the native one (its own bookkeeping would show in the RSS)
     meter = "VmRSS" if on else "tracemalloc"
-    tracemalloc.start()
+    if not on:
+        tracemalloc.start()
     m0 = _vm_rss_kb() * 1024 if on else tracemalloc.get_traced_memory()[0]
     for j, spans in enumerate(decoded):
         probe.add_record(j, ms0 + j, spans, gidx[j])
@@ -367,7 +369,8 @@ def buffer_memory(templates: Templates, rate: int, seconds: int, wait_ms: int, m
     nb = probe.nbytes() / probe.buffered
     probe.complete_all()
     m2 = _vm_rss_kb() * 1024 if on else tracemalloc.get_traced_memory()[0]
-    tracemalloc.stop()
+    if not on:
+        tracemalloc.stop()
     recent = (m2 - m0) / max(traces, 1)
     print(
         f"  {meter}, {probe.buffered if probe.buffered else k:,} spans of {traces:,} traces buffered: "

@@ -57,6 +57,12 @@ class PartitionProcessor:
             w = self.windows[partition] = self.batches.new_window()
         return w
 
+    def _sightings(self, partition: int) -> FileSightings:
+        s = self.sightings.get(partition)
+        if s is None:
+            s = self.sightings[partition] = FileSightings(self.cfg.window_ns)
+        return s
+
     def history(self, topic: str, partition: int, records: Sequence[RawRecord]) -> None:
         """Feed records before the committed offset to the dedup window only."""
         self.batches.history(f"{topic}[{partition}]", records, self._window(partition))
@@ -90,6 +96,5 @@ class PartitionProcessor:
             rebuild=job.rebuild,
             tick=job.tick,
             end_offset=job.end_offset,
-            sightings=self.sightings.get(partition)
-            or self.sightings.setdefault(partition, FileSightings(self.cfg.window_ns)),
+            sightings=self._sightings(partition),
         )
