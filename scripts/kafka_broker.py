@@ -87,6 +87,9 @@ TEST_BROKER_CONFIG: dict[str, str] = {
     "share.coordinator.state.topic.replication.factor": "1",
     "share.coordinator.state.topic.min.isr": "1",
     "group.initial.rebalance.delay.ms": "0",
+    # A killed consumer holds its partitions until its session expires: tests of crashes set a
+    # short kafka.session_timeout_ms, below the default floor of 6 s.
+    "group.min.session.timeout.ms": "1000",
     # After a SIGKILL the restarted broker cannot register until the old session expires (default 9 s).
     "broker.heartbeat.interval.ms": "500",
     "broker.session.timeout.ms": "4000",

@@ -77,7 +77,7 @@ def setup(kafka_broker: KafkaBroker, new_topic: Callable[..., str], tmp_path: Pa
         "PRODLOOP_STREAM__LINGER_MS": "100",
         "PRODLOOP_STREAM__WORKERS": "0",
         "PRODLOOP_SERVICE__GRACE_SECONDS": "20",
-        "PRODLOOP_KAFKA__SESSION_TIMEOUT_MS": "6000",  # the crashed member leaves the group sooner
+        "PRODLOOP_KAFKA__SESSION_TIMEOUT_MS": "3000",  # the crashed member leaves the group sooner
     }
     s = Setup(kafka_broker.bootstrap, logs, dlq, group, tmp_path, env, mods)
     yield s

@@ -76,6 +76,8 @@ class Setup:
             "PRODLOOP_STREAM__DEPLOY_SKEW_MS": "200",
             "PRODLOOP_STREAM__LINGER_MS": "100",
             "PRODLOOP_SERVICE__GRACE_SECONDS": "20",
+            # a killed run's partitions pass to the next after this (the default is 10 s)
+            "PRODLOOP_KAFKA__SESSION_TIMEOUT_MS": "3000",
         }
         env.update(extra)
         return env
