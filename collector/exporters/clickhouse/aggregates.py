@@ -117,7 +117,7 @@ class AggregateTables(ClickHouseClient):
         depends only on the rows, so a replay makes the same inserts with the same tokens.
         """
         try:
-            self.insert(table, rows, columns, {"insert_deduplicate": 1, "insert_deduplication_token": token})
+            self.insert_partials(table, rows, columns, token)
         except StoreRejectedError as exc:
             if len(rows) <= 1:
                 return 0, [(first, str(exc))]
@@ -178,13 +178,13 @@ class AggregateTables(ClickHouseClient):
                 r.self_time_adjusted_sum_ns,
                 r.self_time_min_ns,
                 r.self_time_max_ns,
-                dict(r.self_bins),
+                r.self_bins,
                 r.own_errors,
                 r.own_errors_adjusted_milli,
                 r.cpu_time_sum_ns,
                 r.exception_events,
                 r.exceptions,
-                dict(r.exception_types),
+                r.exception_types,
             ]
             for r in rows
         ]

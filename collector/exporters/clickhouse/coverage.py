@@ -52,12 +52,7 @@ class CoverageTables(ClickHouseClient):
             ]
             for r in rows
         ]
-        self.insert(
-            "unattributed_names",
-            data,
-            NAME_COLUMNS,
-            {"insert_deduplicate": 1, "insert_deduplication_token": dedup_token},
-        )
+        self.insert_partials("unattributed_names", data, NAME_COLUMNS, dedup_token)
         return len(data)
 
     def write_files_seen(self, rows: Sequence[FileSeen], *, dedup_token: str) -> int:
@@ -67,7 +62,7 @@ class CoverageTables(ClickHouseClient):
         Returns the number of rows written.
         """
         data = [[r.service, r.environment, r.repository, r.path, r.last_seen_unix_nano] for r in rows]
-        self.insert_rows("file_last_seen", data, FILE_SEEN_COLUMNS, token=dedup_token)
+        self.insert_partials("file_last_seen", data, FILE_SEEN_COLUMNS, dedup_token)
         return len(data)
 
     def load_files_seen(self, repository: str | None = None) -> list[FileSeen]:
