@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from attribution.model import DeployEvent, IncidentEvent
-from collector.exporters.clickhouse.client import ClickHouseClient, utc_datetime
+from collector.exporters.clickhouse.client import ClickHouseClient, dedup_settings, utc_datetime
 from collector.ports import DeploySource, StreamIntent
 
 
@@ -210,7 +210,7 @@ class StateTables(ClickHouseClient):
                 "rebuild",
                 "tick",
             ],
-            {"insert_deduplicate": 1, "insert_deduplication_token": f"intent:{token}"},
+            dedup_settings(f"intent:{token}"),
         )
 
     _INTENT_COLUMNS = "start_offset, end_offset, deploy_positions, deploy_bound_ms, token, chunk_rows, low_offset, rebuild, tick"
